@@ -1,0 +1,212 @@
+"""`agentmarket`: the operator's command line (migrate, seed, check-env, token)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import psycopg
+from pydantic import ValidationError
+
+from agentmarket import migrate, paths, seed, tokens
+from agentmarket.config import Settings, check_env, get_settings
+from agentmarket.db import connect
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+            print(f"invalid setting {where}: {err['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _connect(settings: Settings) -> psycopg.Connection:
+    try:
+        return connect(settings)
+    except psycopg.OperationalError as exc:
+        # The message names host and port, never the password.
+        print(f"cannot connect to the database: {str(exc).strip()}", file=sys.stderr)
+        raise SystemExit(3) from None
+
+
+# --- migrate -------------------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings()
+    directory = Path(args.dir) if args.dir else paths.migrations_dir()
+    with _connect(settings) as conn:
+        if args.action == "status":
+            entries = migrate.status(conn, directory)
+            width = max((len(e.version) for e in entries), default=7)
+            for e in entries:
+                print(f"{e.version:<{width}}  {e.state.value:<8}  {e.name}")
+            pending = sum(e.state is migrate.State.PENDING for e in entries)
+            bad = [e for e in entries if e.state in (migrate.State.EDITED, migrate.State.MISSING)]
+            print(f"{len(entries)} migrations, {pending} pending, {len(bad)} in conflict")
+            return 1 if bad else 0
+
+        shim_needed = not args.no_shim and migrate.needs_local_shim(conn)
+        if args.dry_run:
+            if shim_needed:
+                print("would apply sql/local_supabase.sql (plain PostgreSQL detected)")
+            try:
+                todo = migrate.up(conn, directory, dry_run=True)
+            except migrate.MigrationError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            for f in todo:
+                print(f"would apply {f.filename} ({len(f.statements)} statements)")
+            print("nothing to apply" if not todo else f"{len(todo)} to apply")
+            return 0
+
+        if args.backup:
+            migrate.backup(settings.direct_database_url, Path(args.backup))
+            print(f"backup written to {args.backup}")
+        if shim_needed:
+            migrate.apply_local_shim(conn, paths.local_shim_path())
+            print("applied sql/local_supabase.sql (plain PostgreSQL: Supabase roles and auth shim)")
+        try:
+            applied = migrate.up(
+                conn,
+                directory,
+                on_apply=lambda f: print(f"applied {f.filename} ({len(f.statements)} statements)"),
+            )
+        except migrate.MigrationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print("database is up to date" if not applied else f"{len(applied)} migrations applied")
+        return 0
+
+
+# --- seed ----------------------------------------------------------------------------------------
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    directory = Path(args.dir) if args.dir else paths.seeds_dir() / "agents"
+    try:
+        agents = seed.load_catalog(directory)
+    except seed.SeedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.write_sql or args.check_sql:
+        target = Path(args.sql_file) if args.sql_file else paths.seed_sql_path()
+        rendered = seed.render_sql(agents)
+        if args.check_sql:
+            current = target.read_text(encoding="utf-8") if target.exists() else ""
+            if current != rendered:
+                print(f"{target} is out of date: run `agentmarket seed --write-sql`", file=sys.stderr)
+                return 1
+            print(f"{target} matches seeds/")
+            return 0
+        target.write_text(rendered, encoding="utf-8")
+        print(f"wrote {target} ({len(agents)} agents)")
+        return 0
+    settings = _settings()
+    with _connect(settings) as conn:
+        result = seed.apply(conn, agents)
+        print(
+            f"seeded {result.agents} agents: {result.agents_changed} rows changed, "
+            f"{result.prompts_changed} prompts changed"
+        )
+        if args.summary:
+            print_summary(seed.summary(conn))
+    return 0
+
+
+def print_summary(s: seed.CatalogSummary) -> None:
+    print(f"catalog: {s.published} published agents ({s.unpublished} unpublished)")
+    for title, counts in (
+        ("categories", s.by_category),
+        ("kinds", s.by_kind),
+        ("pricing", s.by_pricing),
+    ):
+        print(f"  {title:<11} " + ", ".join(f"{name} {count}" for name, count in counts))
+
+
+# --- check-env -----------------------------------------------------------------------------------
+
+
+def cmd_check_env(args: argparse.Namespace) -> int:
+    settings = _settings()
+    problems = check_env(settings)
+    print(f"APP_ENV={settings.app_env.value}")
+    if not problems:
+        print("all settings present")
+        return 0
+    for p in problems:
+        marker = "missing" if p.required else "note   "
+        print(f"  {marker}  {p.setting}: {p.problem}")
+    required = [p for p in problems if p.required]
+    print(f"{len(required)} required setting(s) missing or invalid" if required else "ok")
+    return 1 if required else 0
+
+
+# --- token ---------------------------------------------------------------------------------------
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if settings.supabase_jwt_secret is None:
+        print("SUPABASE_JWT_SECRET is not set: cannot sign local tokens", file=sys.stderr)
+        return 2
+    with _connect(settings) as conn:
+        try:
+            user = tokens.ensure_user(conn, email=args.email, admin=args.admin)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    token = tokens.mint_access_token(
+        user,
+        secret=settings.supabase_jwt_secret.get_secret_value(),
+        issuer=settings.jwt_issuer,
+        ttl_seconds=args.ttl,
+    )
+    print(token)
+    print(f"user {user.id} <{user.email}>{' (admin)' if args.admin else ''}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentmarket", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("migrate", help="apply or inspect database migrations")
+    p.add_argument("action", nargs="?", choices=("up", "status"), default="up")
+    p.add_argument("--dry-run", action="store_true", help="show what would be applied")
+    p.add_argument("--backup", metavar="FILE", help="pg_dump the database to FILE first")
+    p.add_argument("--no-shim", action="store_true", help="never apply sql/local_supabase.sql")
+    p.add_argument("--dir", help="migrations directory (default supabase/migrations)")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("seed", help="upsert the curated catalog from seeds/")
+    p.add_argument("--dir", help="agent files directory (default seeds/agents)")
+    p.add_argument("--summary", action="store_true", help="print the catalog summary")
+    p.add_argument("--write-sql", action="store_true", help="regenerate supabase/seed.sql")
+    p.add_argument("--check-sql", action="store_true", help="fail if supabase/seed.sql drifted")
+    p.add_argument("--sql-file", help="seed SQL path (default supabase/seed.sql)")
+    p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("check-env", help="list missing or placeholder settings")
+    p.set_defaults(func=cmd_check_env)
+
+    p = sub.add_parser("token", help="create a local user and print an access token")
+    p.add_argument("--email", required=True)
+    p.add_argument("--admin", action="store_true", help="give the user the admin role")
+    p.add_argument("--ttl", type=int, default=tokens.DEFAULT_TTL_SECONDS, help="seconds")
+    p.set_defaults(func=cmd_token)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Forward-only migrations, recorded exactly as the Supabase CLI records them.
+
+Each file `supabase/migrations/<version>_<name>.sql` runs in its own transaction together with its
+row in `supabase_migrations.schema_migrations(version, name, statements)`, so a failing file leaves
+nothing behind and stops the run. Files already applied (by this tool or by `supabase db push`) are
+compared with what was recorded; an edited file stops the run before anything is applied.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import psycopg
+
+from agentmarket import sqlsplit
+
+FILE_PATTERN = re.compile(r"^([0-9]+)_(.*)\.sql$")
+
+# The statements the Supabase CLI runs before a push (kept identical so both tools agree).
+HISTORY_TABLE_SETUP = (
+    "SET lock_timeout = '4s'",
+    "CREATE SCHEMA IF NOT EXISTS supabase_migrations",
+    "CREATE TABLE IF NOT EXISTS supabase_migrations.schema_migrations "
+    "(version text NOT NULL PRIMARY KEY)",
+    "ALTER TABLE supabase_migrations.schema_migrations ADD COLUMN IF NOT EXISTS statements text[]",
+    "ALTER TABLE supabase_migrations.schema_migrations ADD COLUMN IF NOT EXISTS name text",
+)
+INSERT_VERSION = (
+    "INSERT INTO supabase_migrations.schema_migrations(version, name, statements) "
+    "VALUES (%s, %s, %s)"
+)
+SELECT_HISTORY = (
+    "SELECT version, coalesce(name, ''), coalesce(statements, '{}') "
+    "FROM supabase_migrations.schema_migrations ORDER BY version"
+)
+# Serialises concurrent `migrate up` runs against one database.
+ADVISORY_LOCK_KEY = 0x6167_6D6B  # "agmk"
+
+
+class MigrationError(Exception):
+    """A migration run that must not (or could not) go on."""
+
+
+class State(StrEnum):
+    APPLIED = "applied"
+    PENDING = "pending"
+    EDITED = "edited"  # applied, but the file changed since
+    MISSING = "missing"  # recorded in the database, no such file here
+
+
+@dataclass(frozen=True)
+class MigrationFile:
+    version: str
+    name: str
+    path: Path
+    statements: list[str]
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+
+@dataclass(frozen=True)
+class Applied:
+    version: str
+    name: str
+    statements: list[str]
+
+
+@dataclass(frozen=True)
+class Entry:
+    version: str
+    name: str
+    state: State
+
+
+def load_files(directory: Path) -> list[MigrationFile]:
+    files: list[MigrationFile] = []
+    for path in sorted(directory.glob("*.sql")):
+        match = FILE_PATTERN.match(path.name)
+        if not match:
+            raise MigrationError(f"{path.name}: not named <version>_<name>.sql")
+        statements = sqlsplit.split(path.read_text(encoding="utf-8"))
+        files.append(MigrationFile(match[1], match[2], path, statements))
+    versions = [f.version for f in files]
+    if len(set(versions)) != len(versions):
+        raise MigrationError("two migration files share a version")
+    return files
+
+
+def fingerprint(statements: Iterable[str]) -> str:
+    """The statements with whitespace and separators removed: equal for the same SQL however split."""
+    return re.sub(r"[\s;]+", "", "".join(statements))
+
+
+def ensure_history_table(conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        for stmt in HISTORY_TABLE_SETUP:
+            conn.execute(stmt)  # type: ignore[arg-type]
+
+
+def history_exists(conn: psycopg.Connection) -> bool:
+    row = conn.execute(
+        "SELECT to_regclass('supabase_migrations.schema_migrations') IS NOT NULL"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def read_history(conn: psycopg.Connection) -> list[Applied]:
+    if not history_exists(conn):
+        return []
+    return [Applied(v, n, list(s)) for v, n, s in conn.execute(SELECT_HISTORY).fetchall()]
+
+
+def plan(files: list[MigrationFile], applied: list[Applied]) -> list[Entry]:
+    by_version = {a.version: a for a in applied}
+    local = {f.version for f in files}
+    entries: list[Entry] = []
+    for f in files:
+        done = by_version.get(f.version)
+        if done is None:
+            entries.append(Entry(f.version, f.name, State.PENDING))
+        elif fingerprint(done.statements) != fingerprint(f.statements):
+            entries.append(Entry(f.version, f.name, State.EDITED))
+        else:
+            entries.append(Entry(f.version, f.name, State.APPLIED))
+    entries.extend(
+        Entry(a.version, a.name, State.MISSING) for a in applied if a.version not in local
+    )
+    return sorted(entries, key=lambda e: e.version)
+
+
+def status(conn: psycopg.Connection, directory: Path) -> list[Entry]:
+    return plan(load_files(directory), read_history(conn))
+
+
+def needs_local_shim(conn: psycopg.Connection) -> bool:
+    """True on a plain PostgreSQL that lacks what Supabase provides (roles, auth schema)."""
+    row = conn.execute(
+        "SELECT to_regclass('auth.users') IS NULL"
+        " OR NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated')"
+        " OR to_regprocedure('auth.uid()') IS NULL"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def apply_local_shim(conn: psycopg.Connection, shim: Path) -> None:
+    with conn.transaction():
+        conn.execute(shim.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+
+
+def backup(database_url: str, target: Path) -> None:
+    """pg_dump (custom format) of the whole database before anything changes."""
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        raise MigrationError("--backup needs pg_dump on PATH (PostgreSQL client tools)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [pg_dump, "--format=custom", "--no-owner", f"--file={target}", f"--dbname={database_url}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise MigrationError(f"backup failed, nothing was migrated: {result.stderr.strip()}")
+
+
+def up(
+    conn: psycopg.Connection,
+    directory: Path,
+    *,
+    dry_run: bool = False,
+    on_apply: Callable[[MigrationFile], None] | None = None,
+) -> list[MigrationFile]:
+    """Apply pending files in version order; return those applied (or, with dry_run, to apply)."""
+    files = load_files(directory)
+    conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+    try:
+        entries = plan(files, read_history(conn))
+        edited = [e for e in entries if e.state is State.EDITED]
+        if edited:
+            names = ", ".join(f"{e.version}_{e.name}.sql" for e in edited)
+            raise MigrationError(
+                f"already applied but changed since: {names}. Applied migrations are immutable; "
+                "revert the edit and put the change in a new migration file."
+            )
+        missing = [e for e in entries if e.state is State.MISSING]
+        if missing:
+            names = ", ".join(e.version for e in missing)
+            raise MigrationError(
+                f"the database has migrations this checkout lacks: {names}. "
+                "Update the checkout before migrating."
+            )
+        pending_versions = {e.version for e in entries if e.state is State.PENDING}
+        pending = [f for f in files if f.version in pending_versions]
+        if dry_run or not pending:
+            return pending
+        ensure_history_table(conn)
+        for migration in pending:
+            _apply_one(conn, migration)
+            if on_apply is not None:
+                on_apply(migration)
+        return pending
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+
+
+def _apply_one(conn: psycopg.Connection, migration: MigrationFile) -> None:
+    try:
+        with conn.transaction():
+            for index, stmt in enumerate(migration.statements, start=1):
+                try:
+                    conn.execute(stmt, prepare=False)  # type: ignore[arg-type]
+                except psycopg.Error as exc:
+                    raise MigrationError(
+                        f"{migration.filename}: statement {index} failed: "
+                        f"{_describe(exc)}\n{_excerpt(stmt)}"
+                    ) from exc
+            conn.execute(INSERT_VERSION, (migration.version, migration.name, migration.statements))
+    except MigrationError:
+        raise
+    except psycopg.Error as exc:
+        raise MigrationError(f"{migration.filename}: {_describe(exc)}") from exc
+
+
+def _describe(exc: psycopg.Error) -> str:
+    diag = exc.diag
+    parts = [diag.message_primary or str(exc).strip()]
+    if diag.message_detail:
+        parts.append(diag.message_detail)
+    if diag.sqlstate:
+        parts.append(f"(SQLSTATE {diag.sqlstate})")
+    return " ".join(parts)
+
+
+def _excerpt(stmt: str, limit: int = 400) -> str:
+    return stmt if len(stmt) <= limit else stmt[:limit] + " …"

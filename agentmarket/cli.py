@@ -100,7 +100,9 @@ def cmd_seed(args: argparse.Namespace) -> int:
         if args.check_sql:
             current = target.read_text(encoding="utf-8") if target.exists() else ""
             if current != rendered:
-                print(f"{target} is out of date: run `agentmarket seed --write-sql`", file=sys.stderr)
+                print(
+                    f"{target} is out of date: run `agentmarket seed --write-sql`", file=sys.stderr
+                )
                 return 1
             print(f"{target} matches seeds/")
             return 0

@@ -1,4 +1,5 @@
-"""Settings: one pydantic-settings class, read from the environment (and `.env`), built by a function.
+"""Settings: one pydantic-settings class read from the environment (and `.env`), built by a
+function.
 
 Nothing here connects to anything; callers build `Settings` and pass it on. Tests build their own.
 """
@@ -188,7 +189,9 @@ def check_env(settings: Settings) -> list[EnvProblem]:
 
     if strict and settings.secrets_encryption_key.get_secret_value() == DEV_ENCRYPTION_KEY:
         problems.append(
-            EnvProblem("SECRETS_ENCRYPTION_KEY", "still the development key from .env.example", True)
+            EnvProblem(
+                "SECRETS_ENCRYPTION_KEY", "still the development key from .env.example", True
+            )
         )
 
     if strict and not settings.supabase_url:
@@ -214,7 +217,9 @@ def check_env(settings: Settings) -> list[EnvProblem]:
     ):
         raw = secret(name, value)
         if raw is None:
-            problems.append(EnvProblem(name, "not set (only needed by hosted-project scripts)", False))
+            problems.append(
+                EnvProblem(name, "not set (only needed by hosted-project scripts)", False)
+            )
         elif _is_placeholder(raw):
             problems.append(EnvProblem(name, "is a placeholder", strict))
 

@@ -95,14 +95,14 @@ def load_files(directory: Path) -> list[MigrationFile]:
 
 
 def fingerprint(statements: Iterable[str]) -> str:
-    """The statements with whitespace and separators removed: equal for the same SQL however split."""
+    """The SQL without whitespace and separators: equal for the same SQL however it was split."""
     return re.sub(r"[\s;]+", "", "".join(statements))
 
 
 def ensure_history_table(conn: psycopg.Connection) -> None:
     with conn.transaction():
         for stmt in HISTORY_TABLE_SETUP:
-            conn.execute(stmt)  # type: ignore[arg-type]
+            conn.execute(stmt)
 
 
 def history_exists(conn: psycopg.Connection) -> bool:
@@ -152,7 +152,7 @@ def needs_local_shim(conn: psycopg.Connection) -> bool:
 
 def apply_local_shim(conn: psycopg.Connection, shim: Path) -> None:
     with conn.transaction():
-        conn.execute(shim.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+        conn.execute(shim.read_text(encoding="utf-8"))
 
 
 def backup(database_url: str, target: Path) -> None:
@@ -216,7 +216,7 @@ def _apply_one(conn: psycopg.Connection, migration: MigrationFile) -> None:
         with conn.transaction():
             for index, stmt in enumerate(migration.statements, start=1):
                 try:
-                    conn.execute(stmt, prepare=False)  # type: ignore[arg-type]
+                    conn.execute(stmt, prepare=False)
                 except psycopg.Error as exc:
                     raise MigrationError(
                         f"{migration.filename}: statement {index} failed: "

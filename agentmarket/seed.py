@@ -18,7 +18,14 @@ import psycopg
 import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=64)]
 
@@ -131,7 +138,9 @@ def _literal(value: object) -> str:
     if isinstance(value, str):
         return _text(value)
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return "array[" + ", ".join(_text(v) for v in value) + "]::text[]" if value else "'{}'::text[]"
+        return (
+            "array[" + ", ".join(_text(v) for v in value) + "]::text[]" if value else "'{}'::text[]"
+        )
     if isinstance(value, dict):
         return _text(json.dumps(value, ensure_ascii=False, sort_keys=True)) + "::jsonb"
     raise SeedError(f"cannot render {type(value).__name__}")
@@ -189,8 +198,8 @@ def apply(conn: psycopg.Connection, agents: list[AgentSeed]) -> SeedResult:
     with conn.transaction():
         for agent in agents:
             upsert_agent, upsert_prompt = render_agent(agent)
-            agents_changed += conn.execute(upsert_agent, prepare=False).rowcount  # type: ignore[arg-type]
-            prompts_changed += conn.execute(upsert_prompt, prepare=False).rowcount  # type: ignore[arg-type]
+            agents_changed += conn.execute(upsert_agent, prepare=False).rowcount
+            prompts_changed += conn.execute(upsert_prompt, prepare=False).rowcount
     return SeedResult(len(agents), agents_changed, prompts_changed)
 
 

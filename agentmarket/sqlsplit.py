@@ -1,8 +1,8 @@
 """Split a SQL script into statements the way the Supabase CLI does.
 
-`supabase db push` records each migration in `supabase_migrations.schema_migrations.statements` as
-the list of statements its tokenizer produced. `agentmarket migrate` records the same list, so either
-tool sees the other's work as its own. The rules (from the CLI's documented behaviour):
+`supabase db push` records each migration in `supabase_migrations.schema_migrations.statements`
+as the list of statements its tokenizer produced. `agentmarket migrate` records the same list, so
+either tool sees the other's work as its own. The rules (from the CLI's documented behaviour):
 
 * a `;` outside quotes, comments, dollar-quoted bodies and parentheses ends a statement;
 * `'…'` and `"…"` quotes, with a doubled delimiter as escape; `--` line and nested `/* */` comments;

@@ -132,3 +132,19 @@ def test_check_env_reports_invalid_settings_without_a_traceback(
         main(["check-env"])
     assert exc.value.code == 2
     assert "RATE_LIMIT_CHAT_PER_MINUTE" in capsys.readouterr().err
+
+
+def test_env_example_documents_every_setting_and_parses() -> None:
+    from agentmarket import paths
+    from agentmarket.config import Settings
+
+    example = paths.project_root() / ".env.example"
+    names = {
+        line.split("=", 1)[0]
+        for line in example.read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert names == {name.upper() for name in Settings.model_fields}
+    settings = Settings(_env_file=example)  # type: ignore[call-arg]
+    assert settings.app_env is AppEnv.DEV
+    assert not [p for p in check_env(settings) if p.required]

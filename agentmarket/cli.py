@@ -174,6 +174,26 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- serve ---------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings()
+    from functions.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        access_log=False,  # the app logs one canonical line per request
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentmarket", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin", action="store_true", help="give the user the admin role")
     p.add_argument("--ttl", type=int, default=tokens.DEFAULT_TTL_SECONDS, help="seconds")
     p.set_defaults(func=cmd_token)
+    p = sub.add_parser("serve", help="run the HTTP functions (uvicorn)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     secrets_encryption_key: SecretStr = SecretStr(DEV_ENCRYPTION_KEY)
     sentry_dsn: SecretStr | None = None
     rate_limit_chat_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 20
+    max_active_deployments: Annotated[int, Field(ge=1, le=1_000)] = 10
     worker_metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 0
     log_level: str = "info"
 

@@ -1,0 +1,181 @@
+"""One exception tree for everything a caller can get wrong or the system can refuse.
+
+Each `AppError` subclass has a stable `code` and an HTTP `status`; its docstring is the default
+human message. The HTTP layer maps them to RFC 9457 problem+json in a single handler; nothing
+else in the shared library knows about HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One validation problem: `path` is a JSON Pointer into the request body ("" = the body)."""
+
+    path: str
+    message: str
+
+
+class AppError(Exception):
+    """Something went wrong."""
+
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.detail = detail or (self.__doc__ or self.title).strip()
+        self.errors = errors or []
+        self.headers = headers or {}
+        super().__init__(self.detail)
+
+
+class BadRequest(AppError):
+    """The request could not be read."""
+
+    code = "bad_request"
+    status = 400
+    title = "Bad request"
+
+
+class MalformedJSON(BadRequest):
+    """The request body is not valid JSON."""
+
+    code = "malformed_json"
+
+
+class Unauthorized(AppError):
+    """Sign in to do this: send `Authorization: Bearer <access token>`."""
+
+    code = "unauthorized"
+    status = 401
+    title = "Unauthorized"
+
+
+class InvalidToken(Unauthorized):
+    """The access token is invalid or expired; sign in again."""
+
+    code = "invalid_token"
+
+
+class Forbidden(AppError):
+    """You are not allowed to do this."""
+
+    code = "forbidden"
+    status = 403
+    title = "Forbidden"
+
+
+class NotFound(AppError):
+    """Not found."""
+
+    code = "not_found"
+    status = 404
+    title = "Not found"
+
+
+class AgentNotFound(NotFound):
+    """No published agent has this id or slug."""
+
+    code = "agent_not_found"
+
+
+class DeploymentNotFound(NotFound):
+    """No deployment of yours has this id."""
+
+    code = "deployment_not_found"
+
+
+class MethodNotAllowed(AppError):
+    """This route does not support that method."""
+
+    code = "method_not_allowed"
+    status = 405
+    title = "Method not allowed"
+
+
+class Conflict(AppError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+    status = 409
+    title = "Conflict"
+
+
+class DeploymentNotConfigured(Conflict):
+    """The deployment is missing required configuration."""
+
+    code = "deployment_not_configured"
+
+
+class DeploymentPaused(Conflict):
+    """The deployment is paused; resume it first."""
+
+    code = "deployment_paused"
+
+
+class DeploymentLimitReached(Conflict):
+    """You have reached the maximum number of active deployments; delete or pause one first."""
+
+    code = "deployment_limit_reached"
+
+
+class PayloadTooLarge(AppError):
+    """The request body is too large."""
+
+    code = "payload_too_large"
+    status = 413
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(AppError):
+    """Send the body as application/json."""
+
+    code = "unsupported_media_type"
+    status = 415
+    title = "Unsupported media type"
+
+
+class ValidationFailed(AppError):
+    """The request has invalid fields; see `errors`."""
+
+    code = "validation_failed"
+    status = 422
+    title = "Validation failed"
+
+
+class InvalidConfig(ValidationFailed):
+    """The configuration does not match the agent's schema; see `errors`."""
+
+    code = "invalid_config"
+
+
+class RateLimited(AppError):
+    """Too many requests; retry after the time in the Retry-After header."""
+
+    code = "rate_limited"
+    status = 429
+    title = "Too many requests"
+
+
+class ServiceUnavailable(AppError):
+    """The service is temporarily unavailable; retry shortly."""
+
+    code = "service_unavailable"
+    status = 503
+    title = "Service unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database is unavailable; retry shortly."""
+
+    code = "database_unavailable"

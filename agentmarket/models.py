@@ -1,0 +1,149 @@
+"""Request and response models shared by the services and the HTTP layer."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class Kind(StrEnum):
+    CHAT = "chat"
+    CONTENT = "content"
+    SUPPORT = "support"
+
+
+class PricingModel(StrEnum):
+    FREE = "free"
+    SUBSCRIPTION = "subscription"
+    PAY_PER_USE = "pay_per_use"
+    ONE_TIME = "one_time"
+
+
+class AgentSort(StrEnum):
+    POPULAR = "popular"
+    NEWEST = "newest"
+    NAME = "name"
+    RELEVANCE = "relevance"
+
+
+class DeploymentStatus(StrEnum):
+    CONFIGURING = "configuring"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    ERROR = "error"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- catalog -------------------------------------------------------------------------------------
+
+
+class AgentQuery(Model):
+    q: Annotated[str, StringConstraints(max_length=200)] | None = None
+    category: Annotated[str, StringConstraints(max_length=64)] | None = None
+    pricing: PricingModel | None = None
+    tag: Annotated[str, StringConstraints(max_length=64)] | None = None
+    sort: AgentSort | None = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    offset: Annotated[int, Field(ge=0, le=100_000)] = 0
+
+
+class AgentSummary(Model):
+    id: uuid.UUID
+    slug: str
+    name: str
+    tagline: str
+    description: str
+    category: str
+    tags: list[str]
+    kind: Kind
+    pricing_model: PricingModel
+    price_cents: int
+    currency: str
+    icon: str | None
+    featured: bool
+    deploy_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class AgentDetail(AgentSummary):
+    model: str
+    rate_limit_per_minute: int
+    config_schema: dict[str, Any]
+    default_config: dict[str, Any]
+    example_prompts: list[str]
+    secret_fields: list[str] = Field(
+        description="Configuration fields that are secrets: write-only, stored encrypted."
+    )
+
+
+class AgentList(Model):
+    data: list[AgentSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class CategoryCount(Model):
+    category: str
+    count: int
+
+
+# --- deployments ---------------------------------------------------------------------------------
+
+
+class DeployRequest(Model):
+    agent_id: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)
+    ] = Field(description="The agent's id (uuid) or slug.")
+    name: Name | None = Field(default=None, description="Defaults to the agent's name.")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Configuration matching the agent's config_schema; secrets included.",
+    )
+
+
+class DeploymentPatch(Model):
+    name: Name | None = None
+    config: dict[str, Any] | None = Field(
+        default=None,
+        description="Replaces the configuration. Secret fields left out keep their stored value.",
+    )
+    status: Literal["active", "paused"] | None = None
+
+
+class AgentRef(Model):
+    id: uuid.UUID
+    slug: str
+    name: str
+    kind: Kind
+    icon: str | None
+
+
+class Deployment(Model):
+    id: uuid.UUID
+    agent_id: uuid.UUID
+    agent: AgentRef | None = Field(description="Null when the agent left the catalog.")
+    name: str
+    config: dict[str, Any] = Field(description="Non-secret configuration.")
+    secrets: dict[str, str] = Field(
+        description="Stored secret fields, masked (e.g. sk-…abcd). Never returned in full."
+    )
+    status: DeploymentStatus
+    status_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_active_at: datetime | None
+
+
+class DeploymentList(Model):
+    data: list[Deployment]

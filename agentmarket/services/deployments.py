@@ -1,0 +1,266 @@
+"""Deploy an agent and manage deployments.
+
+Reads run as the caller under RLS; writes go through private SECURITY DEFINER functions that check
+`auth.uid()` themselves (clients cannot insert deployments directly: that would skip validation,
+secret encryption and the cap). Another user's deployment is simply not found.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from agentmarket import configschema
+from agentmarket.errors import (
+    AgentNotFound,
+    Conflict,
+    DeploymentLimitReached,
+    DeploymentNotConfigured,
+    DeploymentNotFound,
+    InvalidConfig,
+)
+from agentmarket.metrics import DEPLOYMENTS
+from agentmarket.models import (
+    AgentRef,
+    Deployment,
+    DeploymentList,
+    DeploymentPatch,
+    DeploymentStatus,
+    DeployRequest,
+)
+from agentmarket.secrets import SecretBox, secret_aad
+from agentmarket.services.catalog import agent_key
+from agentmarket.telemetry import track
+
+AGENT_FOR_DEPLOY = """
+select id, slug, name, config_schema, default_config
+  from public.marketplace_agents
+ where (id = %(id)s or slug = %(slug)s) and is_published
+"""
+
+DEPLOYMENTS_WITH_AGENT = """
+select d.id, d.agent_id, d.name, d.config, d.status, d.status_reason, d.created_at,
+       d.updated_at, d.last_active_at,
+       a.slug as agent_slug, a.name as agent_name, a.kind as agent_kind, a.icon as agent_icon,
+       a.config_schema, a.default_config
+  from public.agent_deployments d
+  left join public.marketplace_agents a on a.id = d.agent_id
+"""
+LIST_DEPLOYMENTS = DEPLOYMENTS_WITH_AGENT + " order by d.created_at desc, d.id desc"
+ONE_DEPLOYMENT = DEPLOYMENTS_WITH_AGENT + " where d.id = %(id)s"
+
+SECRET_HINTS = "select deployment_id, field, hint from private.deployment_secret_hints(%s)"
+CREATE = "select * from private.create_deployment(%s, %s, %s, %s, %s, %s)"
+UPDATE = "select * from private.update_deployment(%s, %s, %s, %s, %s, %s)"
+DELETE = "select private.delete_deployment(%s)"
+PUT_SECRET = "select private.put_deployment_secret(%s, %s, %s, %s, %s)"
+
+AGENT_NOT_FOUND_STATE = "AMNF1"
+LIMIT_STATE = "AMLIM"
+
+
+def _status_for(validated: configschema.ValidatedConfig) -> tuple[DeploymentStatus, str | None]:
+    if validated.missing_required:
+        fields = ", ".join(validated.missing_required)
+        return DeploymentStatus.CONFIGURING, f"missing required configuration: {fields}"
+    return DeploymentStatus.ACTIVE, None
+
+
+async def _secret_hints(
+    conn: psycopg.AsyncConnection, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, str]]:
+    hints: dict[uuid.UUID, dict[str, str]] = defaultdict(dict)
+    if ids:
+        async with conn.cursor() as cur:
+            await cur.execute(SECRET_HINTS, (ids,))
+            for deployment_id, field, hint in await cur.fetchall():
+                hints[deployment_id][field] = hint
+    return hints
+
+
+def _deployment(row: dict[str, Any], secrets: dict[str, str]) -> Deployment:
+    agent = (
+        AgentRef(
+            id=row["agent_id"],
+            slug=row["agent_slug"],
+            name=row["agent_name"],
+            kind=row["agent_kind"],
+            icon=row["agent_icon"],
+        )
+        if row.get("agent_slug") is not None
+        else None
+    )
+    return Deployment(
+        id=row["id"],
+        agent_id=row["agent_id"],
+        agent=agent,
+        name=row["name"],
+        config=row["config"],
+        secrets=secrets,
+        status=row["status"],
+        status_reason=row["status_reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_active_at=row["last_active_at"],
+    )
+
+
+async def _store_secrets(
+    conn: psycopg.AsyncConnection, box: SecretBox, deployment_id: uuid.UUID, secrets: dict[str, str]
+) -> None:
+    for field, value in sorted(secrets.items()):
+        sealed = box.seal(value, aad=secret_aad(deployment_id, field))
+        await conn.execute(
+            PUT_SECRET, (deployment_id, field, sealed.key_id, sealed.ciphertext, sealed.hint)
+        )
+
+
+async def _load(conn: psycopg.AsyncConnection, deployment_id: uuid.UUID) -> dict[str, Any]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(ONE_DEPLOYMENT, {"id": deployment_id})
+        row = await cur.fetchone()
+    if row is None:
+        raise DeploymentNotFound()
+    return row
+
+
+async def deploy_agent(
+    *,
+    conn: psycopg.AsyncConnection,
+    request: DeployRequest,
+    box: SecretBox,
+    max_active: int,
+) -> Deployment:
+    """Validate the config against the agent's schema, create the deployment, seal its secrets."""
+    try:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(AGENT_FOR_DEPLOY, agent_key(request.agent_id))
+            agent = await cur.fetchone()
+        if agent is None:
+            raise AgentNotFound()
+        validated = configschema.validate_config(
+            agent["config_schema"], request.config, defaults=agent["default_config"], partial=True
+        )
+        status, reason = _status_for(validated)
+        try:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(
+                    CREATE,
+                    (
+                        agent["id"],
+                        request.name or agent["name"],
+                        Jsonb(validated.public),
+                        status.value,
+                        reason,
+                        max_active,
+                    ),
+                )
+                created = await cur.fetchone()
+        except psycopg.Error as exc:
+            raise _map_sqlstate(exc) from exc
+        assert created is not None
+        await _store_secrets(conn, box, created["id"], validated.secrets)
+    except (AgentNotFound, InvalidConfig, DeploymentLimitReached) as exc:
+        DEPLOYMENTS.labels(result=exc.code).inc()
+        raise
+    DEPLOYMENTS.labels(result="success").inc()
+    await track(
+        conn,
+        "marketplace.agent.deployed",
+        agent_id=agent["id"],
+        deployment_id=created["id"],
+        slug=agent["slug"],
+        status=status.value,
+    )
+    row = await _load(conn, created["id"])
+    hints = await _secret_hints(conn, [created["id"]])
+    return _deployment(row, hints.get(created["id"], {}))
+
+
+def _map_sqlstate(exc: psycopg.Error) -> Exception:
+    """Our SQLSTATEs from the private functions as AppErrors; anything else unchanged."""
+    if exc.sqlstate == AGENT_NOT_FOUND_STATE:
+        return AgentNotFound()
+    if exc.sqlstate == LIMIT_STATE:
+        return DeploymentLimitReached()
+    return exc
+
+
+async def list_deployments(*, conn: psycopg.AsyncConnection) -> DeploymentList:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(LIST_DEPLOYMENTS)
+        rows = await cur.fetchall()
+    hints = await _secret_hints(conn, [r["id"] for r in rows])
+    return DeploymentList(data=[_deployment(r, hints.get(r["id"], {})) for r in rows])
+
+
+async def get_deployment(*, conn: psycopg.AsyncConnection, deployment_id: uuid.UUID) -> Deployment:
+    row = await _load(conn, deployment_id)
+    hints = await _secret_hints(conn, [deployment_id])
+    return _deployment(row, hints.get(deployment_id, {}))
+
+
+async def update_deployment(
+    *,
+    conn: psycopg.AsyncConnection,
+    deployment_id: uuid.UUID,
+    patch: DeploymentPatch,
+    box: SecretBox,
+    max_active: int,
+) -> Deployment:
+    """Rename, reconfigure (secrets left out keep their value), pause or resume."""
+    current = await _load(conn, deployment_id)
+    if current["config_schema"] is None:
+        raise Conflict("This agent is no longer in the catalog; the deployment cannot change.")
+    stored = await _secret_hints(conn, [deployment_id])
+    validated = configschema.validate_config(
+        current["config_schema"],
+        patch.config if patch.config is not None else current["config"],
+        defaults=current["default_config"] if patch.config is not None else None,
+        keep_secrets=stored.get(deployment_id, {}).keys(),
+        partial=True,
+    )
+    readiness, reason = _status_for(validated)
+    wanted = patch.status or (
+        "paused" if current["status"] == DeploymentStatus.PAUSED.value else "active"
+    )
+    if wanted == "paused":
+        status, reason = DeploymentStatus.PAUSED, None
+    elif readiness is DeploymentStatus.CONFIGURING and patch.status == "active":
+        raise DeploymentNotConfigured(f"Cannot activate: {reason}.")
+    else:
+        status = readiness
+    try:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                UPDATE,
+                (
+                    deployment_id,
+                    patch.name or current["name"],
+                    Jsonb(validated.public),
+                    status.value,
+                    reason,
+                    max_active,
+                ),
+            )
+            updated = await cur.fetchone()
+    except psycopg.Error as exc:
+        raise _map_sqlstate(exc) from exc
+    if updated is None or updated["id"] is None:
+        raise DeploymentNotFound()
+    await _store_secrets(conn, box, deployment_id, validated.secrets)
+    return await get_deployment(conn=conn, deployment_id=deployment_id)
+
+
+async def delete_deployment(*, conn: psycopg.AsyncConnection, deployment_id: uuid.UUID) -> None:
+    """Soft-delete the deployment and destroy its stored secrets."""
+    async with conn.cursor() as cur:
+        await cur.execute(DELETE, (deployment_id,))
+        row = await cur.fetchone()
+    if not row or not row[0]:
+        raise DeploymentNotFound()

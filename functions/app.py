@@ -1,0 +1,63 @@
+"""The functions app: `create_app(settings)` builds it; nothing connects until it starts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from agentmarket import migrate, paths
+from agentmarket.auth import TokenVerifier
+from agentmarket.config import Settings, get_settings
+from agentmarket.db import create_pool
+from agentmarket.secrets import SecretBox
+from agentmarket.telemetry import configure_logging
+from functions import problems
+from functions.deps import AppState
+from functions.middleware import RequestContextMiddleware
+from functions.routers import deployments, health, marketplace
+
+MAX_BODY_BYTES = 2 * 1024 * 1024  # a support agent's knowledge base can be large
+
+DESCRIPTION = """\
+Browse a curated catalog of AI agents, deploy one with your own configuration, and manage your
+deployments. Authenticate with a Supabase access token (`Authorization: Bearer …`); the catalog is
+public. Errors are RFC 9457 `application/problem+json` with a stable `code`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = create_pool(settings)
+        await pool.open(wait=False)
+        verifier = TokenVerifier.from_settings(settings)
+        app.state.agentmarket = AppState(
+            settings=settings,
+            pool=pool,
+            verifier=verifier,
+            box=SecretBox(settings.encryption_keys),
+            migrations=migrate.load_files(paths.migrations_dir()),
+        )
+        try:
+            yield
+        finally:
+            await verifier.aclose()
+            await pool.close()
+
+    app = FastAPI(
+        title="Agent Marketplace",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=MAX_BODY_BYTES)
+    app.include_router(marketplace.router)
+    app.include_router(deployments.router)
+    app.include_router(health.router)
+    return app

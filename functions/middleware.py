@@ -1,0 +1,122 @@
+"""ASGI middleware: request id, body size limit, one canonical log line per request."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agentmarket.errors import AppError, PayloadTooLarge
+from functions.problems import PROBLEM_JSON, problem_body
+
+log = structlog.get_logger("agentmarket.http")
+
+# A client may pass its own id (e.g. from a gateway); anything odd is replaced.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    """Binds request_id (echoed as X-Request-ID), enforces the body limit, logs the request."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        supplied = headers.get("x-request-id", "")
+        request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        declared = headers.get("content-length")
+        try:
+            if declared is not None:
+                # The server (h11/httptools) holds the client to its declared length.
+                if not declared.isdigit() or int(declared) > self.max_body_bytes:
+                    raise _TooLarge
+                await self.app(scope, receive, send_wrapper)
+            else:
+                # Chunked or absent: read it all (bounded) first, then replay it to the app.
+                await self.app(scope, await self._buffered(receive), send_wrapper)
+        except _TooLarge:
+            too_large = PayloadTooLarge(f"The request body exceeds {self.max_body_bytes} bytes.")
+            await self._send_problem(send_wrapper, too_large, request_id)
+        finally:
+            route = scope.get("route")
+            log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                route=getattr(route, "path", None),
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                user_id=scope.get("state", {}).get("user_id"),
+            )
+
+    async def _buffered(self, receive: Receive) -> Receive:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        return replay
+
+    @staticmethod
+    async def _send_problem(send: Send, exc: AppError, request_id: str) -> None:
+        body: dict[str, Any] = problem_body(
+            code=exc.code, status=exc.status, title=exc.title, detail=exc.detail,
+            request_id=request_id,
+        )
+        payload = json.dumps(body).encode()
+        await send({
+            "type": "http.response.start",
+            "status": exc.status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        })
+        await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,60 @@
+"""Your deployments: list, detail, rename/reconfigure/pause/resume, delete."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Response, status
+
+from agentmarket.models import Deployment, DeploymentList, DeploymentPatch
+from agentmarket.services import deployments
+from functions.deps import AppSettings, Box, UserConn
+from functions.openapi import problem_responses
+
+router = APIRouter(prefix="/api/deployments", tags=["deployments"])
+
+
+@router.get("", response_model=DeploymentList, responses=problem_responses(401))
+async def list_deployments(conn: UserConn) -> DeploymentList:
+    """Your live deployments, newest first."""
+    return await deployments.list_deployments(conn=conn)
+
+
+@router.get("/{deployment_id}", response_model=Deployment, responses=problem_responses(401, 404))
+async def get_deployment(conn: UserConn, deployment_id: uuid.UUID) -> Deployment:
+    """One of your deployments (secrets masked)."""
+    return await deployments.get_deployment(conn=conn, deployment_id=deployment_id)
+
+
+@router.patch(
+    "/{deployment_id}",
+    response_model=Deployment,
+    responses=problem_responses(400, 401, 404, 409, 413, 422),
+)
+async def update_deployment(
+    conn: UserConn,
+    deployment_id: uuid.UUID,
+    patch: DeploymentPatch,
+    box: Box,
+    settings: AppSettings,
+) -> Deployment:
+    """Rename, reconfigure (secrets left out keep their value), pause or resume."""
+    return await deployments.update_deployment(
+        conn=conn,
+        deployment_id=deployment_id,
+        patch=patch,
+        box=box,
+        max_active=settings.max_active_deployments,
+    )
+
+
+@router.delete(
+    "/{deployment_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problem_responses(401, 404),
+)
+async def delete_deployment(conn: UserConn, deployment_id: uuid.UUID) -> Response:
+    """Delete the deployment; its stored secrets are destroyed."""
+    await deployments.delete_deployment(conn=conn, deployment_id=deployment_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

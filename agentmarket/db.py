@@ -31,7 +31,9 @@ def connect(settings: Settings, *, direct: bool = True) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=True, prepare_threshold=None, connect_timeout=10)
 
 
-def create_pool(settings: Settings, *, min_size: int = 2, max_size: int = 10) -> AsyncConnectionPool:
+def create_pool(
+    settings: Settings, *, min_size: int = 2, max_size: int = 10
+) -> AsyncConnectionPool:
     """The request pool (not opened: call `await pool.open()`; nothing connects at import).
 
     `prepare_threshold=None` keeps it usable behind a transaction-mode pooler (Supavisor :6543).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import uuid
+from collections.abc import MutableMapping
 from typing import Any
 
 import psycopg
@@ -34,7 +35,7 @@ REDACTED_KEYS = frozenset(
 )
 
 
-def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         if key.lower() in REDACTED_KEYS or key.lower().endswith(("_token", "_secret", "_key")):
             event_dict[key] = "[redacted]"

@@ -12,10 +12,10 @@ from fastapi import Depends, Request
 from psycopg_pool import AsyncConnectionPool
 
 from agentmarket.auth import TokenVerifier, User, bearer_token
-from agentmarket.migrate import MigrationFile
 from agentmarket.config import Settings
 from agentmarket.db import as_caller
 from agentmarket.errors import Forbidden, Unauthorized
+from agentmarket.migrate import MigrationFile
 from agentmarket.secrets import SecretBox
 
 

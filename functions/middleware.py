@@ -107,16 +107,21 @@ class RequestContextMiddleware:
     @staticmethod
     async def _send_problem(send: Send, exc: AppError, request_id: str) -> None:
         body: dict[str, Any] = problem_body(
-            code=exc.code, status=exc.status, title=exc.title, detail=exc.detail,
+            code=exc.code,
+            status=exc.status,
+            title=exc.title,
+            detail=exc.detail,
             request_id=request_id,
         )
         payload = json.dumps(body).encode()
-        await send({
-            "type": "http.response.start",
-            "status": exc.status,
-            "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
-                (b"content-length", str(len(payload)).encode()),
-            ],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": exc.status,
+                "headers": [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})

@@ -120,4 +120,3 @@ def install(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled_error", exc_info=exc, path=request.url.path)
         return problem_response(request, AppError("An unexpected error occurred."))
-

@@ -22,7 +22,7 @@ select id, slug, name, tagline, description, category, tags, kind, pricing_model
 """
 
 COUNT_AGENTS = """
-select count(*)
+select coalesce(max(total_count), 0)
   from public.search_agents(
          q => %(q)s, category => %(category)s, pricing => %(pricing)s, tag => %(tag)s,
          max_results => 1, skip => 0)
@@ -80,7 +80,10 @@ async def list_agents(*, conn: psycopg.AsyncConnection, query: AgentQuery) -> Ag
             results=total,
         )
     return AgentList(
-        data=[AgentSummary.model_validate({k: v for k, v in r.items() if k != "total_count"}) for r in rows],
+        data=[
+            AgentSummary.model_validate({k: v for k, v in r.items() if k != "total_count"})
+            for r in rows
+        ],
         total=total,
         limit=query.limit,
         offset=query.offset,
@@ -96,8 +99,13 @@ async def get_agent(*, conn: psycopg.AsyncConnection, id_or_slug: str) -> AgentD
     detail = AgentDetail.model_validate(
         {**row, "secret_fields": sorted(configschema.secret_fields(row["config_schema"]))}
     )
-    await track(conn, "marketplace.agent.viewed", agent_id=detail.id, slug=detail.slug,
-                category=detail.category)
+    await track(
+        conn,
+        "marketplace.agent.viewed",
+        agent_id=detail.id,
+        slug=detail.slug,
+        category=detail.category,
+    )
     return detail
 
 

@@ -54,11 +54,11 @@ select d.id, d.agent_id, d.name, d.config, d.status, d.status_reason, d.created_
 LIST_DEPLOYMENTS = DEPLOYMENTS_WITH_AGENT + " order by d.created_at desc, d.id desc"
 ONE_DEPLOYMENT = DEPLOYMENTS_WITH_AGENT + " where d.id = %(id)s"
 
-SECRET_HINTS = "select deployment_id, field, hint from private.deployment_secret_hints(%s)"
+SECRET_HINTS = "select deployment_id, field, hint from private.deployment_secret_hints(%s)"  # noqa: S105  # noqa: S105
 CREATE = "select * from private.create_deployment(%s, %s, %s, %s, %s, %s)"
 UPDATE = "select * from private.update_deployment(%s, %s, %s, %s, %s, %s)"
 DELETE = "select private.delete_deployment(%s)"
-PUT_SECRET = "select private.put_deployment_secret(%s, %s, %s, %s, %s)"
+PUT_SECRET = "select private.put_deployment_secret(%s, %s, %s, %s, %s)"  # noqa: S105  # noqa: S105
 
 AGENT_NOT_FOUND_STATE = "AMNF1"
 LIMIT_STATE = "AMLIM"

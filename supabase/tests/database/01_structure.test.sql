@@ -34,7 +34,7 @@
 begin;
 set local search_path = public, extensions;
 
-select plan(111);
+select plan(124);
 
 -- RLS is enabled on every table, exposed or private ---------------------------------------------
 select ok((select relrowsecurity from pg_class where oid = 'public.marketplace_agents'::regclass),
@@ -57,9 +57,13 @@ select ok((select relrowsecurity from pg_class where oid = 'private.telemetry_ev
           'RLS enabled on private.telemetry_events');
 
 -- Schemas ------------------------------------------------------------------------------------------
-select schema_privs_are('private', 'anon', array[]::name[], 'anon has no privileges on schema private');
-select schema_privs_are('private', 'authenticated', array[]::name[],
-                        'authenticated has no privileges on schema private');
+-- anon/authenticated may *use* schema private (20261129130000_marketplace_api.sql: the HTTP functions
+-- run as the caller's role and call private SECURITY DEFINER functions); PostgREST does not expose
+-- it, and they hold no privilege on any private table, sequence or non-API function (pinned below).
+select schema_privs_are('private', 'anon', array['USAGE'],
+                        'anon may use schema private (to call private.track_event), not create in it');
+select schema_privs_are('private', 'authenticated', array['USAGE'],
+                        'authenticated may use schema private (to call the deployment functions), not create in it');
 select schema_privs_are('private', 'service_role', array['USAGE'],
                         'service_role may use schema private');
 select ok(not has_schema_privilege('public', 'private', 'USAGE'),
@@ -289,11 +293,87 @@ select ok((select proconfig @> array['search_path=""'] from pg_proc
             where oid = 'private.set_updated_at()'::regprocedure),
           'set_updated_at pins search_path to empty');
 
+-- Functions: exactly who may execute what -----------------------------------------------------------
+-- (regprocedure text, so an overload added later shows up as a difference)
+select is_empty($$
+  select p.oid::regprocedure::text from pg_proc p
+   where p.pronamespace = 'private'::regnamespace and has_function_privilege('public', p.oid, 'EXECUTE')
+$$, 'no function in schema private is executable by PUBLIC');
+select results_eq($$
+  select p.oid::regprocedure::text collate "default" from pg_proc p
+   where p.pronamespace = 'private'::regnamespace and has_function_privilege('anon', p.oid, 'EXECUTE')
+   order by 1
+$$, array['private.track_event(text,uuid,uuid,jsonb)'],
+  'anon may execute exactly private.track_event');
+select results_eq($$
+  select p.oid::regprocedure::text collate "default" from pg_proc p
+   where p.pronamespace = 'private'::regnamespace and has_function_privilege('authenticated', p.oid, 'EXECUTE')
+   order by 1
+$$, array['private.create_deployment(uuid,text,jsonb,text,text,integer)',
+          'private.delete_deployment(uuid)',
+          'private.deployment_secret_hints(uuid[])',
+          'private.put_deployment_secret(uuid,text,text,bytea,text)',
+          'private.track_event(text,uuid,uuid,jsonb)',
+          'private.update_deployment(uuid,text,jsonb,text,text,integer)'],
+  'authenticated may execute exactly the six API functions in schema private');
+select is_empty($$
+  select p.oid::regprocedure::text from pg_proc p
+   where p.pronamespace = 'private'::regnamespace and not has_function_privilege('service_role', p.oid, 'EXECUTE')
+$$, 'service_role may execute every function in schema private');
+select results_eq($$
+  select p.oid::regprocedure::text collate "default" from pg_proc p
+   where p.pronamespace = 'private'::regnamespace and p.prosecdef
+   order by 1
+$$, array['private.create_deployment(uuid,text,jsonb,text,text,integer)',
+          'private.delete_deployment(uuid)',
+          'private.deployment_secret_hints(uuid[])',
+          'private.maintain_deploy_count()',
+          'private.put_deployment_secret(uuid,text,text,bytea,text)',
+          'private.track_event(text,uuid,uuid,jsonb)',
+          'private.update_deployment(uuid,text,jsonb,text,text,integer)'],
+  'exactly these private functions are SECURITY DEFINER');
+select is_empty($$
+  select p.oid::regprocedure::text from pg_proc p
+   where (p.pronamespace = 'private'::regnamespace
+          or p.oid in ('public.search_agents(text,text,text,text,text,integer,integer)'::regprocedure,
+                       'public.agent_search_query(text)'::regprocedure))
+     and not coalesce(p.proconfig @> array['search_path=""'], false)
+$$, 'every private function and the public API functions pin search_path to empty');
+
+select function_privs_are('public', 'search_agents', array['text', 'text', 'text', 'text', 'text', 'integer', 'integer'],
+                          'anon', array['EXECUTE'], 'anon may execute public.search_agents');
+select function_privs_are('public', 'search_agents', array['text', 'text', 'text', 'text', 'text', 'integer', 'integer'],
+                          'authenticated', array['EXECUTE'], 'authenticated may execute public.search_agents');
+select function_privs_are('public', 'search_agents', array['text', 'text', 'text', 'text', 'text', 'integer', 'integer'],
+                          'service_role', array['EXECUTE'], 'service_role may execute public.search_agents');
+select ok(not has_function_privilege('public', 'public.search_agents(text,text,text,text,text,integer,integer)', 'EXECUTE'),
+          'PUBLIC may not execute public.search_agents (only the API roles)');
+select isnt_definer('public', 'search_agents', array['text', 'text', 'text', 'text', 'text', 'integer', 'integer'],
+                    'search_agents is SECURITY INVOKER, so RLS decides what the caller sees');
+select function_privs_are('public', 'agent_search_query', array['text'], 'anon', array['EXECUTE'],
+                          'anon may execute public.agent_search_query');
+select function_privs_are('public', 'agent_search_query', array['text'], 'authenticated', array['EXECUTE'],
+                          'authenticated may execute public.agent_search_query');
+select function_privs_are('public', 'agent_search_query', array['text'], 'service_role', array['EXECUTE'],
+                          'service_role may execute public.agent_search_query');
+select ok(not has_function_privilege('public', 'public.agent_search_query(text)', 'EXECUTE'),
+          'PUBLIC may not execute public.agent_search_query (only the API roles)');
+
+-- KNOWN BUG (20261129130000_marketplace_api.sql): `alter default privileges in schema private revoke
+-- execute on functions from public` is a no-op -- a per-schema default ACL can only add to the global
+-- default, which grants EXECUTE to PUBLIC. A function a later migration creates in private is therefore
+-- executable by anon/authenticated (who now have USAGE on private) unless that migration revokes it.
+-- Marked TODO so the suite stays green; it passes once the default is revoked globally.
+create function private.pgtap_default_acl_probe() returns integer language sql as 'select 1';
+select todo('alter default privileges in schema private ... from public is a no-op (see report)', 1);
+select ok(not has_function_privilege('anon', 'private.pgtap_default_acl_probe()', 'EXECUTE'),
+          'a function created later in schema private is not executable by anon by default');
+
 -- Realtime -----------------------------------------------------------------------------------------
 select ok(exists (select 1 from pg_publication where pubname = 'supabase_realtime'),
           'publication supabase_realtime exists');
 select results_eq($$
-  select format($f$%s$f$, tablename) from pg_publication_tables
+  select tablename::text collate "default" from pg_publication_tables
    where pubname = 'supabase_realtime' and schemaname = 'public'
      and tablename in ('marketplace_agents', 'agent_deployments', 'agent_conversations',
                        'agent_messages', 'message_feedback', 'survey_responses')

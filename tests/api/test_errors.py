@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from tests.api.conftest import Caller
+
+pytestmark = pytest.mark.db
+
+KEY = "sk-proj-Zx81LmQ2vT5rY7uW9iOpA3sD6fGhJkL4"
+PROBLEM_KEYS = {"type", "title", "status", "detail", "code", "request_id"}
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, object] = response.json()
+    assert body.keys() >= PROBLEM_KEYS
+    assert (body["status"], body["code"]) == (status, code)
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text
+    return body
+
+
+async def test_malformed_json_is_400(client: httpx.AsyncClient, alice: Caller) -> None:
+    response = await client.post(
+        "/api/marketplace/deploy",
+        content=b'{"agent_id": "sql-sidekick", ',
+        headers={**alice.headers, "content-type": "application/json"},
+    )
+    assert_problem(response, 400, "malformed_json")
+
+
+async def test_wrong_types_are_422_with_pointers(client: httpx.AsyncClient, alice: Caller) -> None:
+    response = await client.post(
+        "/api/marketplace/deploy",
+        json={"agent_id": 5, "name": "", "config": [], "extra": 1},
+        headers=alice.headers,
+    )
+    body = assert_problem(response, 422, "validation_failed")
+    paths = [e["path"] for e in body["errors"]]  # type: ignore[attr-defined]
+    assert paths == ["/agent_id", "/config", "/extra", "/name"]
+
+
+async def test_missing_body_is_400(client: httpx.AsyncClient, alice: Caller) -> None:
+    response = await client.post("/api/marketplace/deploy", headers=alice.headers)
+    assert_problem(response, 400, "bad_request")
+
+
+async def test_oversize_bodies_are_413_declared_or_chunked(
+    client: httpx.AsyncClient, alice: Caller
+) -> None:
+    big = b'{"agent_id": "sql-sidekick", "config": {"x": "' + b"a" * (3 * 1024 * 1024) + b'"}}'
+    declared = await client.post(
+        "/api/marketplace/deploy",
+        content=big,
+        headers={**alice.headers, "content-type": "application/json"},
+    )
+    assert_problem(declared, 413, "payload_too_large")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(big), 65536):
+            yield big[i : i + 65536]
+
+    chunked = await client.post(
+        "/api/marketplace/deploy",
+        content=chunks(),
+        headers={**alice.headers, "content-type": "application/json"},
+    )
+    assert_problem(chunked, 413, "payload_too_large")
+
+
+async def test_unknown_routes_and_methods_are_problems(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/api/nothing-here"), 404, "not_found")
+    response = await client.delete("/api/marketplace/categories")
+    assert_problem(response, 405, "method_not_allowed")
+    assert "GET" in response.headers["allow"]
+
+
+async def test_every_response_has_a_request_id_and_a_good_one_is_echoed(
+    client: httpx.AsyncClient,
+) -> None:
+    plain = await client.get("/healthz")
+    assert len(plain.headers["x-request-id"]) == 32
+    echoed = await client.get("/healthz", headers={"X-Request-ID": "edge-1234-abcd"})
+    assert echoed.headers["x-request-id"] == "edge-1234-abcd"
+    junk = await client.get("/healthz", headers={"X-Request-ID": "<script>"})
+    assert junk.headers["x-request-id"] != "<script>"
+
+
+async def test_one_canonical_line_per_request_and_no_secret_in_any_log(
+    client: httpx.AsyncClient, alice: Caller
+) -> None:
+    with capture_logs() as logs:
+        response = await client.post(
+            "/api/marketplace/deploy",
+            json={"agent_id": "code-review-buddy", "config": {"openai_api_key": KEY}},
+            headers=alice.headers,
+        )
+    assert response.status_code == 201
+    requests = [entry for entry in logs if entry["event"] == "request"]
+    assert len(requests) == 1
+    line = requests[0]
+    assert line["route"] == "/api/marketplace/deploy"
+    assert line["status"] == 201
+    assert line["method"] == "POST"
+    assert line["duration_ms"] >= 0
+    assert line["user_id"] == str(alice.user.id)
+    assert [e["event"] for e in logs if e["event"].startswith("marketplace.")] == [
+        "marketplace.agent.deployed"
+    ]
+    assert KEY not in repr(logs)
+    assert alice.token not in repr(logs)
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["database"] == "ok"
+    metrics = await client.get("/metrics")
+    assert "marketplace_deployments_total" in metrics.text

@@ -194,6 +194,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- openapi -------------------------------------------------------------------------------------
+
+
+def render_openapi() -> str:
+    import json
+
+    from functions.app import create_app
+
+    spec = create_app(get_settings()).openapi()
+    return json.dumps(spec, indent=2, ensure_ascii=False) + "\n"
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    target = paths.project_root() / "docs" / "openapi.json"
+    rendered = render_openapi()
+    if args.check:
+        if not target.exists() or target.read_text(encoding="utf-8") != rendered:
+            print(f"{target} is out of date: run `agentmarket openapi --write`", file=sys.stderr)
+            return 1
+        print(f"{target} matches the app")
+        return 0
+    if args.write:
+        target.write_text(rendered, encoding="utf-8")
+        print(f"wrote {target}")
+        return 0
+    sys.stdout.write(rendered)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentmarket", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -222,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin", action="store_true", help="give the user the admin role")
     p.add_argument("--ttl", type=int, default=tokens.DEFAULT_TTL_SECONDS, help="seconds")
     p.set_defaults(func=cmd_token)
+    p = sub.add_parser("openapi", help="print the HTTP API's OpenAPI spec")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="write docs/openapi.json")
+    mode.add_argument("--check", action="store_true", help="fail if docs/openapi.json drifted")
+    p.set_defaults(func=cmd_openapi)
+
     p = sub.add_parser("serve", help="run the HTTP functions (uvicorn)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -7,9 +7,37 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it as bad input instead of failing in the database.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _no_nul_anywhere(value: Any) -> Any:
+    """The same rule for JSON documents (jsonb rejects \u0000 in keys and strings)."""
+    if isinstance(value, str):
+        _no_nul(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key)
+            _no_nul_anywhere(item)
+    elif isinstance(value, list):
+        for item in value:
+            _no_nul_anywhere(item)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+JSONObject = Annotated[dict[str, Any], AfterValidator(_no_nul_anywhere)]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_no_nul),
+]
 
 
 class Kind(StrEnum):
@@ -47,10 +75,10 @@ class Model(BaseModel):
 
 
 class AgentQuery(Model):
-    q: Annotated[str, StringConstraints(max_length=200)] | None = None
-    category: Annotated[str, StringConstraints(max_length=64)] | None = None
+    q: Annotated[Text, StringConstraints(max_length=200)] | None = None
+    category: Annotated[Text, StringConstraints(max_length=64)] | None = None
     pricing: PricingModel | None = None
-    tag: Annotated[str, StringConstraints(max_length=64)] | None = None
+    tag: Annotated[Text, StringConstraints(max_length=64)] | None = None
     sort: AgentSort | None = None
     limit: Annotated[int, Field(ge=1, le=100)] = 20
     offset: Annotated[int, Field(ge=0, le=100_000)] = 0
@@ -103,10 +131,10 @@ class CategoryCount(Model):
 
 class DeployRequest(Model):
     agent_id: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)
+        Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)
     ] = Field(description="The agent's id (uuid) or slug.")
     name: Name | None = Field(default=None, description="Defaults to the agent's name.")
-    config: dict[str, Any] = Field(
+    config: JSONObject = Field(
         default_factory=dict,
         description="Configuration matching the agent's config_schema; secrets included.",
     )
@@ -114,7 +142,7 @@ class DeployRequest(Model):
 
 class DeploymentPatch(Model):
     name: Name | None = None
-    config: dict[str, Any] | None = Field(
+    config: JSONObject | None = Field(
         default=None,
         description="Replaces the configuration. Secret fields left out keep their stored value.",
     )

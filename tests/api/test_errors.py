@@ -123,3 +123,17 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert ready.json()["database"] == "ok"
     metrics = await client.get("/metrics")
     assert "marketplace_deployments_total" in metrics.text
+
+
+async def test_nul_characters_are_bad_input_not_a_server_error(
+    client: httpx.AsyncClient, alice: Caller
+) -> None:
+    response = await client.get("/api/marketplace/agents", params={"category": "a\x00b"})
+    body = assert_problem(response, 422, "validation_failed")
+    assert [e["path"] for e in body["errors"]] == ["/query/category"]  # type: ignore[attr-defined]
+    deployed = await client.post(
+        "/api/marketplace/deploy",
+        json={"agent_id": "sql-sidekick", "config": {"persona_name": "nul\x00"}},
+        headers=alice.headers,
+    )
+    assert_problem(deployed, 422, "validation_failed")

@@ -13,8 +13,8 @@ algorithm (PyJWT refuses a token whose `alg` differs from the key's). Anything e
 included, is refused before any key is looked at.
 
 Every verification failure is `InvalidToken`; a validly signed anon key (role `anon`) is not a
-user and raises `Unauthorized`; failing to fetch the JWKS with nothing usable cached is our
-problem, `ServiceUnavailable`. No error message or log line contains the token.
+user and raises `AnonymousToken` (an `Unauthorized`); failing to fetch the JWKS with nothing
+usable cached is our problem, `ServiceUnavailable`. No error message or log line contains the token.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from agentmarket.config import Settings
-from agentmarket.errors import InvalidToken, ServiceUnavailable, Unauthorized
+from agentmarket.errors import AnonymousToken, InvalidToken, ServiceUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -240,7 +240,7 @@ class TokenVerifier:
         if not isinstance(role, str) or not role:
             raise InvalidToken("The access token has no role.")
         if role == ANON_ROLE:
-            raise Unauthorized("The anonymous key does not identify a user; sign in to do this.")
+            raise AnonymousToken()
         if role != USER_ROLE:
             raise InvalidToken("The access token is not a user's access token.")
 

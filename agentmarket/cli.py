@@ -223,6 +223,34 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- bench ---------------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from agentmarket import bench
+
+    settings = _settings()
+    command = (
+        f"agentmarket bench catalog --concurrency {args.concurrency} --requests {args.requests}"
+    )
+    results = bench.run_catalog(settings, concurrency=args.concurrency, requests=args.requests)
+    print(bench.as_json(results))
+    if args.write:
+        section = bench.report(
+            "Catalog list: GET /api/marketplace/agents",
+            f"./scripts/dev setup && {command} --write",
+            results,
+            [
+                "The HTTP row is the full path: uvicorn, middleware, JWT-less anon request, one "
+                "transaction with role and claims set, `search_agents`, JSON. The psycopg row is "
+                "the same transaction and query without HTTP; the difference is what the "
+                "functions layer costs.",
+            ],
+        )
+        print(f"wrote {bench.write_section(section, 'Catalog list: GET /api/marketplace/agents')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentmarket", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -256,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--write", action="store_true", help="write docs/openapi.json")
     mode.add_argument("--check", action="store_true", help="fail if docs/openapi.json drifted")
     p.set_defaults(func=cmd_openapi)
+
+    p = sub.add_parser("bench", help="run a benchmark (results to docs/benchmarks.md)")
+    p.add_argument("scenario", choices=("catalog",))
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--requests", type=int, default=5000)
+    p.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("serve", help="run the HTTP functions (uvicorn)")
     p.add_argument("--host", default="127.0.0.1")

@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = None
     rate_limit_chat_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 20
     max_active_deployments: Annotated[int, Field(ge=1, le=1_000)] = 10
+    catalog_cache_seconds: Annotated[float, Field(ge=0, le=3_600)] = 5.0
     worker_metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 0
     log_level: str = "info"
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from agentmarket.config import Settings
@@ -61,12 +62,52 @@ async def as_caller(
     role = "anon" if claims is None else str(claims.get("role", "authenticated"))
     if role not in ("anon", "authenticated"):
         raise ValueError(f"unexpected role {role!r}")
+    # BEGIN and the two settings travel in one round trip (simple protocol, values quoted by
+    # psycopg as literals); the pool rolls back anything left open if we never get to COMMIT.
+    begin = sql.SQL(
+        "begin; select set_config('role', {}, true), set_config('request.jwt.claims', {}, true)"
+    ).format(
+        sql.Literal(role), sql.Literal(json.dumps(claims if claims is not None else ANON_CLAIMS))
+    )
     try:
-        async with pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
-                (role, json.dumps(claims if claims is not None else ANON_CLAIMS)),
-            )
-            yield conn
+        async with pool.connection() as conn:
+            await conn.execute(begin)
+            try:
+                yield conn
+            except BaseException:
+                if not conn.closed:
+                    await conn.execute("rollback")
+                raise
+            await conn.execute("commit")
     except (psycopg.OperationalError, TimeoutError) as exc:
         raise DatabaseUnavailable() from exc
+
+
+class CallerSession:
+    """The caller's request transaction, opened on first use.
+
+    Read paths that can be answered from a cache never touch the database; the first `conn()`
+    opens the one transaction (as the caller) that the request then reuses. `close()` commits, or
+    rolls back when the request failed.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool, claims: dict[str, Any] | None) -> None:
+        self.pool = pool
+        self.claims = claims
+        self._stack = AsyncExitStack()
+        self._conn: psycopg.AsyncConnection | None = None
+
+    @property
+    def user_id(self) -> str | None:
+        return None if self.claims is None else str(self.claims.get("sub"))
+
+    async def conn(self) -> psycopg.AsyncConnection:
+        if self._conn is None:
+            self._conn = await self._stack.enter_async_context(as_caller(self.pool, self.claims))
+        return self._conn
+
+    async def close(self, exc: BaseException | None = None) -> None:
+        if exc is None:
+            await self._stack.aclose()
+        else:
+            await self._stack.__aexit__(type(exc), exc, exc.__traceback__)

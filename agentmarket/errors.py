@@ -25,6 +25,7 @@ class AppError(Exception):
     code: ClassVar[str] = "internal_error"
     status: ClassVar[int] = 500
     title: ClassVar[str] = "Internal error"
+    default_headers: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -35,7 +36,7 @@ class AppError(Exception):
     ) -> None:
         self.detail = detail or (self.__doc__ or self.title).strip()
         self.errors = errors or []
-        self.headers = headers or {}
+        self.headers = {**self.default_headers, **(headers or {})}
         super().__init__(self.detail)
 
 
@@ -59,12 +60,18 @@ class Unauthorized(AppError):
     code = "unauthorized"
     status = 401
     title = "Unauthorized"
+    default_headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
 
 
 class InvalidToken(Unauthorized):
     """The access token is invalid or expired; sign in again."""
 
     code = "invalid_token"
+    default_headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+class AnonymousToken(Unauthorized):
+    """The project's anon key does not identify a user; sign in to do this."""
 
 
 class Forbidden(AppError):
@@ -173,6 +180,7 @@ class ServiceUnavailable(AppError):
     code = "service_unavailable"
     status = 503
     title = "Service unavailable"
+    default_headers: ClassVar[dict[str, str]] = {"Retry-After": "2"}
 
 
 class DatabaseUnavailable(ServiceUnavailable):

@@ -7,7 +7,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 
 def _no_nul(value: str) -> str:
@@ -74,7 +81,21 @@ class Model(BaseModel):
 # --- catalog -------------------------------------------------------------------------------------
 
 
-class AgentQuery(Model):
+def _empty_is_none(value: Any) -> Any:
+    # HTML forms send empty parameters; they mean "no filter".
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+class AgentQuery(BaseModel):
+    """Catalog query parameters. Unknown parameters (cache busters, UTM tags) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    @field_validator("q", "category", "pricing", "tag", "sort", mode="before")
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        return _empty_is_none(value)
+
     q: Annotated[Text, StringConstraints(max_length=200)] | None = None
     category: Annotated[Text, StringConstraints(max_length=64)] | None = None
     pricing: PricingModel | None = None

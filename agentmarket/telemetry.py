@@ -8,15 +8,19 @@ private.telemetry_events, inside the caller's transaction.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
 import uuid
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import structlog
 from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 
 EVENTS = frozenset(
     {
@@ -89,3 +93,79 @@ async def track(
         "select private.track_event(%s, %s, %s, %s)",
         (name, agent_id, deployment_id, Jsonb(properties)),
     )
+
+
+class EventSink:
+    """High-volume events (views, searches) written in batches, off the request path.
+
+    `record` only appends to a bounded in-memory buffer and logs the event; a background task
+    inserts the buffer every `interval` seconds in one statement over the service connection. A
+    crash loses at most that interval's views; business facts (deployments) use `track` instead,
+    inside their own transaction.
+    """
+
+    def __init__(
+        self, pool: AsyncConnectionPool, *, interval: float = 1.0, max_pending: int = 10_000
+    ) -> None:
+        self.pool = pool
+        self.interval = interval
+        self.max_pending = max_pending
+        self._pending: list[tuple[Any, ...]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def record(
+        self,
+        name: str,
+        *,
+        user_id: str | None,
+        agent_id: uuid.UUID | None = None,
+        deployment_id: uuid.UUID | None = None,
+        **properties: Any,
+    ) -> None:
+        if name not in EVENTS:
+            raise ValueError(f"unknown telemetry event {name!r}")
+        log.info(name, agent_id=str(agent_id) if agent_id else None, **properties)
+        if len(self._pending) >= self.max_pending:
+            self._pending.pop(0)
+            self.dropped += 1
+        self._pending.append(
+            (name, user_id, agent_id, deployment_id, Jsonb(properties), datetime.now(UTC))
+        )
+
+    async def flush(self) -> int:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return 0
+        try:
+            async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(INSERT_EVENT, batch)
+        except psycopg.Error:
+            log.warning("telemetry.flush_failed", events=len(batch))
+            self._pending = (batch + self._pending)[-self.max_pending :]
+            return 0
+        return len(batch)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.flush()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="telemetry-flush")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+
+INSERT_EVENT = (
+    "insert into private.telemetry_events"
+    " (name, user_id, agent_id, deployment_id, properties, created_at)"
+    " values (%s, %s, %s, %s, %s, %s)"
+)

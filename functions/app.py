@@ -12,7 +12,8 @@ from agentmarket.auth import TokenVerifier
 from agentmarket.config import Settings, get_settings
 from agentmarket.db import create_pool
 from agentmarket.secrets import SecretBox
-from agentmarket.telemetry import configure_logging
+from agentmarket.services.catalog import CatalogCache
+from agentmarket.telemetry import EventSink, configure_logging
 from functions import problems
 from functions.deps import AppState
 from functions.middleware import RequestContextMiddleware
@@ -36,16 +37,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool = create_pool(settings)
         await pool.open(wait=False)
         verifier = TokenVerifier.from_settings(settings)
+        events = EventSink(pool)
+        events.start()
         app.state.agentmarket = AppState(
             settings=settings,
             pool=pool,
             verifier=verifier,
             box=SecretBox(settings.encryption_keys),
             migrations=migrate.load_files(paths.migrations_dir()),
+            cache=CatalogCache(settings.catalog_cache_seconds),
+            events=events,
         )
         try:
             yield
         finally:
+            await events.aclose()
             await verifier.aclose()
             await pool.close()
 

@@ -9,14 +9,17 @@ from typing import Annotated
 import psycopg
 import structlog
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 
 from agentmarket.auth import TokenVerifier, User, bearer_token
 from agentmarket.config import Settings
-from agentmarket.db import as_caller
-from agentmarket.errors import Forbidden, Unauthorized
+from agentmarket.db import CallerSession, as_caller
+from agentmarket.errors import AnonymousToken, Forbidden, Unauthorized
 from agentmarket.migrate import MigrationFile
 from agentmarket.secrets import SecretBox
+from agentmarket.services.catalog import CatalogCache
+from agentmarket.telemetry import EventSink
 
 
 @dataclass
@@ -28,6 +31,8 @@ class AppState:
     verifier: TokenVerifier
     box: SecretBox
     migrations: list[MigrationFile]
+    cache: CatalogCache
+    events: EventSink
 
 
 def app_state(request: Request) -> AppState:
@@ -46,11 +51,34 @@ def get_box(state: State) -> SecretBox:
     return state.box
 
 
-async def optional_user(request: Request, state: State) -> User | None:
+def get_cache(state: State) -> CatalogCache:
+    return state.cache
+
+
+def get_events(state: State) -> EventSink:
+    return state.events
+
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="A Supabase access token. Routes marked public also accept none (or the anon key).",
+)
+
+
+async def optional_user(
+    request: Request,
+    state: State,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> User | None:
+    """The signed-in user, or None for a caller without a token or with the project's anon key
+    (which Supabase clients send when nobody is signed in). A bad token is always a 401."""
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
         return None
-    user = await state.verifier.verify(token)
+    try:
+        user = await state.verifier.verify(token)
+    except AnonymousToken:
+        return None
     request.scope.setdefault("state", {})["user_id"] = str(user.id)
     structlog.contextvars.bind_contextvars(user_id=str(user.id))
     return user
@@ -68,12 +96,17 @@ async def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
     return user
 
 
-async def caller_conn(
+async def caller_session(
     state: State, user: Annotated[User | None, Depends(optional_user)]
-) -> AsyncIterator[psycopg.AsyncConnection]:
-    """A connection inside one transaction as the caller (anon when signed out)."""
-    async with as_caller(state.pool, user.claims if user else None) as conn:
-        yield conn
+) -> AsyncIterator[CallerSession]:
+    """The caller's transaction (anon when signed out), opened only if the route needs it."""
+    session = CallerSession(state.pool, user.claims if user else None)
+    try:
+        yield session
+    except BaseException as exc:
+        await session.close(exc)
+        raise
+    await session.close()
 
 
 async def user_conn(
@@ -85,7 +118,9 @@ async def user_conn(
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
-CallerConn = Annotated[psycopg.AsyncConnection, Depends(caller_conn)]
+Caller = Annotated[CallerSession, Depends(caller_session)]
 UserConn = Annotated[psycopg.AsyncConnection, Depends(user_conn)]
 Box = Annotated[SecretBox, Depends(get_box)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
+Cache = Annotated[CatalogCache, Depends(get_cache)]
+Events = Annotated[EventSink, Depends(get_events)]

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentmarket.errors import AppError, PayloadTooLarge
+from agentmarket.errors import AppError, PayloadTooLarge, UnsupportedMediaType
 from functions.problems import PROBLEM_JSON, problem_body
 
 log = structlog.get_logger("agentmarket.http")
@@ -22,6 +22,13 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
 class _TooLarge(Exception):
     pass
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 class RequestContextMiddleware:
@@ -56,6 +63,15 @@ class RequestContextMiddleware:
 
         declared = headers.get("content-length")
         try:
+            if scope["method"] in ("POST", "PUT", "PATCH") and not _is_json(
+                headers.get("content-type")
+            ):
+                has_body = declared not in (None, "0") or "chunked" in headers.get(
+                    "transfer-encoding", ""
+                )
+                if has_body:
+                    await self._send_problem(send_wrapper, UnsupportedMediaType(), request_id)
+                    return
             if declared is not None:
                 # The server (h11/httptools) holds the client to its declared length.
                 if not declared.isdigit() or int(declared) > self.max_body_bytes:

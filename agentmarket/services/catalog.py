@@ -1,17 +1,25 @@
-"""The catalog: list/search, detail, categories. Runs as the caller; RLS decides what is visible."""
+"""The catalog: list/search, detail, categories.
+
+Queries run as the caller, so RLS decides what is visible. Published rows are visible to every
+caller alike, so results made only of published rows are cached in-process for a few seconds
+(`CatalogCache`): a cache hit answers without touching the database. Views and searches are
+recorded through the batched `EventSink`.
+"""
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
-import psycopg
+from cachetools import TTLCache
 from psycopg.rows import dict_row
 
 from agentmarket import configschema
+from agentmarket.db import CallerSession
 from agentmarket.errors import AgentNotFound
 from agentmarket.models import AgentDetail, AgentList, AgentQuery, AgentSummary, CategoryCount
-from agentmarket.telemetry import track
+from agentmarket.telemetry import EventSink
 
 SEARCH_AGENTS = """
 select id, slug, name, tagline, description, category, tags, kind, pricing_model, price_cents,
@@ -31,7 +39,7 @@ select coalesce(max(total_count), 0)
 AGENT_DETAIL = """
 select id, slug, name, tagline, description, category, tags, kind, pricing_model, price_cents,
        currency, icon, featured, deploy_count, created_at, updated_at, model,
-       rate_limit_per_minute, config_schema, default_config, example_prompts
+       rate_limit_per_minute, config_schema, default_config, example_prompts, is_published
   from public.marketplace_agents
  where id = %(id)s or slug = %(slug)s
 """
@@ -45,6 +53,26 @@ select category, count(*) as count
 """
 
 
+class CatalogCache:
+    """Published-catalog answers for `ttl` seconds (0 disables caching)."""
+
+    def __init__(self, ttl: float, maxsize: int = 2048) -> None:
+        self.enabled = ttl > 0
+        self._entries: TTLCache[tuple[Any, ...], Any] = TTLCache(
+            maxsize=maxsize, ttl=max(ttl, 0.001), timer=time.monotonic
+        )
+
+    def get(self, key: tuple[Any, ...]) -> Any:
+        return self._entries.get(key) if self.enabled else None
+
+    def put(self, key: tuple[Any, ...], value: Any) -> None:
+        if self.enabled:
+            self._entries[key] = value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 def agent_key(id_or_slug: str) -> dict[str, Any]:
     """Query parameters for an agent named by uuid or by slug."""
     try:
@@ -53,55 +81,73 @@ def agent_key(id_or_slug: str) -> dict[str, Any]:
         return {"id": None, "slug": id_or_slug.strip().lower()}
 
 
-async def list_agents(*, conn: psycopg.AsyncConnection, query: AgentQuery) -> AgentList:
+async def list_agents(
+    *, db: CallerSession, query: AgentQuery, cache: CatalogCache, events: EventSink
+) -> AgentList:
     params = query.model_dump(mode="json")
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(SEARCH_AGENTS, params)
-        rows = await cur.fetchall()
-    if rows:
-        total = int(rows[0]["total_count"])
-    elif query.offset:
-        # A page past the end: the window count is not available, count separately.
-        async with conn.cursor() as cur:
-            await cur.execute(COUNT_AGENTS, params)
-            row = await cur.fetchone()
-            total = int(row[0]) if row else 0
-    else:
-        total = 0
+    key = ("list", *sorted(params.items()))
+    result: AgentList | None = cache.get(key)
+    if result is None:
+        conn = await db.conn()
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(SEARCH_AGENTS, params)
+            rows = await cur.fetchall()
+        if rows:
+            total = int(rows[0]["total_count"])
+        elif query.offset:
+            # A page past the end has no window count: count separately.
+            async with conn.cursor() as cur:
+                await cur.execute(COUNT_AGENTS, params)
+                row = await cur.fetchone()
+                total = int(row[0]) if row else 0
+        else:
+            total = 0
+        result = AgentList(
+            data=[
+                AgentSummary.model_validate({k: v for k, v in r.items() if k != "total_count"})
+                for r in rows
+            ],
+            total=total,
+            limit=query.limit,
+            offset=query.offset,
+        )
+        cache.put(key, result)  # search_agents returns published rows only: same for everyone
     if query.q or query.category or query.pricing or query.tag:
-        await track(
-            conn,
+        events.record(
             "marketplace.search.performed",
+            user_id=db.user_id,
             query=query.q,
             category=query.category,
             pricing=query.pricing.value if query.pricing else None,
             tag=query.tag,
             sort=query.sort.value if query.sort else None,
-            results=total,
+            results=result.total,
         )
-    return AgentList(
-        data=[
-            AgentSummary.model_validate({k: v for k, v in r.items() if k != "total_count"})
-            for r in rows
-        ],
-        total=total,
-        limit=query.limit,
-        offset=query.offset,
-    )
+    return result
 
 
-async def get_agent(*, conn: psycopg.AsyncConnection, id_or_slug: str) -> AgentDetail:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(AGENT_DETAIL, agent_key(id_or_slug))
-        row = await cur.fetchone()
-    if row is None:
-        raise AgentNotFound()
-    detail = AgentDetail.model_validate(
-        {**row, "secret_fields": sorted(configschema.secret_fields(row["config_schema"]))}
-    )
-    await track(
-        conn,
+async def get_agent(
+    *, db: CallerSession, id_or_slug: str, cache: CatalogCache, events: EventSink
+) -> AgentDetail:
+    params = agent_key(id_or_slug)
+    key = ("agent", params["id"], params["slug"])
+    detail: AgentDetail | None = cache.get(key)
+    if detail is None:
+        conn = await db.conn()
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(AGENT_DETAIL, params)
+            row = await cur.fetchone()
+        if row is None:
+            raise AgentNotFound()
+        published = row.pop("is_published")
+        detail = AgentDetail.model_validate(
+            {**row, "secret_fields": sorted(configschema.secret_fields(row["config_schema"]))}
+        )
+        if published:  # an admin's view of an unpublished agent is never shared
+            cache.put(key, detail)
+    events.record(
         "marketplace.agent.viewed",
+        user_id=db.user_id,
         agent_id=detail.id,
         slug=detail.slug,
         category=detail.category,
@@ -109,7 +155,12 @@ async def get_agent(*, conn: psycopg.AsyncConnection, id_or_slug: str) -> AgentD
     return detail
 
 
-async def list_categories(*, conn: psycopg.AsyncConnection) -> list[CategoryCount]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(CATEGORIES)
-        return [CategoryCount.model_validate(r) for r in await cur.fetchall()]
+async def list_categories(*, db: CallerSession, cache: CatalogCache) -> list[CategoryCount]:
+    categories: list[CategoryCount] | None = cache.get(("categories",))
+    if categories is None:
+        conn = await db.conn()
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(CATEGORIES)
+            categories = [CategoryCount.model_validate(r) for r in await cur.fetchall()]
+        cache.put(("categories",), categories)
+    return categories

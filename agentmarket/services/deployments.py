@@ -213,28 +213,42 @@ async def update_deployment(
     box: SecretBox,
     max_active: int,
 ) -> Deployment:
-    """Rename, reconfigure (secrets left out keep their value), pause or resume."""
+    """Rename, reconfigure (secrets left out keep their value), pause or resume.
+
+    A new `config` replaces the non-secret configuration and is validated like a deploy. Without
+    one, the stored configuration is only re-checked when resuming (to tell active from
+    configuring); renaming and pausing never depend on the agent's current schema.
+    """
     current = await _load(conn, deployment_id)
-    if current["config_schema"] is None:
-        raise Conflict("This agent is no longer in the catalog; the deployment cannot change.")
-    stored = await _secret_hints(conn, [deployment_id])
-    validated = configschema.validate_config(
-        current["config_schema"],
-        patch.config if patch.config is not None else current["config"],
-        defaults=current["default_config"] if patch.config is not None else None,
-        keep_secrets=stored.get(deployment_id, {}).keys(),
-        partial=True,
-    )
-    readiness, reason = _status_for(validated)
-    wanted = patch.status or (
-        "paused" if current["status"] == DeploymentStatus.PAUSED.value else "active"
-    )
-    if wanted == "paused":
+    schema = current["config_schema"]
+    resuming = patch.status == "active" and current["status"] == DeploymentStatus.PAUSED.value
+    config: dict[str, Any] = current["config"]
+    secrets: dict[str, str] = {}
+    status = DeploymentStatus(current["status"])
+    reason: str | None = current["status_reason"]
+    if (
+        patch.config is not None
+        or resuming
+        or (patch.status == "active" and status is DeploymentStatus.CONFIGURING)
+    ):
+        if schema is None:
+            raise Conflict("This agent left the catalog: the deployment can be paused or deleted.")
+        stored = await _secret_hints(conn, [deployment_id])
+        validated = configschema.validate_config(
+            schema,
+            patch.config if patch.config is not None else config,
+            defaults=current["default_config"] if patch.config is not None else None,
+            keep_secrets=stored.get(deployment_id, {}).keys(),
+            partial=True,
+        )
+        config, secrets = validated.public, validated.secrets
+        readiness, readiness_reason = _status_for(validated)
+        if patch.status == "active" and readiness is DeploymentStatus.CONFIGURING:
+            raise DeploymentNotConfigured(f"Cannot activate: {readiness_reason}.")
+        if status is not DeploymentStatus.PAUSED or patch.status == "active":
+            status, reason = readiness, readiness_reason
+    if patch.status == "paused":
         status, reason = DeploymentStatus.PAUSED, None
-    elif readiness is DeploymentStatus.CONFIGURING and patch.status == "active":
-        raise DeploymentNotConfigured(f"Cannot activate: {reason}.")
-    else:
-        status = readiness
     try:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
@@ -242,7 +256,7 @@ async def update_deployment(
                 (
                     deployment_id,
                     patch.name or current["name"],
-                    Jsonb(validated.public),
+                    Jsonb(config),
                     status.value,
                     reason,
                     max_active,
@@ -253,7 +267,7 @@ async def update_deployment(
         raise _map_sqlstate(exc) from exc
     if updated is None or updated["id"] is None:
         raise DeploymentNotFound()
-    await _store_secrets(conn, box, deployment_id, validated.secrets)
+    await _store_secrets(conn, box, deployment_id, secrets)
     return await get_deployment(conn=conn, deployment_id=deployment_id)
 
 

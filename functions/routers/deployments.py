@@ -20,7 +20,9 @@ async def list_deployments(conn: UserConn) -> DeploymentList:
     return await deployments.list_deployments(conn=conn)
 
 
-@router.get("/{deployment_id}", response_model=Deployment, responses=problem_responses(401, 404))
+@router.get(
+    "/{deployment_id}", response_model=Deployment, responses=problem_responses(401, 404, 422)
+)
 async def get_deployment(conn: UserConn, deployment_id: uuid.UUID) -> Deployment:
     """One of your deployments (secrets masked)."""
     return await deployments.get_deployment(conn=conn, deployment_id=deployment_id)
@@ -52,7 +54,7 @@ async def update_deployment(
     "/{deployment_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=problem_responses(401, 404),
+    responses=problem_responses(401, 404, 422),
 )
 async def delete_deployment(conn: UserConn, deployment_id: uuid.UUID) -> Response:
     """Delete the deployment; its stored secrets are destroyed."""

@@ -15,31 +15,40 @@ from agentmarket.models import (
     DeployRequest,
 )
 from agentmarket.services import catalog, deployments
-from functions.deps import AppSettings, Box, CallerConn, UserConn
+from functions.deps import AppSettings, Box, Cache, Caller, Events, UserConn
 from functions.openapi import problem_responses
 
 router = APIRouter(prefix="/api/marketplace", tags=["marketplace"])
 
 
-@router.get("/agents", response_model=AgentList, responses=problem_responses(422))
-async def list_agents(conn: CallerConn, query: Annotated[AgentQuery, Query()]) -> AgentList:
+@router.get("/agents", response_model=AgentList, responses=problem_responses(401, 422))
+async def list_agents(
+    db: Caller, query: Annotated[AgentQuery, Query()], cache: Cache, events: Events
+) -> AgentList:
     """Browse and search the published catalog."""
-    return await catalog.list_agents(conn=conn, query=query)
+    return await catalog.list_agents(db=db, query=query, cache=cache, events=events)
 
 
 @router.get("/categories", response_model=list[CategoryCount])
-async def list_categories(conn: CallerConn) -> list[CategoryCount]:
+async def list_categories(db: Caller, cache: Cache) -> list[CategoryCount]:
     """Categories of published agents, with how many agents each has."""
-    return await catalog.list_categories(conn=conn)
+    return await catalog.list_categories(db=db, cache=cache)
 
 
-@router.get("/agents/{agent}", response_model=AgentDetail, responses=problem_responses(404))
+@router.get("/agents/{agent}", response_model=AgentDetail, responses=problem_responses(404, 422))
 async def get_agent(
-    conn: CallerConn,
-    agent: Annotated[str, Path(min_length=1, max_length=64, description="Agent id or slug")],
+    db: Caller,
+    agent: Annotated[
+        str,
+        Path(
+            min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$", description="Agent id or slug"
+        ),
+    ],
+    cache: Cache,
+    events: Events,
 ) -> AgentDetail:
     """One agent with its configuration schema and example prompts (never its system prompt)."""
-    return await catalog.get_agent(conn=conn, id_or_slug=agent)
+    return await catalog.get_agent(db=db, id_or_slug=agent, cache=cache, events=events)
 
 
 @router.post(

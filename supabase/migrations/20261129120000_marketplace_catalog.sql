@@ -3,7 +3,8 @@
 -- Conventions for every migration in this project:
 --   * exposed tables live in `public`, have RLS on, and get explicit grants after revoking the
 --     defaults Supabase hands out to anon/authenticated;
---   * private data lives in `private`, a schema PostgREST does not expose and the API roles cannot use;
+--   * private data lives in `private`, a schema PostgREST does not expose; the API roles get no
+--     table privileges there, only EXECUTE on the few functions granted to them;
 --   * policies call (select auth.uid()) / (select auth.jwt()) so Postgres evaluates them once per query.
 
 create schema if not exists private;

@@ -315,7 +315,9 @@ as $$
 $$;
 
 -- Functions are executable by PUBLIC by default: close that, then open exactly what is needed.
-alter default privileges in schema private revoke execute on functions from public;
+-- (A per-schema `alter default privileges` cannot take PUBLIC's EXECUTE away, and a global one
+-- would also strip it from every extension installed later, so each migration that creates a
+-- function in `private` revokes it itself; a pgTAP test fails if one forgets.)
 revoke all on all functions in schema private from public, anon, authenticated;
 grant usage on schema private to anon, authenticated;
 grant execute on function private.create_deployment(uuid, text, jsonb, text, text, integer) to authenticated;

@@ -33,6 +33,7 @@ def settings(db_url: str) -> Settings:
         supabase_url=None,
         supabase_jwt_secret=DEV_JWT_SECRET,
         max_active_deployments=3,
+        catalog_cache_seconds=0,  # tests see every write at once; caching has its own test
     )
 
 

@@ -137,3 +137,57 @@ async def test_nul_characters_are_bad_input_not_a_server_error(
         headers=alice.headers,
     )
     assert_problem(deployed, 422, "validation_failed")
+
+
+async def test_the_anon_key_is_anonymous_on_public_routes_and_401_on_user_routes(
+    client: httpx.AsyncClient,
+) -> None:
+    import time
+
+    import jwt
+
+    from agentmarket.config import DEV_JWT_SECRET
+
+    now = int(time.time())
+    anon_key = jwt.encode(
+        {"iss": "supabase", "role": "anon", "iat": now, "exp": now + 600}, DEV_JWT_SECRET
+    )
+    headers = {"Authorization": f"Bearer {anon_key}"}
+    assert (await client.get("/api/marketplace/agents", headers=headers)).status_code == 200
+    response = await client.get("/api/deployments", headers=headers)
+    assert_problem(response, 401, "unauthorized")
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_non_json_bodies_are_415(client: httpx.AsyncClient, alice: Caller) -> None:
+    response = await client.post(
+        "/api/marketplace/deploy",
+        content=b"agent_id=sql-sidekick",
+        headers={**alice.headers, "content-type": "application/x-www-form-urlencoded"},
+    )
+    assert_problem(response, 415, "unsupported_media_type")
+
+
+async def test_blank_and_unknown_query_parameters_do_not_break_browsing(
+    client: httpx.AsyncClient,
+) -> None:
+    everything = await client.get("/api/marketplace/agents")
+    blank = await client.get(
+        "/api/marketplace/agents",
+        params={"q": "", "category": "", "tag": " ", "pricing": "", "sort": "", "_": "123"},
+    )
+    assert blank.status_code == 200
+    assert blank.json() == everything.json()
+
+
+async def test_database_outage_is_503_with_retry_after(
+    client: httpx.AsyncClient, app: object
+) -> None:
+    from fastapi import FastAPI
+
+    assert isinstance(app, FastAPI)
+    await app.state.agentmarket.pool.close()
+    response = await client.get("/api/marketplace/categories")
+    body = assert_problem(response, 503, "database_unavailable")
+    assert response.headers["retry-after"] == "2"
+    assert "postgres" not in str(body)

@@ -5,8 +5,11 @@ import uuid
 import httpx
 import psycopg
 import pytest
+from fastapi import FastAPI
 
 from agentmarket import paths, seed
+from agentmarket.config import Settings
+from functions.app import create_app
 from tests.api.conftest import Caller
 
 pytestmark = pytest.mark.db
@@ -187,10 +190,12 @@ async def test_bad_query_parameters_are_422_with_pointers(
 
 
 async def test_views_and_searches_are_recorded(
-    client: httpx.AsyncClient, conn: psycopg.Connection, alice: Caller
+    app: FastAPI, client: httpx.AsyncClient, conn: psycopg.Connection, alice: Caller
 ) -> None:
     await client.get("/api/marketplace/agents", params={"q": "sql", "category": "engineering"})
     await client.get("/api/marketplace/agents/sql-sidekick", headers=alice.headers)
+    await client.get("/api/marketplace/agents")  # plain browsing is not a search
+    assert await app.state.agentmarket.events.flush() == 2
     rows = conn.execute(
         "select name, user_id, agent_id, properties from private.telemetry_events order by id"
     ).fetchall()
@@ -201,6 +206,39 @@ async def test_views_and_searches_are_recorded(
     assert search[3]["results"] >= 1
     assert view[1] == alice.user.id
     assert view[3]["slug"] == "sql-sidekick"
+
+
+async def test_published_answers_are_cached_and_admin_views_of_drafts_are_not(
+    settings: Settings, conn: psycopg.Connection, admin: Caller
+) -> None:
+    application = create_app(settings.model_copy(update={"catalog_cache_seconds": 60}))
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application), base_url="http://testserver"
+        ) as cached,
+    ):
+        first = await cached.get("/api/marketplace/agents", params={"sort": "name"})
+        detail = await cached.get("/api/marketplace/agents/sql-sidekick")
+        draft = await cached.get(
+            f"/api/marketplace/agents/{UNPUBLISHED.slug}", headers=admin.headers
+        )
+        assert draft.status_code == 200
+        conn.execute("update public.marketplace_agents set tagline = 'changed' where true")
+        again = await cached.get("/api/marketplace/agents", params={"sort": "name"})
+        assert again.json() == first.json()  # served from the cache
+        assert (await cached.get("/api/marketplace/agents/sql-sidekick")).json() == detail.json()
+        # The unpublished agent was not cached: anon still gets 404, the admin sees the change.
+        assert (await cached.get(f"/api/marketplace/agents/{UNPUBLISHED.slug}")).status_code == 404
+        fresh = await cached.get(
+            f"/api/marketplace/agents/{UNPUBLISHED.slug}", headers=admin.headers
+        )
+        assert fresh.json()["tagline"] == "changed"
+        # Another query is not in the cache and sees the database as it is.
+        other = await cached.get("/api/marketplace/agents", params={"sort": "newest"})
+        assert {a["tagline"] for a in other.json()["data"]} == {"changed"}
+        # Views are still recorded on cache hits.
+        assert await application.state.agentmarket.events.flush() == 4
 
 
 async def test_postgrest_clients_get_the_same_search(

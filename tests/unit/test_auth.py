@@ -21,7 +21,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from agentmarket.auth import TokenVerifier, User, bearer_token
 from agentmarket.config import get_settings
-from agentmarket.errors import InvalidToken, ServiceUnavailable, Unauthorized
+from agentmarket.errors import AnonymousToken, InvalidToken, ServiceUnavailable, Unauthorized
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long!!"
 SUPABASE_URL = "https://abcdefgh.supabase.co"
@@ -283,7 +283,7 @@ async def test_anon_key_is_not_a_user(hs_verifier: TokenVerifier) -> None:
     )
     with pytest.raises(Unauthorized) as info:
         await hs_verifier.verify(anon_key)
-    assert type(info.value) is Unauthorized
+    assert type(info.value) is AnonymousToken
     assert anon_key not in str(info.value)
 
 

@@ -25,6 +25,9 @@
 --   directly as anon/authenticated/service_role. The SQL under test is passed as a string to
 --   results_eq / is_empty / throws_ok / lives_ok while the role is set, so it runs as that role.
 --   Read-backs that must bypass RLS ("the row stayed unchanged") are done after `reset role`.
+--   Always call plan() as postgres, before the first role switch. results_eq/is/ok/is_empty/
+--   throws_ok/lives_ok need nothing more; set_eq/bag_eq create a temp table per call, which needs
+--   the TEMPORARY privilege on the database (PUBLIC has it by default, here and on Supabase).
 -- * SQLSTATEs: missing grant (table, column or schema) -> 42501 "permission denied for ...";
 --   RLS WITH CHECK violation -> 42501 "new row violates row-level security policy for table ...";
 --   check constraint -> 23514. Denials assert the exact message where it tells the two 42501s apart.
@@ -34,7 +37,7 @@
 begin;
 set local search_path = public, extensions;
 
-select plan(124);
+select plan(126);
 
 -- RLS is enabled on every table, exposed or private ---------------------------------------------
 select ok((select relrowsecurity from pg_class where oid = 'public.marketplace_agents'::regclass),
@@ -359,15 +362,27 @@ select function_privs_are('public', 'agent_search_query', array['text'], 'servic
 select ok(not has_function_privilege('public', 'public.agent_search_query(text)', 'EXECUTE'),
           'PUBLIC may not execute public.agent_search_query (only the API roles)');
 
--- KNOWN BUG (20261129130000_marketplace_api.sql): `alter default privileges in schema private revoke
--- execute on functions from public` is a no-op -- a per-schema default ACL can only add to the global
--- default, which grants EXECUTE to PUBLIC. A function a later migration creates in private is therefore
--- executable by anon/authenticated (who now have USAGE on private) unless that migration revokes it.
--- Marked TODO so the suite stays green; it passes once the default is revoked globally.
-create function private.pgtap_default_acl_probe() returns integer language sql as 'select 1';
-select todo('alter default privileges in schema private ... from public is a no-op (see report)', 1);
-select ok(not has_function_privilege('anon', 'private.pgtap_default_acl_probe()', 'EXECUTE'),
-          'a function created later in schema private is not executable by anon by default');
+-- Every function in `private` is closed to PUBLIC, and anon/authenticated may execute only the
+-- allow-listed API functions: a later migration that forgets its revoke fails here.
+select is_empty($$
+  select p.oid::regprocedure::text from pg_proc p
+   where p.pronamespace = 'private'::regnamespace
+     and has_function_privilege('public', p.oid, 'EXECUTE')
+$$, 'no function in private is executable by PUBLIC');
+select results_eq($$
+  select p.proname::text collate "default" from pg_proc p
+   where p.pronamespace = 'private'::regnamespace
+     and has_function_privilege('authenticated', p.oid, 'EXECUTE')
+   order by 1
+$$, array['create_deployment', 'delete_deployment', 'deployment_secret_hints',
+          'put_deployment_secret', 'track_event', 'update_deployment'],
+   'authenticated may execute exactly the private API functions');
+select results_eq($$
+  select p.proname::text collate "default" from pg_proc p
+   where p.pronamespace = 'private'::regnamespace
+     and has_function_privilege('anon', p.oid, 'EXECUTE')
+   order by 1
+$$, array['track_event'], 'anon may execute only private.track_event');
 
 -- Realtime -----------------------------------------------------------------------------------------
 select ok(exists (select 1 from pg_publication where pubname = 'supabase_realtime'),

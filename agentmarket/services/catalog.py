@@ -8,18 +8,28 @@ recorded through the batched `EventSink`.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from cachetools import TTLCache
 from psycopg.rows import dict_row
+from pydantic import BaseModel, RootModel
 
 from agentmarket import configschema
 from agentmarket.db import CallerSession
 from agentmarket.errors import AgentNotFound
 from agentmarket.models import AgentDetail, AgentList, AgentQuery, AgentSummary, CategoryCount
 from agentmarket.telemetry import EventSink
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class CategoryList(RootModel[list[CategoryCount]]):
+    pass
+
 
 SEARCH_AGENTS = """
 select id, slug, name, tagline, description, category, tags, kind, pricing_model, price_cents,
@@ -53,6 +63,20 @@ select category, count(*) as count
 """
 
 
+@dataclass(frozen=True)
+class Rendered(Generic[M]):
+    """A catalog answer and its JSON, rendered once and served as is while cached."""
+
+    model: M
+    body: bytes
+    etag: str
+
+    @classmethod
+    def of(cls, model: M) -> Rendered[M]:
+        body = model.model_dump_json().encode() if isinstance(model, BaseModel) else b""
+        return cls(model, body, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
+
+
 class CatalogCache:
     """Published-catalog answers for `ttl` seconds (0 disables caching)."""
 
@@ -83,10 +107,10 @@ def agent_key(id_or_slug: str) -> dict[str, Any]:
 
 async def list_agents(
     *, db: CallerSession, query: AgentQuery, cache: CatalogCache, events: EventSink
-) -> AgentList:
+) -> Rendered[AgentList]:
     params = query.model_dump(mode="json")
     key = ("list", *sorted(params.items()))
-    result: AgentList | None = cache.get(key)
+    result: Rendered[AgentList] | None = cache.get(key)
     if result is None:
         conn = await db.conn()
         async with conn.cursor(row_factory=dict_row) as cur:
@@ -102,14 +126,16 @@ async def list_agents(
                 total = int(row[0]) if row else 0
         else:
             total = 0
-        result = AgentList(
-            data=[
-                AgentSummary.model_validate({k: v for k, v in r.items() if k != "total_count"})
-                for r in rows
-            ],
-            total=total,
-            limit=query.limit,
-            offset=query.offset,
+        result = Rendered.of(
+            AgentList(
+                data=[
+                    AgentSummary.model_validate({k: v for k, v in r.items() if k != "total_count"})
+                    for r in rows
+                ],
+                total=total,
+                limit=query.limit,
+                offset=query.offset,
+            )
         )
         cache.put(key, result)  # search_agents returns published rows only: same for everyone
     if query.q or query.category or query.pricing or query.tag:
@@ -121,17 +147,17 @@ async def list_agents(
             pricing=query.pricing.value if query.pricing else None,
             tag=query.tag,
             sort=query.sort.value if query.sort else None,
-            results=result.total,
+            results=result.model.total,
         )
     return result
 
 
 async def get_agent(
     *, db: CallerSession, id_or_slug: str, cache: CatalogCache, events: EventSink
-) -> AgentDetail:
+) -> Rendered[AgentDetail]:
     params = agent_key(id_or_slug)
     key = ("agent", params["id"], params["slug"])
-    detail: AgentDetail | None = cache.get(key)
+    detail: Rendered[AgentDetail] | None = cache.get(key)
     if detail is None:
         conn = await db.conn()
         async with conn.cursor(row_factory=dict_row) as cur:
@@ -140,27 +166,30 @@ async def get_agent(
         if row is None:
             raise AgentNotFound()
         published = row.pop("is_published")
-        detail = AgentDetail.model_validate(
-            {**row, "secret_fields": sorted(configschema.secret_fields(row["config_schema"]))}
+        detail = Rendered.of(
+            AgentDetail.model_validate(
+                {**row, "secret_fields": sorted(configschema.secret_fields(row["config_schema"]))}
+            )
         )
         if published:  # an admin's view of an unpublished agent is never shared
             cache.put(key, detail)
     events.record(
         "marketplace.agent.viewed",
         user_id=db.user_id,
-        agent_id=detail.id,
-        slug=detail.slug,
-        category=detail.category,
+        agent_id=detail.model.id,
+        slug=detail.model.slug,
+        category=detail.model.category,
     )
     return detail
 
 
-async def list_categories(*, db: CallerSession, cache: CatalogCache) -> list[CategoryCount]:
-    categories: list[CategoryCount] | None = cache.get(("categories",))
+async def list_categories(*, db: CallerSession, cache: CatalogCache) -> Rendered[CategoryList]:
+    categories: Rendered[CategoryList] | None = cache.get(("categories",))
     if categories is None:
         conn = await db.conn()
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(CATEGORIES)
-            categories = [CategoryCount.model_validate(r) for r in await cur.fetchall()]
+            rows = await cur.fetchall()
+        categories = Rendered.of(CategoryList([CategoryCount.model_validate(r) for r in rows]))
         cache.put(("categories",), categories)
     return categories

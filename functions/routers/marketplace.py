@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from agentmarket.models import (
     AgentDetail,
@@ -15,28 +15,43 @@ from agentmarket.models import (
     DeployRequest,
 )
 from agentmarket.services import catalog, deployments
+from agentmarket.services.catalog import Rendered
 from functions.deps import AppSettings, Box, Cache, Caller, Events, UserConn
 from functions.openapi import problem_responses
 
 router = APIRouter(prefix="/api/marketplace", tags=["marketplace"])
 
 
+def json_response(request: Request, rendered: Rendered[Any]) -> Response:
+    """The pre-rendered JSON with a strong ETag; 304 when the client already has it."""
+    headers = {"ETag": rendered.etag, "Cache-Control": "public, max-age=0, must-revalidate"}
+    if rendered.etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(rendered.body, media_type="application/json", headers=headers)
+
+
 @router.get("/agents", response_model=AgentList, responses=problem_responses(401, 422))
 async def list_agents(
-    db: Caller, query: Annotated[AgentQuery, Query()], cache: Cache, events: Events
-) -> AgentList:
+    request: Request,
+    db: Caller,
+    query: Annotated[AgentQuery, Query()],
+    cache: Cache,
+    events: Events,
+) -> Response:
     """Browse and search the published catalog."""
-    return await catalog.list_agents(db=db, query=query, cache=cache, events=events)
+    rendered = await catalog.list_agents(db=db, query=query, cache=cache, events=events)
+    return json_response(request, rendered)
 
 
 @router.get("/categories", response_model=list[CategoryCount])
-async def list_categories(db: Caller, cache: Cache) -> list[CategoryCount]:
+async def list_categories(request: Request, db: Caller, cache: Cache) -> Response:
     """Categories of published agents, with how many agents each has."""
-    return await catalog.list_categories(db=db, cache=cache)
+    return json_response(request, await catalog.list_categories(db=db, cache=cache))
 
 
 @router.get("/agents/{agent}", response_model=AgentDetail, responses=problem_responses(404, 422))
 async def get_agent(
+    request: Request,
     db: Caller,
     agent: Annotated[
         str,
@@ -46,9 +61,10 @@ async def get_agent(
     ],
     cache: Cache,
     events: Events,
-) -> AgentDetail:
+) -> Response:
     """One agent with its configuration schema and example prompts (never its system prompt)."""
-    return await catalog.get_agent(db=db, id_or_slug=agent, cache=cache, events=events)
+    rendered = await catalog.get_agent(db=db, id_or_slug=agent, cache=cache, events=events)
+    return json_response(request, rendered)
 
 
 @router.post(

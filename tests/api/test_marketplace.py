@@ -257,3 +257,20 @@ async def test_postgrest_clients_get_the_same_search(
     assert direct == http
     assert hidden is not None
     assert UNPUBLISHED.slug not in direct
+
+
+async def test_catalog_answers_carry_an_etag_and_revalidate_with_304(
+    client: httpx.AsyncClient, conn: psycopg.Connection
+) -> None:
+    first = await client.get("/api/marketplace/agents/sql-sidekick")
+    etag = first.headers["etag"]
+    same = await client.get("/api/marketplace/agents/sql-sidekick", headers={"If-None-Match": etag})
+    assert same.status_code == 304
+    assert same.content == b""
+    conn.execute("update public.marketplace_agents set tagline = 'new' where slug = 'sql-sidekick'")
+    changed = await client.get(
+        "/api/marketplace/agents/sql-sidekick", headers={"If-None-Match": etag}
+    )
+    assert changed.status_code == 200
+    assert changed.json()["tagline"] == "new"
+    assert changed.headers["etag"] != etag

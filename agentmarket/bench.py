@@ -11,10 +11,12 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,15 +43,30 @@ class Result:
     concurrency: int
     requests: int
     seconds: float
-    latencies_ms: list[float]
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
     errors: int
 
-    def pct(self, p: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        if not ordered:
-            return float("nan")
-        index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))
-        return ordered[index]
+    @classmethod
+    def from_latencies(
+        cls, name: str, concurrency: int, seconds: float, latencies_ms: list[float], errors: int
+    ) -> Result:
+        ordered = sorted(latencies_ms)
+
+        def pct(p: float) -> float:
+            return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+        return cls(
+            name,
+            concurrency,
+            len(ordered),
+            seconds,
+            statistics.median(ordered),
+            pct(95),
+            pct(99),
+            errors,
+        )
 
     @property
     def throughput(self) -> float:
@@ -57,10 +74,8 @@ class Result:
 
     def row(self) -> str:
         return (
-            f"| {self.name} | {self.concurrency} | {self.requests} | "
-            f"{statistics.median(self.latencies_ms):.2f} | {self.pct(95):.2f} | "
-            f"{self.pct(99):.2f} | "
-            f"{self.throughput:.0f} | {self.errors} |"
+            f"| {self.name} | {self.concurrency} | {self.requests} | {self.p50_ms:.2f} | "
+            f"{self.p95_ms:.2f} | {self.p99_ms:.2f} | {self.throughput:.0f} | {self.errors} |"
         )
 
 
@@ -81,10 +96,57 @@ async def _drive(
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return Result(name, concurrency, total, time.perf_counter() - started, latencies, errors)
+    return Result.from_latencies(
+        name, concurrency, time.perf_counter() - started, latencies, errors
+    )
 
 
 QUERIES = [None, "support", "notes", "sql", None, "writer", "coach", None]
+
+# wrk (C, one connection per client) keeps the load generator's own cost out of the numbers;
+# this script cycles through the same queries and prints wrk's percentiles as JSON.
+WRK_SCRIPT = """
+local paths = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i %% #paths) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %%d, "duration_us": %%d, "errors": %%d, "p50": %%d, "p95": %%d, "p99": %%d}\\n',
+    summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+def catalog_paths() -> list[str]:
+    return ["/api/marketplace/agents" + (f"?q={q}" if q else "") for q in QUERIES]
+
+
+def bench_wrk(base_url: str, concurrency: int, seconds: int, workdir: Path) -> Result:
+    script = workdir / "catalog.lua"
+    script.write_text(WRK_SCRIPT % ", ".join(f'"{p}"' for p in catalog_paths()))
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "-s", str(script), base_url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    data = json.loads(out.strip().splitlines()[-1])
+    return Result(
+        "HTTP GET /api/marketplace/agents (wrk)",
+        concurrency,
+        data["requests"],
+        data["duration_us"] / 1e6,
+        data["p50"] / 1000,
+        data["p95"] / 1000,
+        data["p99"] / 1000,
+        data["errors"],
+    )
 
 
 async def bench_http(base_url: str, concurrency: int, total: int) -> Result:
@@ -98,7 +160,7 @@ async def bench_http(base_url: str, concurrency: int, total: int) -> Result:
 
         for i in range(50):  # warm up connections and caches
             await one(i)
-        return await _drive("HTTP GET /api/marketplace/agents", concurrency, total, one)
+        return await _drive("HTTP GET /api/marketplace/agents (httpx)", concurrency, total, one)
 
 
 async def bench_direct(database_url: str, concurrency: int, total: int) -> Result:
@@ -166,17 +228,25 @@ def _start_server(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the server did not become ready (is the database migrated?)")
 
 
-def run_catalog(settings: Settings, *, concurrency: int, requests: int) -> list[Result]:
+def run_catalog(
+    settings: Settings, *, concurrency: int, requests: int, seconds: int
+) -> list[Result]:
+    """The endpoint (wrk when installed, else an httpx client) and the same query via psycopg."""
     process, base = _start_server(settings)
+    results: list[Result] = []
     try:
-        http = asyncio.run(bench_http(base, concurrency, requests))
+        if shutil.which("wrk"):
+            with tempfile.TemporaryDirectory() as tmp:
+                bench_wrk(base, concurrency, 1, Path(tmp))  # warm-up
+                results.append(bench_wrk(base, concurrency, seconds, Path(tmp)))
+        results.append(asyncio.run(bench_http(base, concurrency, requests)))
     finally:
         process.terminate()
         process.wait(timeout=10)
-    direct = asyncio.run(
-        bench_direct(settings.database_url.get_secret_value(), concurrency, requests)
+    results.append(
+        asyncio.run(bench_direct(settings.database_url.get_secret_value(), concurrency, requests))
     )
-    return [http, direct]
+    return results
 
 
 def report(title: str, command: str, results: list[Result], notes: list[str]) -> str:
@@ -223,9 +293,9 @@ def as_json(results: list[Result]) -> str:
                 "name": r.name,
                 "concurrency": r.concurrency,
                 "requests": r.requests,
-                "p50_ms": round(statistics.median(r.latencies_ms), 3),
-                "p95_ms": round(r.pct(95), 3),
-                "p99_ms": round(r.pct(99), 3),
+                "p50_ms": round(r.p50_ms, 3),
+                "p95_ms": round(r.p95_ms, 3),
+                "p99_ms": round(r.p99_ms, 3),
                 "throughput": round(r.throughput, 1),
                 "errors": r.errors,
             }

@@ -231,9 +231,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     settings = _settings()
     command = (
-        f"agentmarket bench catalog --concurrency {args.concurrency} --requests {args.requests}"
+        f"agentmarket bench catalog --concurrency {args.concurrency} "
+        f"--requests {args.requests} --seconds {args.seconds}"
     )
-    results = bench.run_catalog(settings, concurrency=args.concurrency, requests=args.requests)
+    results = bench.run_catalog(
+        settings, concurrency=args.concurrency, requests=args.requests, seconds=args.seconds
+    )
     print(bench.as_json(results))
     if args.write:
         section = bench.report(
@@ -241,10 +244,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"./scripts/dev setup && {command} --write",
             results,
             [
-                "The HTTP row is the full path: uvicorn, middleware, JWT-less anon request, one "
-                "transaction with role and claims set, `search_agents`, JSON. The psycopg row is "
-                "the same transaction and query without HTTP; the difference is what the "
-                "functions layer costs.",
+                "HTTP rows: the real server process (uvicorn, one worker) with the default "
+                "5 s catalog cache, anonymous callers cycling through 8 queries (5 distinct "
+                "searches). wrk (C) measures the server; the httpx row adds a Python client on "
+                "the same two cores. The psycopg row runs the same transaction (role + claims "
+                "set) and `search_agents` query directly on every request, uncached: the cost "
+                "of answering from the database each time.",
             ],
         )
         print(f"wrote {bench.write_section(section, 'Catalog list: GET /api/marketplace/agents')}")
@@ -288,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run a benchmark (results to docs/benchmarks.md)")
     p.add_argument("scenario", choices=("catalog",))
     p.add_argument("--concurrency", type=int, default=32)
-    p.add_argument("--requests", type=int, default=5000)
+    p.add_argument("--requests", type=int, default=5000, help="for the Python clients")
+    p.add_argument("--seconds", type=int, default=10, help="for wrk")
     p.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     p.set_defaults(func=cmd_bench)
 

@@ -35,7 +35,7 @@ class AppState:
     events: EventSink
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.agentmarket
     return state
 
@@ -43,19 +43,19 @@ def app_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(app_state)]
 
 
-def get_settings(state: State) -> Settings:
+async def get_settings(state: State) -> Settings:
     return state.settings
 
 
-def get_box(state: State) -> SecretBox:
+async def get_box(state: State) -> SecretBox:
     return state.box
 
 
-def get_cache(state: State) -> CatalogCache:
+async def get_cache(state: State) -> CatalogCache:
     return state.cache
 
 
-def get_events(state: State) -> EventSink:
+async def get_events(state: State) -> EventSink:
     return state.events
 
 

@@ -256,6 +256,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- worker / offline model -----------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from prometheus_client import start_http_server
+
+    from agentmarket.telemetry import configure_logging
+    from workers.chat_worker import ChatWorker, WorkerConfig
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
+    config = WorkerConfig(concurrency=args.concurrency, lease_seconds=args.lease_seconds)
+
+    async def run() -> None:
+        worker = ChatWorker(settings, config=config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_offline_model(args: argparse.Namespace) -> int:
+    from agentmarket import offline_model
+
+    offline_model.serve(args.host, args.port, offline_model.config_from_args(args))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentmarket", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -297,6 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=int, default=10, help="for wrk")
     p.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("worker", help="run the chat worker")
+    p.add_argument("--concurrency", type=int, default=8, help="replies written at once")
+    p.add_argument("--lease-seconds", type=int, default=30, help="job lease, renewed while working")
+    p.set_defaults(func=cmd_worker)
+
+    from agentmarket import offline_model
+
+    p = sub.add_parser("offline-model", help="run the offline OpenAI-compatible model server")
+    offline_model.add_arguments(p)  # --host, --port, timing and fault options
+    p.set_defaults(func=cmd_offline_model)
 
     p = sub.add_parser("serve", help="run the HTTP functions (uvicorn)")
     p.add_argument("--host", default="127.0.0.1")

@@ -76,11 +76,14 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
+    openai_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
     secrets_encryption_key: SecretStr = SecretStr(DEV_ENCRYPTION_KEY)
     sentry_dsn: SecretStr | None = None
     rate_limit_chat_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 20
     max_active_deployments: Annotated[int, Field(ge=1, le=1_000)] = 10
     catalog_cache_seconds: Annotated[float, Field(ge=0, le=3_600)] = 5.0
+    chat_wait_seconds: Annotated[float, Field(ge=0, le=600)] = 60.0
+    sse_ping_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0
     worker_metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 0
     log_level: str = "info"
 

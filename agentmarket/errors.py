@@ -110,6 +110,18 @@ class MethodNotAllowed(AppError):
     title = "Method not allowed"
 
 
+class ConversationNotFound(NotFound):
+    """No conversation of yours with this deployment has this id."""
+
+    code = "conversation_not_found"
+
+
+class MessageNotFound(NotFound):
+    """No message of yours has this id."""
+
+    code = "message_not_found"
+
+
 class Conflict(AppError):
     """The request conflicts with the current state."""
 

@@ -6,10 +6,30 @@ prometheus-client keeps metrics in its process-wide default registry by design; 
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 DEPLOYMENTS = Counter(
     "marketplace_deployments",
     "Deploy requests by outcome.",
     ["result"],
+)
+
+CHAT_RESPONSE_TIME = Histogram(
+    "agent_chat_response_time_seconds",
+    "Time from the worker picking up a message to the finished reply.",
+    buckets=(0.5, 1, 2, 5),
+)
+CHAT_TTFT = Histogram(
+    "agent_chat_ttft_seconds",
+    "Time from pickup to the first token of the reply.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)
+CHAT_TOKENS = Counter("agent_chat_token_usage", "Model tokens used, by kind.", ["kind"])
+CHAT_ERRORS = Counter("agent_chat_errors", "Failed replies by error type.", ["error_type"])
+CHAT_MESSAGES = Counter("agent_chat_messages", "Chat messages accepted, by mode.", ["mode"])
+QUEUE_DEPTH = Gauge("agent_chat_queue_depth", "Chat jobs waiting to be claimed.")
+QUEUE_PICKUP = Histogram(
+    "agent_chat_queue_pickup_seconds",
+    "Time from enqueue to a worker claiming the job (first attempts).",
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
 )

@@ -196,3 +196,114 @@ class Deployment(Model):
 
 class DeploymentList(Model):
     data: list[Deployment]
+
+
+# --- chat ----------------------------------------------------------------------------------------
+
+
+class ChatMode(StrEnum):
+    BLOCKING = "blocking"
+    STREAMING = "streaming"
+    ASYNC = "async"
+
+
+class MessageRole(StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class MessageStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (MessageStatus.COMPLETED, MessageStatus.FAILED, MessageStatus.CANCELLED)
+
+
+class ChatRequest(Model):
+    message: Annotated[Text, StringConstraints(min_length=1, max_length=32_000)]
+    conversation_id: uuid.UUID | None = None
+    client_message_id: (
+        Annotated[Text, StringConstraints(min_length=1, max_length=128, pattern=r"^[!-~]+$")] | None
+    ) = Field(default=None, description="Your id for this send; a repeat returns the original.")
+    mode: ChatMode | None = Field(
+        default=None,
+        description="blocking (default), streaming (also via Accept: text/event-stream), async.",
+    )
+
+
+class MessageError(Model):
+    code: str
+    message: str
+
+
+class Usage(Model):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Message(Model):
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    role: MessageRole
+    content: str
+    status: MessageStatus
+    error: MessageError | None = None
+    usage: Usage | None = None
+    ttft_ms: int | None = None
+    latency_ms: int | None = None
+    model: str | None = None
+    created_at: datetime
+    completed_at: datetime | None = None
+
+
+class ChatExchange(Model):
+    conversation_id: uuid.UUID
+    user_message: Message
+    assistant_message: Message
+
+
+class Conversation(Model):
+    id: uuid.UUID
+    deployment_id: uuid.UUID
+    title: str | None
+    message_count: int
+    last_message_at: datetime | None
+    created_at: datetime
+
+
+class ConversationList(Model):
+    data: list[Conversation]
+    has_more: bool
+    next_cursor: str | None
+
+
+class MessagePage(Model):
+    data: list[Message] = Field(description="Oldest first.")
+    has_more: bool = Field(description="Older messages exist: pass next_cursor as `before`.")
+    next_cursor: str | None
+
+
+class ConversationDetail(Conversation):
+    messages: MessagePage
+
+
+class NewConversation(Model):
+    title: Annotated[Text, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+
+
+class FeedbackRequest(Model):
+    rating: Literal["like", "dislike"] | None = Field(
+        description="null withdraws your feedback on this reply."
+    )
+    comment: Annotated[Text, StringConstraints(max_length=2000)] | None = None
+
+
+class Feedback(Model):
+    message_id: uuid.UUID
+    rating: Literal["like", "dislike"] | None
+    comment: str | None

@@ -11,13 +11,15 @@ from agentmarket import migrate, paths
 from agentmarket.auth import TokenVerifier
 from agentmarket.config import Settings, get_settings
 from agentmarket.db import create_pool
+from agentmarket.ratelimit import ChatLimits
 from agentmarket.secrets import SecretBox
 from agentmarket.services.catalog import CatalogCache
+from agentmarket.streaming import StreamHub
 from agentmarket.telemetry import EventSink, configure_logging
 from functions import problems
 from functions.deps import AppState
 from functions.middleware import RequestContextMiddleware
-from functions.routers import deployments, health, marketplace
+from functions.routers import chat, deployments, health, marketplace
 
 MAX_BODY_BYTES = 2 * 1024 * 1024  # a support agent's knowledge base can be large
 
@@ -39,6 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         verifier = TokenVerifier.from_settings(settings)
         events = EventSink(pool)
         events.start()
+        hub = StreamHub(settings.direct_database_url)
+        await hub.start()
         app.state.agentmarket = AppState(
             settings=settings,
             pool=pool,
@@ -47,10 +51,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             migrations=migrate.load_files(paths.migrations_dir()),
             cache=CatalogCache(settings.catalog_cache_seconds),
             events=events,
+            hub=hub,
+            limits=ChatLimits(),
         )
         try:
             yield
         finally:
+            await hub.aclose()
             await events.aclose()
             await verifier.aclose()
             await pool.close()
@@ -65,5 +72,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, max_body_bytes=MAX_BODY_BYTES)
     app.include_router(marketplace.router)
     app.include_router(deployments.router)
+    app.include_router(chat.router)
     app.include_router(health.router)
     return app

@@ -17,8 +17,10 @@ from agentmarket.config import Settings
 from agentmarket.db import CallerSession, as_caller
 from agentmarket.errors import AnonymousToken, Forbidden, Unauthorized
 from agentmarket.migrate import MigrationFile
+from agentmarket.ratelimit import ChatLimits
 from agentmarket.secrets import SecretBox
 from agentmarket.services.catalog import CatalogCache
+from agentmarket.streaming import StreamHub
 from agentmarket.telemetry import EventSink
 
 
@@ -33,6 +35,8 @@ class AppState:
     migrations: list[MigrationFile]
     cache: CatalogCache
     events: EventSink
+    hub: StreamHub
+    limits: ChatLimits
 
 
 async def app_state(request: Request) -> AppState:

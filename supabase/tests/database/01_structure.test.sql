@@ -37,7 +37,7 @@
 begin;
 set local search_path = public, extensions;
 
-select plan(126);
+select plan(127);
 
 -- RLS is enabled on every table, exposed or private ---------------------------------------------
 select ok((select relrowsecurity from pg_class where oid = 'public.marketplace_agents'::regclass),
@@ -58,6 +58,15 @@ select ok((select relrowsecurity from pg_class where oid = 'private.deployment_s
           'RLS enabled on private.deployment_secrets');
 select ok((select relrowsecurity from pg_class where oid = 'private.telemetry_events'::regclass),
           'RLS enabled on private.telemetry_events');
+select is_empty($$
+  select c.oid::regclass::text from pg_class c
+   where c.relkind in ('r', 'p') and not c.relrowsecurity
+     and c.relnamespace in ('public'::regnamespace, 'private'::regnamespace)
+$$, 'every table in public and private has RLS enabled (tables added later included)');
+select table_privs_are('private', 'chat_jobs', 'anon', array[]::text[],
+                       'anon has no privilege on private.chat_jobs');
+select table_privs_are('private', 'chat_jobs', 'authenticated', array[]::text[],
+                       'authenticated has no privilege on private.chat_jobs');
 
 -- Schemas ------------------------------------------------------------------------------------------
 -- anon/authenticated may *use* schema private (20261129130000_marketplace_api.sql: the HTTP functions
@@ -312,13 +321,18 @@ select results_eq($$
   select p.oid::regprocedure::text collate "default" from pg_proc p
    where p.pronamespace = 'private'::regnamespace and has_function_privilege('authenticated', p.oid, 'EXECUTE')
    order by 1
-$$, array['private.create_deployment(uuid,text,jsonb,text,text,integer)',
+$$, array['private.cancel_chat_message(uuid)',
+          'private.create_conversation(uuid,text)',
+          'private.create_deployment(uuid,text,jsonb,text,text,integer)',
+          'private.delete_conversation(uuid,uuid)',
           'private.delete_deployment(uuid)',
           'private.deployment_secret_hints(uuid[])',
+          'private.message_stream_state(uuid)',
           'private.put_deployment_secret(uuid,text,text,bytea,text)',
+          'private.send_chat_message(uuid,uuid,text,text,text)',
           'private.track_event(text,uuid,uuid,jsonb)',
           'private.update_deployment(uuid,text,jsonb,text,text,integer)'],
-  'authenticated may execute exactly the six API functions in schema private');
+  'authenticated may execute exactly the API functions in schema private');
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
    where p.pronamespace = 'private'::regnamespace and not has_function_privilege('service_role', p.oid, 'EXECUTE')
@@ -327,11 +341,16 @@ select results_eq($$
   select p.oid::regprocedure::text collate "default" from pg_proc p
    where p.pronamespace = 'private'::regnamespace and p.prosecdef
    order by 1
-$$, array['private.create_deployment(uuid,text,jsonb,text,text,integer)',
+$$, array['private.cancel_chat_message(uuid)',
+          'private.create_conversation(uuid,text)',
+          'private.create_deployment(uuid,text,jsonb,text,text,integer)',
+          'private.delete_conversation(uuid,uuid)',
           'private.delete_deployment(uuid)',
           'private.deployment_secret_hints(uuid[])',
           'private.maintain_deploy_count()',
+          'private.message_stream_state(uuid)',
           'private.put_deployment_secret(uuid,text,text,bytea,text)',
+          'private.send_chat_message(uuid,uuid,text,text,text)',
           'private.track_event(text,uuid,uuid,jsonb)',
           'private.update_deployment(uuid,text,jsonb,text,text,integer)'],
   'exactly these private functions are SECURITY DEFINER');
@@ -369,20 +388,6 @@ select is_empty($$
    where p.pronamespace = 'private'::regnamespace
      and has_function_privilege('public', p.oid, 'EXECUTE')
 $$, 'no function in private is executable by PUBLIC');
-select results_eq($$
-  select p.proname::text collate "default" from pg_proc p
-   where p.pronamespace = 'private'::regnamespace
-     and has_function_privilege('authenticated', p.oid, 'EXECUTE')
-   order by 1
-$$, array['create_deployment', 'delete_deployment', 'deployment_secret_hints',
-          'put_deployment_secret', 'track_event', 'update_deployment'],
-   'authenticated may execute exactly the private API functions');
-select results_eq($$
-  select p.proname::text collate "default" from pg_proc p
-   where p.pronamespace = 'private'::regnamespace
-     and has_function_privilege('anon', p.oid, 'EXECUTE')
-   order by 1
-$$, array['track_event'], 'anon may execute only private.track_event');
 
 -- Realtime -----------------------------------------------------------------------------------------
 select ok(exists (select 1 from pg_publication where pubname = 'supabase_realtime'),

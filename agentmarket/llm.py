@@ -1,0 +1,505 @@
+"""Streaming chat completions with retries (DESIGN §6).
+
+`LLMClient.stream` calls an OpenAI-compatible `chat.completions` endpoint with `stream=True` and
+yields `TextDelta`s, then one `Completed` carrying the token usage. Transient failures (timeouts,
+connection errors, a stream cut before its final chunk, 429, 5xx, 408/409) are retried with
+tenacity: exponential backoff `backoff_base * 2**n` (1 s, 2 s, 4 s by default) plus up to `jitter`
+seconds, or the provider's `Retry-After` when that is longer (capped at `backoff_max`). The SDK's
+own retries are off (`max_retries=0`) so attempts do not multiply. A retry may come after text was
+already relayed: a `Retrying` event is yielded first so the caller can discard the partial text.
+Permanent failures (400/401/403/404/422) raise `LLMError` at once. Every attempt is logged as
+`llm.attempt`; no API key ever reaches a log line, an event or an error message.
+
+Consumers that stop early (a cancelled reply) should close the iterator, e.g. with
+`contextlib.aclosing(client.stream(...))`, so the HTTP response is released at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import hashlib
+import math
+import re
+import time
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final, cast
+
+import httpx
+import openai
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_base, wait_exponential, wait_random
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
+
+log = structlog.get_logger("agentmarket.llm")
+
+# Distinct API keys whose SDK clients are kept; they share one connection pool, so evicting one
+# releases nothing and needs no close.
+MAX_CACHED_CLIENTS: Final = 32
+# Longest provider text kept on an LLMError (`detail`).
+MAX_DETAIL_CHARS: Final = 500
+
+_KEY_LIKE = re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-*.•…]{6,}")
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    messages: list[dict[str, str]]  # [{"role": "system"|"user"|"assistant", "content": str}]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    api_key: str | None = None  # the user's own key; None = the platform key
+
+    def __repr__(self) -> str:  # never print the key
+        return (
+            f"ChatRequest(model={self.model!r}, messages=<{len(self.messages)}>, "
+            f"temperature={self.temperature!r}, max_tokens={self.max_tokens!r}, "
+            f"api_key={'<set>' if self.api_key else None})"
+        )
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Retrying:
+    """Attempt `attempt` starts after `delay` seconds; discard any text relayed so far."""
+
+    attempt: int  # the number of the attempt about to start (2, 3, …)
+    delay: float
+    error_code: str  # why the previous attempt failed
+
+
+@dataclass(frozen=True)
+class Completed:
+    usage: Usage | None  # None when the provider sent no usage chunk
+    model: str  # the model that answered, as reported by the provider
+    finish_reason: str | None
+
+
+StreamEvent = TextDelta | Retrying | Completed
+
+
+@dataclass(frozen=True)
+class AttemptInfo:
+    """One finished attempt, for metrics. `started_at` is `time.monotonic()`."""
+
+    attempt: int
+    started_at: float
+    outcome: str  # "ok" | "retrying" | "failed" | "cancelled" | "error"
+    error_code: str | None
+    delay: float | None  # the backoff before the next attempt (outcome "retrying")
+    status: int | None = None  # the provider's HTTP status, when it answered with an error
+    duration: float = 0.0  # seconds
+
+
+class LLMError(Exception):
+    """The model call failed; stored on the failed assistant message (not an HTTP error)."""
+
+    def __init__(
+        self,
+        error_code: str,
+        message: str,
+        *,
+        transient: bool,
+        attempts: int,
+        status: int | None = None,
+        retry_after: float | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.message = message
+        self.transient = transient
+        self.attempts = attempts
+        self.status = status
+        self.retry_after = retry_after  # seconds the provider asked us to wait
+        self.detail = detail  # the provider's own message, keys removed, truncated
+
+    def __repr__(self) -> str:
+        return (
+            f"LLMError(error_code={self.error_code!r}, message={self.message!r}, "
+            f"transient={self.transient!r}, attempts={self.attempts!r}, status={self.status!r})"
+        )
+
+
+class _StreamCut(Exception):
+    """The stream ended before a chunk carrying finish_reason."""
+
+
+_RETRYABLE_STATUS: Final = {408: "upstream_timeout", 409: "upstream_unavailable"}
+
+_MESSAGES: Final = {
+    "no_api_key": (
+        "No API key is configured for this deployment; add the model provider's API key to the "
+        "deployment's configuration."
+    ),
+    "invalid_api_key": (
+        "The API key was rejected by the model provider; update the key in the deployment's "
+        "configuration."
+    ),
+    "upstream_forbidden": (
+        "The model provider refused this API key access to the request; check the key's "
+        "permissions, organization and project, or use another key."
+    ),
+    "upstream_bad_request": (
+        "The model provider rejected the request as invalid; check the deployment's model and "
+        "parameters (temperature, max tokens) or shorten the conversation."
+    ),
+    "upstream_rate_limited": (
+        "The model provider is rate limiting this API key; wait a minute and try again, or raise "
+        "the key's rate limits."
+    ),
+    "insufficient_quota": (
+        "The model provider reports that this API key has exceeded its quota; check the account's "
+        "plan and billing details."
+    ),
+    "upstream_unavailable": "The model provider is temporarily unavailable; try again in a minute.",
+    "upstream_timeout": "The model provider did not answer in time; try again in a minute.",
+    "upstream_connection_error": (
+        "The connection to the model provider failed or was cut off; try again in a minute."
+    ),
+}
+
+
+def _model_not_found_message(model: str) -> str:
+    return (
+        f"The model {model!r} does not exist or this API key cannot use it; choose another model "
+        "in the deployment's configuration."
+    )
+
+
+def _sanitize(text: str | None, secret: str) -> str | None:
+    if not text:
+        return None
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    text = _KEY_LIKE.sub("[redacted]", text)
+    if len(text) > MAX_DETAIL_CHARS:
+        text = text[: MAX_DETAIL_CHARS - 1] + "…"
+    return text
+
+
+def parse_retry_after(headers: httpx.Headers, *, now: datetime | None = None) -> float | None:
+    """Seconds from `retry-after-ms`, or `Retry-After` in seconds or as an HTTP date; else None."""
+    value: float | None = None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        with contextlib.suppress(ValueError):
+            value = float(ms) / 1000
+    if value is None:
+        raw = headers.get("retry-after")
+        if not raw:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(raw)
+            except (TypeError, ValueError, IndexError):
+                return None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            value = (when - (now or datetime.now(UTC))).total_seconds()
+    if not math.isfinite(value):
+        return None
+    return max(value, 0.0)
+
+
+def _provider_message(exc: openai.APIStatusError) -> str:
+    """The provider's own error text (`{"error": {"message": …}}`), else the SDK's summary."""
+    body = exc.body
+    if isinstance(body, dict):
+        message = body.get("message")
+        if isinstance(message, str) and message:
+            return message
+    return exc.message
+
+
+def _status_error(
+    exc: openai.APIStatusError, request: ChatRequest, key: str, attempt: int
+) -> LLMError:
+    status = exc.status_code
+    detail = _sanitize(_provider_message(exc), key)
+    code: str
+    transient = False
+    if status == 401:
+        code = "invalid_api_key"
+    elif status == 403:
+        code = "upstream_forbidden"
+    elif status == 404:
+        code = "model_not_found"
+    elif status == 429:
+        code = "upstream_rate_limited"
+        # An exhausted quota does not come back in seconds: retrying only delays the answer.
+        transient = exc.code != "insufficient_quota"
+    elif status >= 500:
+        code, transient = "upstream_unavailable", True
+    elif status in _RETRYABLE_STATUS:
+        code, transient = _RETRYABLE_STATUS[status], True
+    else:  # 400, 422 and any other 4xx
+        code = "upstream_bad_request"
+    if code == "model_not_found":
+        message = _model_not_found_message(request.model)
+    elif code == "upstream_rate_limited" and not transient:
+        message = _MESSAGES["insufficient_quota"]
+    else:
+        message = _MESSAGES[code]
+    return LLMError(
+        code,
+        message,
+        transient=transient,
+        attempts=attempt,
+        status=status,
+        retry_after=parse_retry_after(exc.response.headers) if transient else None,
+        detail=detail,
+    )
+
+
+def _classify(exc: BaseException, request: ChatRequest, key: str, attempt: int) -> LLMError:
+    """Map an SDK/transport failure onto a stable error code (no key in anything kept)."""
+    if isinstance(exc, openai.APIStatusError):
+        return _status_error(exc, request, key, attempt)
+    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+        code = "upstream_timeout"
+    else:
+        # APIConnectionError, a transport error while reading the stream, an `error` event in the
+        # stream (a plain APIError), or a stream that ended before its final chunk.
+        code = "upstream_connection_error"
+    detail = _sanitize(str(exc), key) if not isinstance(exc, _StreamCut) else None
+    return LLMError(code, _MESSAGES[code], transient=True, attempts=attempt, detail=detail)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, LLMError) and exc.transient
+
+
+class _Backoff(wait_base):
+    """Exponential backoff plus jitter, or the provider's Retry-After when that is longer."""
+
+    def __init__(self, *, base: float, maximum: float, jitter: float) -> None:
+        self._wait = wait_exponential(multiplier=base, max=maximum) + wait_random(0, jitter)
+        self._maximum = maximum
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        delay = float(self._wait(retry_state))
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None and outcome.failed else None
+        if isinstance(exc, LLMError) and exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, self._maximum))
+        return delay
+
+
+_CAUGHT: Final = (openai.APIError, httpx.RequestError, _StreamCut)
+
+
+class LLMClient:
+    """One per process: SDK clients per API key over one shared connection pool."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None,
+        platform_api_key: str | None,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        max_retries: int = 3,
+        backoff_base: float = 1.0,
+        backoff_max: float = 30.0,
+        jitter: float = 0.1,
+        http_client: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self._base_url = base_url
+        self._platform_api_key = platform_api_key or None
+        self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self._max_retries = max_retries
+        self._backoff = _Backoff(base=backoff_base, maximum=backoff_max, jitter=jitter)
+        self._sleep = sleep
+        # A client passed in belongs to the caller (not closed here); otherwise one is made lazily.
+        self._http_client = http_client
+        self._owns_http_client = http_client is None
+        self._clients: OrderedDict[str, openai.AsyncOpenAI] = OrderedDict()
+        self._closed = False
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._http_client is None:
+            self._http_client = openai.DefaultAsyncHttpxClient(timeout=self._timeout)
+        return self._http_client
+
+    def _client_for(self, key: str) -> openai.AsyncOpenAI:
+        if self._closed:
+            raise RuntimeError("LLMClient is closed")
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        client = self._clients.get(digest)
+        if client is None:
+            client = openai.AsyncOpenAI(
+                api_key=key,
+                base_url=self._base_url,
+                timeout=self._timeout,
+                max_retries=0,
+                http_client=self._http(),
+            )
+            self._clients[digest] = client
+            while len(self._clients) > MAX_CACHED_CLIENTS:
+                self._clients.popitem(last=False)
+        else:
+            self._clients.move_to_end(digest)
+        return client
+
+    async def aclose(self) -> None:
+        """Drop the SDK clients and close the connection pool if this object made it."""
+        self._closed = True
+        self._clients.clear()
+        if self._owns_http_client and self._http_client is not None:
+            await self._http_client.aclose()
+            self._http_client = None
+
+    async def stream(
+        self,
+        request: ChatRequest,
+        *,
+        on_attempt: Callable[[AttemptInfo], None] | None = None,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Yield the reply as it streams; raise LLMError once retries are exhausted or pointless."""
+        key = request.api_key or self._platform_api_key
+        if not key:
+            raise LLMError("no_api_key", _MESSAGES["no_api_key"], transient=False, attempts=0)
+        client = self._client_for(key)
+
+        def report(
+            attempt: int,
+            started: float,
+            outcome: str,
+            error: LLMError | None = None,
+            delay: float | None = None,
+        ) -> None:
+            duration = time.monotonic() - started
+            status = error.status if error is not None else None
+            code = error.error_code if error is not None else None
+            log_method = log.info if outcome in ("ok", "cancelled") else log.warning
+            log_method(
+                "llm.attempt",
+                attempt=attempt,
+                outcome=outcome,
+                error_code=code,
+                delay=round(delay, 3) if delay is not None else None,
+                status=status,
+                model=request.model,
+                duration_ms=round(duration * 1000),
+            )
+            if on_attempt is not None:
+                on_attempt(AttemptInfo(attempt, started, outcome, code, delay, status, duration))
+
+        # tenacity decides whether and how long to wait; the wait itself happens here, after the
+        # Retrying event, so the caller hears about a retry before the pause rather than after it.
+        pending_delays: list[float] = []
+
+        async def defer_sleep(delay: float) -> None:
+            pending_delays.append(delay)
+
+        retrying = AsyncRetrying(
+            sleep=defer_sleep,
+            stop=stop_after_attempt(self._max_retries + 1),
+            wait=self._backoff,
+            retry=retry_if_exception(_is_transient),
+            reraise=True,
+        )
+        attempt_no = 0
+        started = time.monotonic()
+        error: LLMError | None = None
+        unreported = False  # an attempt has started and has no llm.attempt line yet
+        try:
+            async for attempt in retrying:
+                if pending_delays:
+                    delay = pending_delays.pop()
+                    assert error is not None
+                    report(attempt_no, started, "retrying", error, delay)
+                    unreported = False
+                    yield Retrying(attempt.retry_state.attempt_number, delay, error.error_code)
+                    await self._sleep(delay)
+                attempt_no = attempt.retry_state.attempt_number
+                started = time.monotonic()
+                error = None
+                unreported = True
+                try:
+                    async with contextlib.aclosing(self._attempt(client, request)) as events:
+                        async for event in events:
+                            if isinstance(event, Completed):
+                                report(attempt_no, started, "ok")
+                                unreported = False
+                            yield event
+                    return
+                except _CAUGHT as exc:
+                    error = _classify(exc, request, key, attempt_no)
+                # Hand the failure to tenacity, which retries, or re-raises it (reraise=True).
+                # The SDK exception is not chained: its text or request could carry the key.
+                with attempt:
+                    raise error from None
+        except LLMError as exc:
+            if unreported:
+                report(attempt_no, started, "failed", exc)
+            raise
+        except (GeneratorExit, asyncio.CancelledError):
+            # The consumer stopped (a cancelled reply) or the task was cancelled.
+            if unreported:
+                report(attempt_no, started, "cancelled", error)
+            raise
+        except Exception:
+            if unreported:
+                report(attempt_no, started, "error", error)
+            raise
+
+    async def _attempt(
+        self, client: openai.AsyncOpenAI, request: ChatRequest
+    ) -> AsyncGenerator[TextDelta | Completed, None]:
+        stream = await client.chat.completions.create(
+            model=request.model,
+            messages=cast("list[ChatCompletionMessageParam]", request.messages),
+            stream=True,
+            stream_options={"include_usage": True},
+            temperature=request.temperature if request.temperature is not None else openai.omit,
+            max_completion_tokens=(
+                request.max_tokens if request.max_tokens is not None else openai.omit
+            ),
+        )
+        usage: Usage | None = None
+        finish_reason: str | None = None
+        model = request.model
+        async with stream:
+            async for chunk in stream:
+                if chunk.model:
+                    model = chunk.model
+                if chunk.usage is not None:
+                    usage = Usage(
+                        prompt_tokens=chunk.usage.prompt_tokens,
+                        completion_tokens=chunk.usage.completion_tokens,
+                    )
+                for choice in chunk.choices or ():
+                    if choice.index != 0:
+                        continue
+                    delta = choice.delta
+                    if delta is not None and delta.content:
+                        yield TextDelta(delta.content)
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+        if finish_reason is None:
+            raise _StreamCut("the stream ended before its final chunk")
+        yield Completed(usage=usage, model=model, finish_reason=finish_reason)

@@ -1,0 +1,246 @@
+"""Reply streams: one LISTEN connection per functions instance, fanned out to its clients.
+
+Workers append each batch of text to the message and NOTIFY `agentmarket_chat_stream` in the same
+transaction (payload: message id `m`, event `e` delta|reset|done, generation `g`, offset `o`,
+text `d`). The `StreamHub` holds the instance's single session connection (DATABASE_DIRECT_URL:
+a transaction pooler would drop notifications) and hands each notification to the subscribers
+of that message. `follow` turns a subscription plus the message's stored state into SSE-ready
+events with resumable ids `"<generation>.<offset>"`: subscribe first, then read the stored text,
+so nothing committed after the read can be missed and nothing before it is sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+import structlog
+
+CHANNEL = "agentmarket_chat_stream"
+log = structlog.get_logger("agentmarket.streaming")
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One notification about a message (or `resync` after the hub reconnected)."""
+
+    kind: Literal["delta", "reset", "done", "resync"]
+    generation: int = 0
+    offset: int = 0
+    text: str = ""
+    status: str | None = None
+
+
+class Subscription:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Notice] = asyncio.Queue()
+
+    async def next(self, wait: float) -> Notice | None:
+        """The next notice, or None after `wait` seconds without one."""
+        try:
+            return await asyncio.wait_for(self.queue.get(), wait)
+        except TimeoutError:
+            return None
+
+
+class StreamHub:
+    """The instance's LISTEN connection and its subscribers (message id → queues)."""
+
+    def __init__(self, url: str, *, reconnect_delay: float = 1.0) -> None:
+        self.url = url
+        self.reconnect_delay = reconnect_delay
+        self._subscribers: dict[uuid.UUID, set[Subscription]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self, *, wait: float = 10.0) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="stream-hub")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), wait)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, message_id: uuid.UUID) -> AsyncIterator[Subscription]:
+        subscription = Subscription()
+        self._subscribers[message_id].add(subscription)
+        try:
+            yield subscription
+        finally:
+            subscribers = self._subscribers.get(message_id)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._subscribers[message_id]
+
+    @property
+    def listening(self) -> bool:
+        return self._ready.is_set()
+
+    def _dispatch(self, payload: str) -> None:
+        try:
+            data: dict[str, Any] = json.loads(payload)
+            message_id = uuid.UUID(data["m"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("stream.bad_notification")
+            return
+        subscribers = self._subscribers.get(message_id)
+        if not subscribers:
+            return
+        notice = Notice(
+            kind=data.get("e", "delta"),
+            generation=int(data.get("g", 0)),
+            offset=int(data.get("o", 0)),
+            text=str(data.get("d", "")),
+            status=data.get("s"),
+        )
+        for subscription in subscribers:
+            subscription.queue.put_nowait(notice)
+
+    def _resync_all(self) -> None:
+        for subscribers in self._subscribers.values():
+            for subscription in subscribers:
+                subscription.queue.put_nowait(Notice(kind="resync"))
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, prepare_threshold=None
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    if self._ready.is_set():
+                        self._resync_all()  # notifications may have been missed meanwhile
+                    self._ready.set()
+                    async for notify in conn.notifies():
+                        self._dispatch(notify.payload)
+            except asyncio.CancelledError:
+                raise
+            except (psycopg.Error, OSError) as exc:
+                log.warning("stream.hub_disconnected", error=type(exc).__name__)
+                await asyncio.sleep(self.reconnect_delay)
+
+
+# --- following one message -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamState:
+    status: str
+    content: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class Event:
+    """An SSE event for a client: `delta` text, a `reset` (start over), or the final `done`."""
+
+    kind: Literal["delta", "reset", "done", "ping"]
+    id: str | None = None
+    text: str = ""
+
+
+def parse_event_id(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    generation, _, offset = value.partition(".")
+    try:
+        return int(generation), int(offset.rstrip("f"))
+    except ValueError:
+        return None
+
+
+FINISHED = ("completed", "failed", "cancelled")
+
+
+async def follow(
+    subscription: Subscription,
+    read_state: Callable[[], Awaitable[StreamState]],
+    *,
+    last_event_id: str | None = None,
+    ping_interval: float = 15.0,
+) -> AsyncIterator[Event]:
+    """Events for one message until it finishes, resuming after `last_event_id` if given.
+
+    The caller subscribes before calling this, so the state read here plus the notifications that
+    follow cover everything: deltas already in the stored text are trimmed by offset.
+    """
+    state = await read_state()
+    resume = parse_event_id(last_event_id)
+    generation = state.generation
+    sent = 0
+    if resume is not None:
+        if resume[0] == generation:
+            sent = min(resume[1], len(state.content))
+        elif resume[1] > 0:
+            yield Event("reset", id=f"{generation}.0")
+    if len(state.content) > sent:
+        yield Event("delta", id=f"{generation}.{len(state.content)}", text=state.content[sent:])
+        sent = len(state.content)
+    if state.status in FINISHED:
+        yield Event("done", id=f"{generation}.{sent}f")
+        return
+
+    while True:
+        notice = await subscription.next(ping_interval)
+        if notice is None:
+            yield Event("ping")
+            continue
+        if notice.kind == "resync":
+            state = await read_state()
+            if state.generation != generation:
+                generation, sent = state.generation, 0
+                yield Event("reset", id=f"{generation}.0")
+            if len(state.content) > sent:
+                yield Event(
+                    "delta", id=f"{generation}.{len(state.content)}", text=state.content[sent:]
+                )
+                sent = len(state.content)
+            if state.status in FINISHED:
+                yield Event("done", id=f"{generation}.{sent}f")
+                return
+            continue
+        if notice.generation < generation:
+            continue  # from an attempt that has been superseded
+        if notice.generation > generation:
+            if sent > 0:
+                yield Event("reset", id=f"{notice.generation}.0")
+            generation, sent = notice.generation, 0
+        if notice.kind == "reset":
+            continue
+        if notice.kind == "done":
+            state = await read_state()
+            if len(state.content) > sent and state.generation == generation:
+                yield Event(
+                    "delta", id=f"{generation}.{len(state.content)}", text=state.content[sent:]
+                )
+                sent = len(state.content)
+            yield Event("done", id=f"{generation}.{sent}f")
+            return
+        end = notice.offset + len(notice.text)
+        if end <= sent:
+            continue  # already in the stored text we sent
+        if notice.offset > sent:
+            # A gap can only mean a lost notification: take the stored text instead.
+            state = await read_state()
+            if state.generation == generation and len(state.content) > sent:
+                yield Event(
+                    "delta", id=f"{generation}.{len(state.content)}", text=state.content[sent:]
+                )
+                sent = len(state.content)
+            continue
+        yield Event("delta", id=f"{generation}.{end}", text=notice.text[sent - notice.offset :])
+        sent = end

@@ -1,0 +1,171 @@
+"""End-to-end: the real processes (functions API, chat worker, offline model) over HTTP, on a
+fresh database cloned from the template. One stack per test module; tests use their own users."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from agentmarket.config import DEV_JWT_SECRET
+from agentmarket.tokens import ensure_user, mint_access_token
+from tests.conftest import Server
+
+PLATFORM_KEY = "sk-offline-platform-key-0000000000000000"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_http(url: str, process: Process, deadline: float = 30) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"{process.name} exited:\n{process.output()}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{process.name} did not come up:\n{process.output()}")
+
+
+@dataclass
+class Stack:
+    db_url: str
+    api: str
+    model: str
+    env: dict[str, str]
+    logs: Path
+    processes: list[Process] = field(default_factory=list)
+
+    def spawn(self, name: str, *args: str) -> Process:
+        log = self.logs / f"{name}-{len(self.processes)}.log"
+        with log.open("wb") as sink:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "agentmarket.cli", *args],
+                env=self.env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        process = Process(name, popen, log)
+        self.processes.append(process)
+        return process
+
+    def worker(self, *extra: str) -> Process:
+        return self.spawn("worker", "worker", "--concurrency", "16", "--lease-seconds", "3", *extra)
+
+    def token(self, email: str) -> str:
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            user = ensure_user(conn, email=email)
+        return mint_access_token(user, secret=DEV_JWT_SECRET)
+
+    def client(self, email: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.api,
+            headers={"Authorization": f"Bearer {self.token(email)}"},
+            timeout=60,
+        )
+
+    def offline_requests(self) -> list[dict[str, object]]:
+        data: list[dict[str, object]] = httpx.get(f"{self.model}/_offline/requests").json()
+        return data
+
+
+@pytest.fixture(scope="module")
+def stack(pg_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    name = pg_server.create()
+    logs = tmp_path_factory.mktemp("e2e-logs")
+    db_url = pg_server.uri_for(name)
+    model_port, api_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "APP_ENV": "test",
+        "DATABASE_URL": db_url,
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1",
+        "OPENAI_API_KEY": PLATFORM_KEY,
+        "LOG_LEVEL": "info",
+        "CHAT_WAIT_SECONDS": "30",
+        "SSE_PING_SECONDS": "1",
+        "CATALOG_CACHE_SECONDS": "0",
+        "OPENAI_TIMEOUT_SECONDS": "2",
+    }
+    env.pop("SUPABASE_URL", None)
+    s = Stack(db_url, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{model_port}", env, logs)
+    try:
+        model = s.spawn("offline-model", "offline-model", "--port", str(model_port))
+        wait_http(f"{s.model}/v1/models", model)
+        api = s.spawn("api", "serve", "--port", str(api_port))
+        wait_http(f"{s.api}/readyz", api)
+        s.worker()
+        yield s
+    finally:
+        for process in reversed(s.processes):
+            process.stop()
+        pg_server.drop(name)
+
+
+def deploy(
+    client: httpx.Client, agent: str = "sql-sidekick", config: dict[str, object] | None = None
+) -> str:
+    response = client.post(
+        "/api/marketplace/deploy", json={"agent_id": agent, "config": config or {}}
+    )
+    assert response.status_code == 201, response.text
+    deployment_id: str = response.json()["id"]
+    return deployment_id
+
+
+def sse_events(response: httpx.Response) -> Iterator[tuple[str | None, str, dict[str, object]]]:
+    """(id, event, data) for each SSE event of a streaming response."""
+    import json
+
+    event_id: str | None = None
+    name = "message"
+    data: list[str] = []
+    for line in response.iter_lines():
+        if line == "":
+            if data:
+                yield event_id, name, json.loads("\n".join(data))
+            event_id, name, data = None, "message", []
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())

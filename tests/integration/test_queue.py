@@ -1,0 +1,163 @@
+"""The chat queue's SQL: claiming (race-free), leases, fencing, dead jobs, release."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import uuid
+
+import psycopg
+import pytest
+
+from agentmarket.tokens import ensure_user
+
+pytestmark = pytest.mark.db
+
+CLAIM = "select id from private.claim_chat_jobs(%s, %s, %s)"
+FINISH = "select private.finish_chat_job(%s, %s, 'completed', %s, null, null, 'm', 1, 2, 3, 4)"
+
+
+def make_jobs(conn: psycopg.Connection, count: int) -> list[int]:
+    user = ensure_user(conn, email=f"{uuid.uuid4().hex[:8]}@example.com")
+    agent = conn.execute(
+        "select id from public.marketplace_agents where slug = 'sql-sidekick'"
+    ).fetchone()
+    assert agent is not None
+    with conn.transaction():
+        deployment = conn.execute(
+            "insert into public.agent_deployments (user_id, agent_id, name, status)"
+            " values (%s, %s, 'q', 'active') returning id",
+            (user.id, agent[0]),
+        ).fetchone()
+        assert deployment is not None
+        conversation = conn.execute(
+            "insert into public.agent_conversations (deployment_id, user_id)"
+            " values (%s, %s) returning id",
+            (deployment[0], user.id),
+        ).fetchone()
+        assert conversation is not None
+        ids = []
+        for i in range(count):
+            question = conn.execute(
+                "insert into public.agent_messages"
+                " (conversation_id, user_id, role, content, status)"
+                " values (%s, %s, 'user', %s, 'completed') returning id",
+                (conversation[0], user.id, f"q{i}"),
+            ).fetchone()
+            assert question is not None
+            reply = conn.execute(
+                "insert into public.agent_messages"
+                " (conversation_id, user_id, role, status, reply_to)"
+                " values (%s, %s, 'assistant', 'queued', %s) returning id",
+                (conversation[0], user.id, question[0]),
+            ).fetchone()
+            assert reply is not None
+            job = conn.execute(
+                "insert into private.chat_jobs (message_id) values (%s) returning id", (reply[0],)
+            ).fetchone()
+            assert job is not None
+            ids.append(job[0])
+    return ids
+
+
+def test_two_workers_racing_never_claim_the_same_job(db_url: str, conn: psycopg.Connection) -> None:
+    jobs = make_jobs(conn, 300)
+    start = threading.Barrier(2)
+
+    def drain(worker: str) -> list[int]:
+        claimed: list[int] = []
+        with psycopg.connect(db_url, autocommit=True) as own:
+            start.wait()
+            while True:
+                rows = own.execute(CLAIM, (worker, 3, 30)).fetchall()
+                if not rows:
+                    return claimed
+                claimed.extend(r[0] for r in rows)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(drain, ["worker-a", "worker-b"])
+    assert set(a).isdisjoint(b)
+    assert sorted(a + b) == sorted(jobs)
+    assert a and b, "both workers should have won some claims"
+    rows = conn.execute(
+        "select status, attempts, count(*) from private.chat_jobs group by 1, 2"
+    ).fetchall()
+    assert rows == [("running", 1, 300)]
+
+
+def test_an_expired_lease_is_reclaimed_and_the_old_worker_is_fenced_off(
+    conn: psycopg.Connection,
+) -> None:
+    [job] = make_jobs(conn, 1)
+    assert conn.execute(CLAIM, ("slow", 1, 30)).fetchall() == [(job,)]
+    assert conn.execute(CLAIM, ("fast", 1, 30)).fetchall() == []  # leased
+    conn.execute("update private.chat_jobs set locked_until = now() - interval '1 second'")
+    assert conn.execute(CLAIM, ("fast", 1, 30)).fetchall() == [(job,)]
+    # The stalled worker comes back: its writes are refused, the new owner's are kept.
+    assert conn.execute(FINISH, (job, "slow", "stale")).fetchone() == (False,)
+    assert conn.execute(
+        "select private.append_chat_delta(%s, 'slow', 'stale')", (job,)
+    ).fetchone() == (None,)
+    assert conn.execute(FINISH, (job, "fast", "fresh")).fetchone() == (True,)
+    row = conn.execute(
+        "select m.status, m.content, j.status, j.attempts from private.chat_jobs j"
+        " join public.agent_messages m on m.id = j.message_id where j.id = %s",
+        (job,),
+    ).fetchone()
+    assert row == ("completed", "fresh", "completed", 2)
+    assert conn.execute(FINISH, (job, "fast", "again")).fetchone() == (False,)  # never twice
+
+
+def test_a_job_out_of_attempts_fails_its_message(conn: psycopg.Connection) -> None:
+    [job] = make_jobs(conn, 1)
+    conn.execute(
+        "update private.chat_jobs set status = 'running', attempts = max_attempts,"
+        " locked_by = 'gone', locked_until = now() - interval '1 second' where id = %s",
+        (job,),
+    )
+    assert conn.execute(CLAIM, ("next", 5, 30)).fetchall() == []
+    row = conn.execute(
+        "select j.status, m.status, m.error_code from private.chat_jobs j"
+        " join public.agent_messages m on m.id = j.message_id where j.id = %s",
+        (job,),
+    ).fetchone()
+    assert row == ("failed", "failed", "worker_lost")
+
+
+def test_release_gives_the_job_back_without_spending_an_attempt(conn: psycopg.Connection) -> None:
+    [job] = make_jobs(conn, 1)
+    conn.execute(CLAIM, ("leaving", 1, 30))
+    conn.execute("select private.append_chat_delta(%s, 'leaving', 'half')", (job,))
+    assert conn.execute("select private.release_chat_job(%s, 'leaving')", (job,)).fetchone() == (
+        True,
+    )
+    row = conn.execute(
+        "select j.status, j.attempts, m.status, m.content from private.chat_jobs j"
+        " join public.agent_messages m on m.id = j.message_id where j.id = %s",
+        (job,),
+    ).fetchone()
+    assert row == ("queued", 0, "queued", "")
+    assert conn.execute(CLAIM, ("staying", 1, 30)).fetchall() == [(job,)]
+
+
+def test_deltas_are_appended_and_published_with_offsets(
+    db_url: str, conn: psycopg.Connection
+) -> None:
+    [job] = make_jobs(conn, 1)
+    conn.execute(CLAIM, ("w", 1, 30))
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute("listen agentmarket_chat_stream")
+        assert conn.execute(
+            "select private.append_chat_delta(%s, 'w', 'Hello')", (job,)
+        ).fetchone() == (5,)
+        assert conn.execute(
+            "select private.append_chat_delta(%s, 'w', ', world')", (job,)
+        ).fetchone() == (12,)
+        payloads = [n.payload for n in listener.notifies(timeout=1, stop_after=2)]
+    import json
+
+    events = [json.loads(p) for p in payloads]
+    assert [(e["e"], e["o"], e["d"], e["g"]) for e in events] == [
+        ("delta", 0, "Hello", 1),
+        ("delta", 5, ", world", 1),
+    ]

@@ -108,6 +108,7 @@ __all__ = [
     "OfflineModel",
     "OfflineModelConfig",
     "Outcome",
+    "RequestRecord",
     "add_arguments",
     "config_from_args",
     "conversation_identity",
@@ -572,6 +573,7 @@ class RequestRecord:
     tokens_sent: int = 0  # content tokens sent (streams) or returned (non-stream)
     client_disconnected: bool = False  # the client went away before the response was complete
     error: str | None = None  # why a request was rejected (400)
+    last_user_message: str | None = None  # its first 200 characters, so tests can find a request
 
 
 def _key_last4(key: str) -> str:
@@ -759,6 +761,7 @@ class OfflineModel:
             chat = _parse_chat_request(body)
             user_texts = [text for role, text in chat.texts if role == "user"]
             markers = parse_markers(user_texts[-1])[1] if user_texts else Markers()
+            record.last_user_message = user_texts[-1][:200] if user_texts else None
         except (_BadRequest, ValueError) as exc:
             bad = exc if isinstance(exc, _BadRequest) else _BadRequest(str(exc), "messages")
             record.outcome, record.status, record.error = "400", 400, bad.message

@@ -33,6 +33,7 @@ DESCRIPTIONS = {
     404: "Not found (also for rows that belong to someone else)",
     409: "Conflicts with the current state",
     413: "Request body too large",
+    415: "Body is not application/json",
     422: "Invalid fields; see `errors`",
     429: "Rate limited; see Retry-After",
     503: "Database or model unavailable; see Retry-After",

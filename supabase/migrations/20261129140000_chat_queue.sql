@@ -119,12 +119,15 @@ begin
     raise exception 'conversation not found' using errcode = 'AMNF3';
   end if;
 
-  insert into public.agent_messages (conversation_id, user_id, role, content, status, client_message_id, completed_at)
-  values (conv, uid, 'user', p_content, 'completed', p_client_message_id, now())
+  -- clock_timestamp(), not now(): both rows are written in one transaction and the question
+  -- must sort before its answer.
+  insert into public.agent_messages
+    (conversation_id, user_id, role, content, status, client_message_id, created_at, completed_at)
+  values (conv, uid, 'user', p_content, 'completed', p_client_message_id, clock_timestamp(), clock_timestamp())
   returning id into user_msg;
 
-  insert into public.agent_messages (conversation_id, user_id, role, content, status, reply_to, model)
-  select conv, uid, 'assistant', '', 'queued', user_msg, a.model
+  insert into public.agent_messages (conversation_id, user_id, role, content, status, reply_to, model, created_at)
+  select conv, uid, 'assistant', '', 'queued', user_msg, a.model, clock_timestamp()
     from public.marketplace_agents a where a.id = dep.agent_id
   returning id into reply;
 

@@ -15,7 +15,7 @@ from tests.api.conftest import Caller
 pytestmark = pytest.mark.db
 
 KEY = "sk-proj-Zx81LmQ2vT5rY7uW9iOpA3sD6fGhJkL4"  # required by code-review-buddy
-OTHER_KEY = "sk-Qw3rTy8uIo1pAs5dFg7hJk2lZx4cVb6nM9mN"
+OTHER_KEY = "sk-Qw3rTy8u-Io1pAs5dFg7-hJk2lZx4cVb6nM9mN"
 
 
 async def deploy(

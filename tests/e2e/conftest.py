@@ -129,7 +129,7 @@ def stack(pg_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     s = Stack(db_url, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{model_port}", env, logs)
     try:
         model = s.spawn("offline-model", "offline-model", "--port", str(model_port))
-        wait_http(f"{s.model}/v1/models", model)
+        wait_http(f"{s.model}/_offline/health", model)
         api = s.spawn("api", "serve", "--port", str(api_port))
         wait_http(f"{s.api}/readyz", api)
         s.worker()

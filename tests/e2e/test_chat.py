@@ -152,13 +152,17 @@ def test_transient_model_errors_retry_1_2_4_seconds_apart(stack: Stack) -> None:
         r for r in stack.offline_requests() if marker in str(r.get("last_user_message", ""))
     ]
     assert [r["outcome"] for r in attempts] == ["429", "500", "503", "ok"]
-    starts = [float(str(r["monotonic"])) for r in attempts]
+    starts = [float(str(r["t_monotonic"])) for r in attempts]
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     for gap, expected in zip(gaps, [1, 2, 4], strict=True):
         assert expected <= gap <= expected + 0.6, gaps
 
 
 def test_a_rejected_key_fails_at_once_with_invalid_api_key(stack: Stack) -> None:
+    def rejected() -> int:
+        return sum(1 for r in stack.offline_requests() if r["outcome"] == "401")
+
+    before = rejected()
     with stack.client("badkey@example.com") as client:
         deployment = deploy(client, "code-review-buddy", {"openai_api_key": INVALID_KEY})
         marker = uuid.uuid4().hex[:8]
@@ -168,10 +172,7 @@ def test_a_rejected_key_fails_at_once_with_invalid_api_key(stack: Stack) -> None
         assert reply["status"] == "failed"
         assert reply["error"]["code"] == "invalid_api_key"
         assert INVALID_KEY not in response.text
-    attempts = [
-        r for r in stack.offline_requests() if marker in str(r.get("last_user_message", ""))
-    ]
-    assert len(attempts) == 1
+    assert rejected() == before + 1  # one attempt: a rejected key is not retried
     with psycopg.connect(stack.db_url) as conn:
         event = conn.execute(
             "select properties ->> 'error_type' from private.telemetry_events"
@@ -331,5 +332,5 @@ def test_a_hung_model_call_times_out_and_is_retried(stack: Stack) -> None:
         r for r in stack.offline_requests() if marker in str(r.get("last_user_message", ""))
     ]
     assert [r["outcome"] for r in attempts] == ["timeout", "ok"]
-    gap = float(str(attempts[1]["monotonic"])) - float(str(attempts[0]["monotonic"]))
+    gap = float(str(attempts[1]["t_monotonic"])) - float(str(attempts[0]["t_monotonic"]))
     assert 3 <= gap <= 3.8  # the 2 s timeout (OPENAI_TIMEOUT_SECONDS) plus the 1 s backoff

@@ -168,7 +168,7 @@ def test_reprs_reveal_no_key_or_ciphertext() -> None:
     ("value", "masked"),
     [
         ("sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD", "sk-proj-…ABCD"),
-        ("sk-abcdefghijklmnopqrstuvwxyz0123456789abcdefghWXYZ", "sk-…WXYZ"),
+        ("sk-abcdefghij_klmnopqrstuvwxyz0123456789abcdefghWXYZ", "sk-…WXYZ"),
         ("sk-svcacct-abcdefghijklmnopqrstuvwx1234", "sk-svcacct-…1234"),
         ("sk-abcdefghij", "sk-…ij"),  # short body: last 2 only
         ("sk-proj-abcd", "sk-proj-••••"),  # tiny body: nothing

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -303,3 +304,255 @@ def as_json(results: list[Result]) -> str:
         ],
         indent=2,
     )
+
+
+# --- chat ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatRun:
+    concurrency: int
+    messages: int
+    seconds: float
+    ttft_ms: list[float]
+    completion_ms: list[float]
+    errors: int
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+async def _stream_one(
+    client: httpx.AsyncClient, path: str, body: dict[str, Any]
+) -> tuple[float, float, str]:
+    """(ms to the first delta, ms to message.completed, conversation id) as the client sees them."""
+    started = time.perf_counter()
+    first: float | None = None
+    conversation = ""
+    async with client.stream(
+        "POST", path, json=body, headers={"Accept": "text/event-stream"}
+    ) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}")
+        async for line in response.aiter_lines():
+            if line.startswith("event: message.delta") and first is None:
+                first = time.perf_counter()
+            elif line.startswith("data: ") and not conversation and "conversation_id" in line:
+                conversation = json.loads(line[6:])["message"]["conversation_id"]
+            elif line.startswith("event: message.completed"):
+                done = time.perf_counter()
+                return ((first or done) - started) * 1000, (done - started) * 1000, conversation
+            elif line.startswith("event: message.failed"):
+                raise RuntimeError("reply failed")
+    raise RuntimeError("stream ended early")
+
+
+async def bench_chat_streams(
+    api: str, token: str, deployment: str, concurrency: int, per_conversation: int
+) -> ChatRun:
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency)
+    headers = {"Authorization": f"Bearer {token}"}
+    ttfts: list[float] = []
+    completions: list[float] = []
+    errors = 0
+    async with httpx.AsyncClient(
+        base_url=api, headers=headers, limits=limits, timeout=60
+    ) as client:
+
+        async def conversation(i: int) -> None:
+            nonlocal errors
+            conversation_id: str | None = None
+            for turn in range(per_conversation + 1):  # the first turn warms up, uncounted
+                body: dict[str, Any] = {"message": f"conversation {i} turn {turn}"}
+                if conversation_id:
+                    body["conversation_id"] = conversation_id
+                try:
+                    ttft, done, conversation_id = await _stream_one(
+                        client, f"/api/agents/{deployment}/chat", body
+                    )
+                except (RuntimeError, httpx.HTTPError):
+                    errors += 1
+                    continue
+                if turn > 0:
+                    ttfts.append(ttft)
+                    completions.append(done)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(conversation(i) for i in range(concurrency)))
+        seconds = time.perf_counter() - started
+    return ChatRun(concurrency, len(completions), seconds, ttfts, completions, errors)
+
+
+async def bench_chat_throughput(
+    api: str, token: str, deployment: str, messages: int, database_url: str
+) -> float:
+    """Messages/s: `messages` sent async (32 at a time) until the last reply is written,
+    watched from the database so the measuring adds no load to the API."""
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=32)
+    async with httpx.AsyncClient(
+        base_url=api, headers=headers, limits=limits, timeout=60
+    ) as client:
+        started = time.perf_counter()
+        sem = asyncio.Semaphore(32)
+
+        async def send(i: int) -> str:
+            async with sem:
+                r = await client.post(
+                    f"/api/agents/{deployment}/chat",
+                    json={"message": f"throughput {i}", "mode": "async"},
+                )
+                reply_id: str = r.json()["assistant_message"]["id"]
+                return reply_id
+
+        ids = await asyncio.gather(*(send(i) for i in range(messages)))
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        while True:
+            cur = await conn.execute(
+                "select count(*) from public.agent_messages where id = any(%s)"
+                " and status in ('completed', 'failed', 'cancelled')",
+                (list(ids),),
+            )
+            row = await cur.fetchone()
+            if row and row[0] >= messages:
+                return messages / (time.perf_counter() - started)
+            await asyncio.sleep(0.05)
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agentmarket.cli", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _wait_up(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def run_chat(
+    settings: Settings, *, levels: list[int], per_conversation: int, ttft_ms: int, messages: int
+) -> dict[str, Any]:
+    """The chat pipeline against the offline model: client-seen TTFT and completion at each
+    concurrency level with a fixed model TTFT, queue pickup, and throughput at zero latency."""
+    from agentmarket.db import connect
+    from agentmarket.tokens import ensure_user, mint_access_token
+
+    assert settings.supabase_jwt_secret is not None
+    results: dict[str, Any] = {"ttft_model_ms": ttft_ms, "levels": []}
+    for label, model_ttft in (("latency", ttft_ms), ("throughput", 0)):
+        model_port, api_port = _free_port(), _free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": settings.database_url.get_secret_value(),
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1",
+            "OPENAI_API_KEY": "sk-offline-bench-key-00000000000000000000",
+            "LOG_LEVEL": "warning",
+            "MAX_ACTIVE_DEPLOYMENTS": "1000",
+        }
+        procs = [
+            _spawn(["offline-model", "--port", str(model_port), "--ttft-ms", str(model_ttft)], env),
+            _spawn(["serve", "--port", str(api_port)], env),
+            _spawn(["worker", "--concurrency", str(max(levels) + 8)], env),
+        ]
+        api = f"http://127.0.0.1:{api_port}"
+        try:
+            _wait_up(f"http://127.0.0.1:{model_port}/_offline/health")
+            _wait_up(f"{api}/readyz")
+            with connect(settings) as conn:
+                user = ensure_user(conn, email=f"bench-{label}-{os.getpid()}@example.com")
+            token = mint_access_token(
+                user, secret=settings.supabase_jwt_secret.get_secret_value(), ttl_seconds=3600
+            )
+            deployment = httpx.post(
+                f"{api}/api/marketplace/deploy",
+                json={"agent_id": "sql-sidekick", "config": {}},
+                headers={"Authorization": f"Bearer {token}"},
+            ).json()["id"]
+            if label == "latency":
+                for level in levels:
+                    run = asyncio.run(
+                        bench_chat_streams(api, token, deployment, level, per_conversation)
+                    )
+                    results["levels"].append(run)
+                with connect(settings) as conn:
+                    row = conn.execute(
+                        "select percentile_cont(array[0.5, 0.95]) within group"
+                        " (order by extract(epoch from j.started_at - j.created_at))"
+                        " from private.chat_jobs j join public.agent_messages m"
+                        " on m.id = j.message_id where m.user_id = %s and j.attempts = 1",
+                        (user.id,),
+                    ).fetchone()
+                results["pickup_ms"] = [v * 1000 for v in row[0]] if row and row[0] else None
+            else:
+                results["throughput"] = asyncio.run(
+                    bench_chat_throughput(
+                        api, token, deployment, messages, settings.database_url.get_secret_value()
+                    )
+                )
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(timeout=30)
+    return results
+
+
+def chat_report(command: str, results: dict[str, Any]) -> str:
+    model = results["ttft_model_ms"]
+    lines = [
+        "## Chat pipeline: POST /api/agents/{id}/chat (streaming)",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}. Real processes: functions "
+        "(uvicorn, one worker), chat worker, offline model, PostgreSQL, and the Python load "
+        "client, all on the same two cores.",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"The offline model waits {model} ms before its first token and then streams as fast as it "
+        "can, so the model's own TTFT and completion are both ≈ "
+        f"{model} ms; overhead = client-seen time - {model} ms.",
+        "",
+        "| concurrent conversations | replies | TTFT p50 | TTFT p95 | done p50 | done p95 "
+        "| overhead TTFT p50 / p95 | overhead done p50 / p95 | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in results["levels"]:
+        t50, t95 = _pct(run.ttft_ms, 50), _pct(run.ttft_ms, 95)
+        d50, d95 = _pct(run.completion_ms, 50), _pct(run.completion_ms, 95)
+        lines.append(
+            f"| {run.concurrency} | {run.messages} | {t50:.0f} ms | {t95:.0f} ms | {d50:.0f} ms "
+            f"| {d95:.0f} ms | {t50 - model:.0f} / {t95 - model:.0f} ms "
+            f"| {d50 - model:.0f} / {d95 - model:.0f} ms | {run.errors} |"
+        )
+    pickup = results.get("pickup_ms")
+    lines += [
+        "",
+        f"Queue pickup (enqueue → claimed, first attempts): p50 {pickup[0]:.1f} ms, "
+        f"p95 {pickup[1]:.1f} ms."
+        if pickup
+        else "Queue pickup: not measured.",
+        "",
+        f"Sustained throughput with a zero-latency model: {results['throughput']:.0f} messages/s "
+        "(async sends, 32 client connections, until the last reply is written; one functions "
+        "process, one worker process).",
+        "",
+    ]
+    return "\n".join(lines)

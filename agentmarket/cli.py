@@ -230,6 +230,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from agentmarket import bench
 
     settings = _settings()
+    if args.scenario == "chat":
+        command = (
+            f"agentmarket bench chat --levels {args.levels} --turns {args.turns} "
+            f"--ttft-ms {args.ttft_ms} --messages {args.messages}"
+        )
+        chat_results = bench.run_chat(
+            settings,
+            levels=[int(x) for x in args.levels.split(",")],
+            per_conversation=args.turns,
+            ttft_ms=args.ttft_ms,
+            messages=args.messages,
+        )
+        section = bench.chat_report(f"./scripts/dev setup && {command} --write", chat_results)
+        print(section)
+        if args.write:
+            title = "Chat pipeline: POST /api/agents/{id}/chat (streaming)"
+            print(f"wrote {bench.write_section(section, title)}")
+        return 0
     command = (
         f"agentmarket bench catalog --concurrency {args.concurrency} "
         f"--requests {args.requests} --seconds {args.seconds}"
@@ -327,10 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_openapi)
 
     p = sub.add_parser("bench", help="run a benchmark (results to docs/benchmarks.md)")
-    p.add_argument("scenario", choices=("catalog",))
+    p.add_argument("scenario", choices=("catalog", "chat"))
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--requests", type=int, default=5000, help="for the Python clients")
     p.add_argument("--seconds", type=int, default=10, help="for wrk")
+    p.add_argument("--levels", default="10,100", help="chat: concurrent conversations")
+    p.add_argument("--turns", type=int, default=5, help="chat: messages per conversation")
+    p.add_argument("--ttft-ms", type=int, default=200, help="chat: the model's time to first token")
+    p.add_argument("--messages", type=int, default=1000, help="chat: throughput run size")
     p.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     p.set_defaults(func=cmd_bench)
 

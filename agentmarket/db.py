@@ -33,7 +33,7 @@ def connect(settings: Settings, *, direct: bool = True) -> psycopg.Connection:
 
 
 def create_pool(
-    settings: Settings, *, min_size: int = 2, max_size: int = 10
+    settings: Settings, *, min_size: int = 4, max_size: int = 16
 ) -> AsyncConnectionPool:
     """The request pool (not opened: call `await pool.open()`; nothing connects at import).
 

@@ -148,8 +148,10 @@ class ChatWorker:
         self.box = SecretBox(settings.encryption_keys)
         self.pool = AsyncConnectionPool(
             settings.direct_database_url,
-            min_size=2,
-            max_size=self.config.concurrency + 4,
+            # Database work per reply is a few short statements: a modest pool serves many
+            # concurrent replies (and leaves connections for everyone else).
+            min_size=min(4, self.config.concurrency),
+            max_size=min(self.config.concurrency + 2, 24),
             kwargs={"autocommit": True, "prepare_threshold": None},
             open=False,
             name="agentmarket-worker",
@@ -173,10 +175,11 @@ class ChatWorker:
         )
         try:
             while not self._stopping.is_set():
+                # Clear before claiming: a NOTIFY that arrives during the claim wakes us again.
+                self._wake.clear()
                 free = self.config.concurrency - len(self.running)
                 if free > 0:
                     await self._claim(free)
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
         finally:

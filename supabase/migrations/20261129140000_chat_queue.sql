@@ -138,7 +138,11 @@ begin
          last_message_at = now(),
          title = coalesce(c.title, left(regexp_replace(btrim(p_content), '\s+', ' ', 'g'), 80))
    where c.id = conv;
-  update public.agent_deployments d set last_active_at = now() where d.id = p_deployment_id;
+  -- At most once a minute: every message updating the deployment row would serialise all sends
+  -- to one deployment on that row's lock.
+  if dep.last_active_at is null or dep.last_active_at < now() - interval '1 minute' then
+    update public.agent_deployments d set last_active_at = now() where d.id = p_deployment_id;
+  end if;
 
   perform pg_notify('agentmarket_chat_jobs', job::text);
   return query select conv, user_msg, reply, true;

@@ -4,7 +4,6 @@ the real server process on a fresh database: no 5xx, and every response matches 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,17 +24,11 @@ from schemathesis.checks import (
 
 from agentmarket.config import DEV_JWT_SECRET
 from agentmarket.tokens import ensure_user, mint_access_token
+from tests.procs import free_port
 
 pytestmark = pytest.mark.db
 
 EXAMPLES_PER_OPERATION = int(os.environ.get("AGENTMARKET_FUZZ_EXAMPLES", "40"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,9 @@ import pytest
 from agentmarket.config import DEV_JWT_SECRET
 from agentmarket.tokens import ensure_user, mint_access_token
 from tests.conftest import Server
+from tests.procs import free_port
 
 PLATFORM_KEY = "sk-offline-platform-key-0000000000000000"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

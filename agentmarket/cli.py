@@ -290,7 +290,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
-    config = WorkerConfig(concurrency=args.concurrency, lease_seconds=args.lease_seconds)
+    config = WorkerConfig(
+        concurrency=args.concurrency,
+        lease_seconds=args.lease_seconds,
+        grace_seconds=args.grace_seconds,
+    )
 
     async def run() -> None:
         worker = ChatWorker(settings, config=config)
@@ -359,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run the chat worker")
     p.add_argument("--concurrency", type=int, default=8, help="replies written at once")
     p.add_argument("--lease-seconds", type=int, default=30, help="job lease, renewed while working")
+    p.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=20.0,
+        help="on SIGTERM, how long running replies may finish before they are handed back",
+    )
     p.set_defaults(func=cmd_worker)
 
     from agentmarket import offline_model

@@ -224,8 +224,16 @@ class MessageStatus(StrEnum):
         return self in (MessageStatus.COMPLETED, MessageStatus.FAILED, MessageStatus.CANCELLED)
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must contain some text")
+    return value
+
+
 class ChatRequest(Model):
-    message: Annotated[Text, StringConstraints(min_length=1, max_length=32_000)]
+    message: Annotated[
+        Text, StringConstraints(min_length=1, max_length=32_000), AfterValidator(_not_blank)
+    ]
     conversation_id: uuid.UUID | None = None
     client_message_id: (
         Annotated[Text, StringConstraints(min_length=1, max_length=128, pattern=r"^[!-~]+$")] | None

@@ -192,18 +192,23 @@ class ChatWorker:
             log.info("worker.stopped", worker_id=self.config.worker_id)
 
     async def _drain(self) -> None:
+        """Running jobs get `grace_seconds` to finish; the rest hand their jobs back."""
         tasks = [r.task for r in self.running.values() if r.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self.config.grace_seconds)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        for running in list(self.running.values()):
-            with contextlib.suppress(psycopg.Error):
-                async with self.pool.connection() as conn:
-                    await conn.execute(RELEASE, (running.job_id, self.config.worker_id))
-            log.info("job.released", job_id=running.job_id)
         self.running.clear()
+
+    async def _release(self, running: Running) -> None:
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute(RELEASE, (running.job_id, self.config.worker_id))
+        except psycopg.Error as exc:
+            log.warning("job.release_failed", job_id=running.job_id, error=type(exc).__name__)
+            return
+        log.info("job.released", job_id=running.job_id)
 
     async def _listen(self) -> None:
         """Wake on new jobs; learn about cancellations. Reconnects after errors."""
@@ -270,6 +275,8 @@ class ChatWorker:
         except JobLost:
             log.warning("job.lease_lost", attempt=job["attempts"])
         except asyncio.CancelledError:
+            # Shutting down past the grace period: give the job back for another worker.
+            await asyncio.shield(self._release(running))
             raise
         except Exception as exc:
             log.error("job.crashed", exc_info=exc)
@@ -423,7 +430,6 @@ class ChatWorker:
                         usage = event.usage
                         model = event.model or model
         except LLMError as exc:
-            metrics.CHAT_ERRORS.labels(error_type=exc.error_code).inc()
             await self._finish_failed(job, running, started, exc.error_code, exc.message, ctx)
             return
         if pending:
@@ -494,6 +500,7 @@ class ChatWorker:
         ctx: dict[str, Any] | None,
     ) -> None:
         latency_ms = int((time.perf_counter() - started) * 1000)
+        metrics.CHAT_ERRORS.labels(error_type=code).inc()
         try:
             async with self.pool.connection() as conn, conn.transaction():
                 cur = await conn.execute(

@@ -111,7 +111,7 @@ async def wait_for_reply(
                 break
             notice = await subscription.next(remaining)
             if notice is None:
-                break
+                return await read_message(state, user, message_id)  # as it stands now
             if notice.kind in ("done", "resync"):
                 current = await read_message(state, user, message_id)
     return current

@@ -156,19 +156,33 @@ returns setof private.chat_jobs
 language plpgsql
 set search_path = ''
 as $$
+declare
+  dead record;
 begin
-  with dead as (
+  for dead in
     update private.chat_jobs j
        set status = 'failed', finished_at = now(), locked_by = null, locked_until = null,
            last_error = coalesce(j.last_error, 'the worker stopped responding')
-     where j.status = 'running' and j.locked_until < now() and j.attempts >= j.max_attempts
-    returning j.message_id
-  )
-  update public.agent_messages m
-     set status = 'failed', error_code = 'worker_lost',
-         error_message = 'The reply could not be completed; send the message again.',
-         completed_at = now()
-    from dead where m.id = dead.message_id;
+     where j.id in (
+       select d.id from private.chat_jobs d
+        where d.status = 'running' and d.locked_until < now() and d.attempts >= d.max_attempts
+          for update skip locked)
+    returning j.message_id, j.generation
+  loop
+    with failed as (
+      update public.agent_messages m
+         set status = 'failed', error_code = 'worker_lost',
+             error_message = 'The reply could not be completed; send the message again.',
+             completed_at = now()
+       where m.id = dead.message_id
+      returning m.conversation_id
+    )
+    update public.agent_conversations c
+       set message_count = c.message_count + 1, last_message_at = now()
+      from failed where c.id = failed.conversation_id;
+    perform pg_notify('agentmarket_chat_stream',
+                      json_build_object('m', dead.message_id, 'e', 'done', 'g', dead.generation, 's', 'failed')::text);
+  end loop;
 
   return query
   with ready as (

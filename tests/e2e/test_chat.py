@@ -334,3 +334,29 @@ def test_a_hung_model_call_times_out_and_is_retried(stack: Stack) -> None:
     assert [r["outcome"] for r in attempts] == ["timeout", "ok"]
     gap = float(str(attempts[1]["t_monotonic"])) - float(str(attempts[0]["t_monotonic"]))
     assert 3 <= gap <= 3.8  # the 2 s timeout (OPENAI_TIMEOUT_SECONDS) plus the 1 s backoff
+
+
+def test_sigterm_finishes_or_hands_back_running_replies(stack: Stack) -> None:
+    for process in stack.processes:
+        if process.name == "worker":
+            process.stop()
+    leaving = stack.worker("--grace-seconds", "0.5")
+    with stack.client("shutdown@example.com") as client:
+        deployment = deploy(client)
+        sent = client.post(
+            f"/api/agents/{deployment}/chat",
+            json={"message": "[[long:200]] [[tps:40]] long goodbye", "mode": "async"},
+        ).json()
+        reply_id = sent["assistant_message"]["id"]
+        wait_message(client, reply_id, until=lambda m: len(m["content"]) > 10)
+        assert leaving.stop(signal.SIGTERM) == 0  # exits cleanly after the grace period
+        with psycopg.connect(stack.db_url) as conn:
+            job = conn.execute(
+                "select status, attempts, locked_by from private.chat_jobs where message_id = %s",
+                (reply_id,),
+            ).fetchone()
+        assert job == ("queued", 0, None)  # handed back at once, no attempt spent
+        stack.worker()
+        final = wait_message(client, reply_id, until=finished, seconds=60)
+        assert final["status"] == "completed"
+        assert final["content"].startswith("Echo: long goodbye")

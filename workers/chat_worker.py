@@ -108,7 +108,7 @@ class WorkerConfig:
     history_messages: int = 20
     history_chars: int = 24_000
     knowledge_entries: int = 4
-    flush_interval: float = 0.03
+    flush_interval: float = 0.1
     flush_chars: int = 1_500
     worker_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

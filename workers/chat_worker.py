@@ -430,7 +430,9 @@ class ChatWorker:
                         usage = event.usage
                         model = event.model or model
         except LLMError as exc:
-            await self._finish_failed(job, running, started, exc.error_code, exc.message, ctx)
+            await self._finish_failed(
+                job, running, started, exc.error_code, exc.message, ctx, model_attempts=exc.attempts
+            )
             return
         if pending:
             await flush()
@@ -498,6 +500,8 @@ class ChatWorker:
         code: str,
         message: str,
         ctx: dict[str, Any] | None,
+        *,
+        model_attempts: int | None = None,
     ) -> None:
         latency_ms = int((time.perf_counter() - started) * 1000)
         metrics.CHAT_ERRORS.labels(error_type=code).inc()
@@ -533,6 +537,7 @@ class ChatWorker:
                                     "message_id": str(job["message_id"]),
                                     "error_type": code,
                                     "attempt": job["attempts"],
+                                    "model_attempts": model_attempts,
                                 }
                             ),
                         ),
@@ -540,7 +545,9 @@ class ChatWorker:
         except psycopg.Error as exc:
             log.error("job.finish_failed", error=type(exc).__name__)
             return
-        log.warning("job.failed", error_code=code, latency_ms=latency_ms)
+        log.warning(
+            "job.failed", error_code=code, latency_ms=latency_ms, model_attempts=model_attempts
+        )
 
 
 def _bounded(history: list[Turn], max_chars: int) -> list[Turn]:

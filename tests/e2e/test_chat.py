@@ -175,11 +175,12 @@ def test_a_rejected_key_fails_at_once_with_invalid_api_key(stack: Stack) -> None
     assert rejected() == before + 1  # one attempt: a rejected key is not retried
     with psycopg.connect(stack.db_url) as conn:
         event = conn.execute(
-            "select properties ->> 'error_type' from private.telemetry_events"
+            "select properties ->> 'error_type', properties ->> 'model_attempts'"
+            " from private.telemetry_events"
             " where name = 'agent.chat.error' and properties ->> 'message_id' = %s",
             (reply["id"],),
         ).fetchone()
-    assert event == ("invalid_api_key",)
+    assert event == ("invalid_api_key", "1")
 
 
 def test_cancel_keeps_the_partial_reply(stack: Stack) -> None:

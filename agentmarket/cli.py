@@ -274,6 +274,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- rotate-secrets -------------------------------------------------------------------------------
+
+
+def cmd_rotate_secrets(args: argparse.Namespace) -> int:
+    from agentmarket.rotation import rotate_secrets
+    from agentmarket.secrets import SecretBox
+
+    settings = _settings()
+    box = SecretBox(settings.encryption_keys)
+    with _connect(settings) as conn:
+        result = rotate_secrets(conn, box, dry_run=args.dry_run)
+    verb = "would re-encrypt" if args.dry_run else "re-encrypted"
+    print(f"{verb} {result.rotated} secret(s) with key {box.current_key_id!r}")
+    for deployment_id, field in result.unreadable:
+        print(f"  unreadable: deployment {deployment_id} field {field} (its key is not listed)")
+    return 1 if result.unreadable else 0
+
+
 # --- worker / offline model -----------------------------------------------------------------------
 
 
@@ -359,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--messages", type=int, default=1000, help="chat: throughput run size")
     p.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "rotate-secrets", help="re-encrypt stored secrets with the first SECRETS_ENCRYPTION_KEY"
+    )
+    p.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    p.set_defaults(func=cmd_rotate_secrets)
 
     p = sub.add_parser("worker", help="run the chat worker")
     p.add_argument("--concurrency", type=int, default=8, help="replies written at once")

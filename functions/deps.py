@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from agentmarket.auth import TokenVerifier, User, bearer_token
 from agentmarket.config import Settings
 from agentmarket.db import CallerSession, as_caller
-from agentmarket.errors import AnonymousToken, Forbidden, Unauthorized
+from agentmarket.errors import AnonymousToken, Unauthorized
 from agentmarket.migrate import MigrationFile
 from agentmarket.ratelimit import ChatLimits
 from agentmarket.secrets import SecretBox
@@ -91,12 +91,6 @@ async def optional_user(
 async def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
     if user is None:
         raise Unauthorized()
-    return user
-
-
-async def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
-    if not user.is_admin:
-        raise Forbidden("This needs an admin account.")
     return user
 
 

@@ -39,7 +39,12 @@ log = structlog.get_logger("agentmarket.worker")
 
 CLAIM = "select * from private.claim_chat_jobs(%s, %s, %s)"
 EXTEND = "select * from private.extend_chat_lease(%s, %s, %s)"
-APPEND = "select private.append_chat_delta(%s, %s, %s)"
+# One statement, one round trip: the statement is its own transaction (autocommit) and the local
+# synchronous_commit=off applies to its commit (partial text need not wait for the WAL flush).
+APPEND = (
+    "select private.append_chat_delta(%s, %s, %s),"
+    " set_config('synchronous_commit', 'off', true)"
+)
 RESET = "select private.reset_chat_stream(%s, %s)"
 FINISH = "select private.finish_chat_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 RELEASE = "select private.release_chat_job(%s, %s)"
@@ -393,8 +398,7 @@ class ChatWorker:
             last_flush = time.perf_counter()
             while chunk:
                 piece, chunk = chunk[: self.config.flush_chars], chunk[self.config.flush_chars :]
-                async with self.pool.connection() as conn, conn.transaction():
-                    await conn.execute("set local synchronous_commit = off")
+                async with self.pool.connection() as conn:
                     cur = await conn.execute(APPEND, (job["id"], self.config.worker_id, piece))
                     row = await cur.fetchone()
                 if row is None or row[0] is None:

@@ -37,7 +37,7 @@
 begin;
 set local search_path = public, extensions;
 
-select plan(127);
+select plan(128);
 
 -- RLS is enabled on every table, exposed or private ---------------------------------------------
 select ok((select relrowsecurity from pg_class where oid = 'public.marketplace_agents'::regclass),
@@ -67,6 +67,8 @@ select table_privs_are('private', 'chat_jobs', 'anon', array[]::text[],
                        'anon has no privilege on private.chat_jobs');
 select table_privs_are('private', 'chat_jobs', 'authenticated', array[]::text[],
                        'authenticated has no privilege on private.chat_jobs');
+select table_privs_are('private', 'chat_jobs', 'service_role', array['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER'],
+                       'service_role (the worker) has every privilege on private.chat_jobs');
 
 -- Schemas ------------------------------------------------------------------------------------------
 -- anon/authenticated may *use* schema private (20261129130000_marketplace_api.sql: the HTTP functions

@@ -42,8 +42,7 @@ EXTEND = "select * from private.extend_chat_lease(%s, %s, %s)"
 # One statement, one round trip: the statement is its own transaction (autocommit) and the local
 # synchronous_commit=off applies to its commit (partial text need not wait for the WAL flush).
 APPEND = (
-    "select private.append_chat_delta(%s, %s, %s),"
-    " set_config('synchronous_commit', 'off', true)"
+    "select private.append_chat_delta(%s, %s, %s), set_config('synchronous_commit', 'off', true)"
 )
 RESET = "select private.reset_chat_stream(%s, %s)"
 FINISH = "select private.finish_chat_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"

@@ -210,23 +210,14 @@ def _start_server(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
         "DATABASE_URL": settings.database_url.get_secret_value(),
         "LOG_LEVEL": "warning",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "agentmarket.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = _spawn(["serve", "--port", str(port)], env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.terminate()
-    raise RuntimeError("the server did not become ready (is the database migrated?)")
+    try:
+        _wait_up(f"{base}/readyz")  # 503 until the database is migrated
+    except RuntimeError:
+        process.terminate()
+        raise
+    return process, base
 
 
 def run_catalog(

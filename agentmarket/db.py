@@ -23,13 +23,12 @@ from agentmarket.errors import DatabaseUnavailable
 ANON_CLAIMS: dict[str, Any] = {"role": "anon"}
 
 
-def connect(settings: Settings, *, direct: bool = True) -> psycopg.Connection:
-    """An autocommit connection: callers open explicit transactions with `conn.transaction()`.
-
-    `direct` picks DATABASE_DIRECT_URL (a session connection: migrations take advisory locks).
-    """
-    url = settings.direct_database_url if direct else settings.database_url.get_secret_value()
-    return psycopg.connect(url, autocommit=True, prepare_threshold=None, connect_timeout=10)
+def connect(settings: Settings) -> psycopg.Connection:
+    """An autocommit connection over DATABASE_DIRECT_URL (a session connection: migrations take
+    advisory locks); callers open explicit transactions with `conn.transaction()`."""
+    return psycopg.connect(
+        settings.direct_database_url, autocommit=True, prepare_threshold=None, connect_timeout=10
+    )
 
 
 def create_pool(

@@ -47,7 +47,7 @@ async def app_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(app_state)]
 
 
-async def get_settings(state: State) -> Settings:
+async def app_settings(state: State) -> Settings:
     return state.settings
 
 
@@ -119,6 +119,6 @@ CurrentUser = Annotated[User, Depends(current_user)]
 Caller = Annotated[CallerSession, Depends(caller_session)]
 UserConn = Annotated[psycopg.AsyncConnection, Depends(user_conn)]
 Box = Annotated[SecretBox, Depends(get_box)]
-AppSettings = Annotated[Settings, Depends(get_settings)]
+AppSettings = Annotated[Settings, Depends(app_settings)]
 Cache = Annotated[CatalogCache, Depends(get_cache)]
 Events = Annotated[EventSink, Depends(get_events)]

@@ -36,8 +36,10 @@ from agentmarket.models import (
     NewConversation,
     Usage,
 )
+from agentmarket.streaming import StreamState
 
 SEND = "select * from private.send_chat_message(%s, %s, %s, %s, %s)"
+STREAM_STATE = "select status, content, generation from private.message_stream_state(%s)"
 CANCEL = "select private.cancel_chat_message(%s)"
 
 MESSAGE_COLUMNS = """
@@ -196,6 +198,15 @@ async def get_message(*, conn: psycopg.AsyncConnection, message_id: uuid.UUID) -
     if row is None:
         raise MessageNotFound()
     return to_message(row)
+
+
+async def stream_state(*, conn: psycopg.AsyncConnection, message_id: uuid.UUID) -> StreamState:
+    """What a client (re)attaching to a reply's stream starts from (owner only)."""
+    cur = await conn.execute(STREAM_STATE, (message_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise MessageNotFound()
+    return StreamState(status=row[0], content=row[1], generation=row[2])
 
 
 async def cancel_message(*, conn: psycopg.AsyncConnection, message_id: uuid.UUID) -> Message:

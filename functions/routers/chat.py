@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from agentmarket import metrics
 from agentmarket.auth import User
 from agentmarket.db import as_caller
-from agentmarket.errors import MessageNotFound
 from agentmarket.models import (
     ChatExchange,
     ChatMode,
@@ -39,7 +38,6 @@ from functions.openapi import problem_responses
 
 router = APIRouter(tags=["chat"])
 
-STREAM_STATE = "select status, content, generation from private.message_stream_state(%s)"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -55,11 +53,7 @@ async def read_message(state: AppState, user: User, message_id: uuid.UUID) -> Me
 
 async def read_stream_state(state: AppState, user: User, message_id: uuid.UUID) -> StreamState:
     async with as_caller(state.pool, user.claims) as conn:
-        cur = await conn.execute(STREAM_STATE, (message_id,))
-        row = await cur.fetchone()
-    if row is None:
-        raise MessageNotFound()
-    return StreamState(status=row[0], content=row[1], generation=row[2])
+        return await chat.stream_state(conn=conn, message_id=message_id)
 
 
 async def stream_events(

@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
     openai_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
+    openai_max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
     secrets_encryption_key: SecretStr = SecretStr(DEV_ENCRYPTION_KEY)
     sentry_dsn: SecretStr | None = None
     rate_limit_chat_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 20

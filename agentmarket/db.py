@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from agentmarket.config import Settings
-from agentmarket.errors import DatabaseUnavailable
+from agentmarket.errors import DatabaseUnavailable, UnknownUser
 
 ANON_CLAIMS: dict[str, Any] = {"role": "anon"}
 
@@ -77,9 +77,26 @@ async def as_caller(
                 if not conn.closed:
                     await conn.execute("rollback")
                 raise
-            await conn.execute("commit")
+            try:
+                await conn.execute("commit")
+            except psycopg.Error as exc:
+                # Whatever the cause, the write is not durable: never answer it as a success.
+                raise DatabaseUnavailable("The change could not be committed; try again.") from exc
+    except psycopg.errors.ForeignKeyViolation as exc:
+        if _is_missing_user(exc):
+            raise UnknownUser() from exc
+        raise
     except (psycopg.OperationalError, TimeoutError) as exc:
         raise DatabaseUnavailable() from exc
+
+
+def _is_missing_user(exc: psycopg.errors.ForeignKeyViolation) -> bool:
+    """A write by a token whose user is gone from auth.users (found where the write fails, so
+    requests pay no lookup for it)."""
+    constraint = exc.diag.constraint_name or ""
+    return constraint.endswith("_user_id_fkey") and 'table "users"' in (
+        exc.diag.message_detail or ""
+    )
 
 
 class CallerSession:

@@ -70,6 +70,10 @@ class InvalidToken(Unauthorized):
     default_headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
+class UnknownUser(InvalidToken):
+    """The account this access token names no longer exists; sign in again."""
+
+
 class AnonymousToken(Unauthorized):
     """The project's anon key does not identify a user; sign in to do this."""
 

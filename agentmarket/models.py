@@ -265,6 +265,10 @@ class Message(Model):
     ttft_ms: int | None = None
     latency_ms: int | None = None
     model: str | None = None
+    truncated: bool = Field(
+        default=False,
+        description="The reply was cut at the model's token limit or the stored length limit.",
+    )
     created_at: datetime
     completed_at: datetime | None = None
 

@@ -574,6 +574,7 @@ class RequestRecord:
     client_disconnected: bool = False  # the client went away before the response was complete
     error: str | None = None  # why a request was rejected (400)
     last_user_message: str | None = None  # its first 200 characters, so tests can find a request
+    max_tokens: int | None = None  # the token limit the client asked for, if any
 
 
 def _key_last4(key: str) -> str:
@@ -762,6 +763,7 @@ class OfflineModel:
             user_texts = [text for role, text in chat.texts if role == "user"]
             markers = parse_markers(user_texts[-1])[1] if user_texts else Markers()
             record.last_user_message = user_texts[-1][:200] if user_texts else None
+            record.max_tokens = chat.max_tokens
         except (_BadRequest, ValueError) as exc:
             bad = exc if isinstance(exc, _BadRequest) else _BadRequest(str(exc), "messages")
             record.outcome, record.status, record.error = "400", 400, bad.message

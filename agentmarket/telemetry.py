@@ -15,7 +15,7 @@ import sys
 import uuid
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import psycopg
 import structlog
@@ -46,8 +46,11 @@ def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
     return event_dict
 
 
-def configure_logging(level: str = "info", *, json_logs: bool | None = None) -> None:
-    """Idempotent; JSON unless stderr is a terminal (or `json_logs` says otherwise)."""
+def configure_logging(
+    level: str = "info", *, json_logs: bool | None = None, stream: TextIO | None = None
+) -> None:
+    """Idempotent; JSON unless stderr is a terminal (or `json_logs` says otherwise). Lines go to
+    `stream` (default stderr)."""
     use_json = not sys.stderr.isatty() if json_logs is None else json_logs
     renderer: Any = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
@@ -64,7 +67,7 @@ def configure_logging(level: str = "info", *, json_logs: bool | None = None) -> 
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
 

@@ -116,8 +116,10 @@ async def user_conn(
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
-Caller = Annotated[CallerSession, Depends(caller_session)]
-UserConn = Annotated[psycopg.AsyncConnection, Depends(user_conn)]
+# scope="function": the transaction commits when the route returns, before the status line is
+# sent, so a client told 2xx can read its write at once and a failed COMMIT is a 503, not a 2xx.
+Caller = Annotated[CallerSession, Depends(caller_session, scope="function")]
+UserConn = Annotated[psycopg.AsyncConnection, Depends(user_conn, scope="function")]
 Box = Annotated[SecretBox, Depends(get_box)]
 AppSettings = Annotated[Settings, Depends(app_settings)]
 Cache = Annotated[CatalogCache, Depends(get_cache)]

@@ -50,15 +50,19 @@ class RequestContextMiddleware:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500
+        response_started = response_ended = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started, response_ended
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode()),
                 ]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                response_ended = True
             await send(message)
 
         declared = headers.get("content-length")
@@ -83,6 +87,17 @@ class RequestContextMiddleware:
         except _TooLarge:
             too_large = PayloadTooLarge(f"The request body exceeds {self.max_body_bytes} bytes.")
             await self._send_problem(send_wrapper, too_large, request_id)
+        except Exception as exc:
+            # Caught here rather than left to Starlette's ServerErrorMiddleware, which re-raises
+            # into the server: that drops the keep-alive connection and prints a multi-line
+            # traceback. One JSON line (traceback in its `exception` field) and a clean 500.
+            log.error("unhandled_error", exc_info=exc, path=scope["path"])
+            if not response_started:
+                await self._send_problem(
+                    send_wrapper, AppError("An unexpected error occurred."), request_id
+                )
+            elif not response_ended:
+                await send_wrapper({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             route = scope.get("route")
             log.info(

@@ -1,14 +1,14 @@
 """Errors as RFC 9457 problem+json, from one place.
 
 Every error response has `{type, title, status, detail, code, request_id}` (+ `errors` for field
-problems, JSON Pointer paths). Unexpected exceptions become a bare 500 without internals.
+problems, JSON Pointer paths). Unexpected exceptions are answered (a bare 500 problem without
+internals) and logged by `functions.middleware`, which keeps the connection usable.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -26,8 +26,6 @@ from agentmarket.errors import (
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://agentmarket.dev/problems/"
-
-log = structlog.get_logger("agentmarket.http")
 
 
 def problem_body(
@@ -115,8 +113,3 @@ def install(app: FastAPI) -> None:
         else:
             mapped = AppError()
         return problem_response(request, mapped)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled_error", exc_info=exc, path=request.url.path)
-        return problem_response(request, AppError("An unexpected error occurred."))

@@ -45,13 +45,17 @@ APPEND = (
     "select private.append_chat_delta(%s, %s, %s), set_config('synchronous_commit', 'off', true)"
 )
 RESET = "select private.reset_chat_stream(%s, %s)"
-FINISH = "select private.finish_chat_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+FINISH = "select private.finish_chat_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 RELEASE = "select private.release_chat_job(%s, %s)"
 QUEUE_DEPTH = "select count(*) from private.chat_jobs where status = 'queued'"
+# The stored limit of a message's text (agent_messages_content_length): a longer reply is cut here.
+MAX_REPLY_CHARS = 200_000
 
 JOB_CONTEXT = """
 select m.id as message_id, m.conversation_id, m.reply_to, m.created_at as reply_created_at,
-       c.deployment_id, c.user_id, d.config, d.status as deployment_status,
+       c.deployment_id, c.user_id, d.config, d.status as deployment_status, d.deleted_at,
+       coalesce(a.config_schema -> 'required', '[]'::jsonb) ? 'openai_api_key'
+         as requires_user_key,
        a.id as agent_id, a.slug as agent_slug, a.name as agent_name, a.kind, a.model,
        p.system_prompt
   from public.agent_messages m
@@ -130,6 +134,25 @@ class Running:
 
 class JobLost(Exception):
     """The lease is gone: another worker owns this reply now."""
+
+
+class ReplyRefused(Exception):
+    """The reply must not reach the model: it ends at once with `status` and `code`."""
+
+    def __init__(self, status: str, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.ctx: dict[str, Any] | None = None
+
+
+def deployment_deleted() -> ReplyRefused:
+    return ReplyRefused(
+        "cancelled",
+        "deployment_deleted",
+        "The deployment was deleted before this reply was finished.",
+    )
 
 
 class ChatWorker:
@@ -278,6 +301,10 @@ class ChatWorker:
             await self._answer(job, running, started)
         except JobLost:
             log.warning("job.lease_lost", attempt=job["attempts"])
+        except ReplyRefused as exc:
+            await self._finish_failed(
+                job, running, started, exc.code, exc.message, exc.ctx, status=exc.status
+            )
         except asyncio.CancelledError:
             # Shutting down past the grace period: give the job back for another worker.
             await asyncio.shield(self._release(running))
@@ -324,6 +351,11 @@ class ChatWorker:
             ctx = await cur.fetchone()
             if ctx is None:
                 raise JobLost()  # the conversation was deleted
+            if ctx["deleted_at"] is not None:
+                # A send that raced the delete: never answered (the delete cancels the others).
+                refused = deployment_deleted()
+                refused.ctx = ctx
+                raise refused
             await cur.execute(
                 HISTORY,
                 {
@@ -349,17 +381,11 @@ class ChatWorker:
                 )
                 knowledge = [KnowledgeEntry(r["title"], r["content"]) for r in await cur.fetchall()]
         history = _bounded([Turn(r["role"], r["content"]) for r in rows], self.config.history_chars)
-        api_key = None
-        for secret in sealed:
-            if secret["field"] == "openai_api_key":
-                try:
-                    api_key = self.box.open(
-                        secret["key_id"],
-                        bytes(secret["ciphertext"]),
-                        aad=secret_aad(ctx["deployment_id"], secret["field"]),
-                    )
-                except SecretDecryptError:
-                    log.error("job.secret_unreadable", field=secret["field"])
+        try:
+            api_key = self._user_api_key(ctx, sealed)
+        except ReplyRefused as refused:
+            refused.ctx = ctx
+            raise
         context = ChatContext(
             agent_name=ctx["agent_name"],
             system_prompt=ctx["system_prompt"] or f"You are {ctx['agent_name']}.",
@@ -368,6 +394,43 @@ class ChatWorker:
             knowledge=knowledge,
         )
         return ctx, context, api_key
+
+    def _user_api_key(self, ctx: dict[str, Any], sealed: list[dict[str, Any]]) -> str | None:
+        """The user's own model key, or None for the platform key — only where that is allowed:
+        never for an agent that requires the user's key, nor when the stored key is unreadable."""
+        for secret in sealed:
+            if secret["field"] != "openai_api_key":
+                continue
+            try:
+                return self.box.open(
+                    secret["key_id"],
+                    bytes(secret["ciphertext"]),
+                    aad=secret_aad(ctx["deployment_id"], secret["field"]),
+                )
+            except SecretDecryptError:
+                log.error("job.secret_unreadable", field=secret["field"])
+                raise ReplyRefused(
+                    "failed",
+                    "secret_unreadable",
+                    "Your stored API key could not be read; enter it again in the deployment's "
+                    "settings.",
+                ) from None
+        if ctx["requires_user_key"]:
+            raise ReplyRefused(
+                "failed",
+                "missing_api_key",
+                "This agent answers with your own OpenAI API key; add it in the deployment's "
+                "settings.",
+            )
+        return None
+
+    def _max_tokens(self, config: dict[str, Any]) -> int:
+        """The setting's bound, or less when the deployment's config asks for less."""
+        bound = self.settings.openai_max_tokens
+        wanted = config.get("max_tokens")
+        if isinstance(wanted, int) and not isinstance(wanted, bool) and wanted > 0:
+            return min(wanted, bound)
+        return bound
 
     async def _answer(self, job: dict[str, Any], running: Running, started: float) -> None:
         ctx, context, api_key = await self._load(job)
@@ -380,6 +443,7 @@ class ChatWorker:
             model=ctx["model"] or self.settings.openai_model,
             messages=messages,
             temperature=float(temperature) if isinstance(temperature, int | float) else None,
+            max_tokens=self._max_tokens(ctx["config"]),
             api_key=api_key,
         )
         text: list[str] = []
@@ -389,6 +453,8 @@ class ChatWorker:
         usage = None
         model = request.model
         status = "completed"
+        length = 0
+        truncated = False
 
         async def flush() -> None:
             nonlocal last_flush
@@ -415,8 +481,15 @@ class ChatWorker:
                         if ttft_ms is None:
                             ttft_ms = int((time.perf_counter() - started) * 1000)
                             metrics.CHAT_TTFT.observe(ttft_ms / 1000)
-                        text.append(event.text)
-                        pending.append(event.text)
+                        piece = event.text
+                        if length + len(piece) > MAX_REPLY_CHARS:
+                            # Cut cleanly at the stored limit; the reply is complete as stored.
+                            piece, truncated = piece[: MAX_REPLY_CHARS - length], True
+                        length += len(piece)
+                        text.append(piece)
+                        pending.append(piece)
+                        if truncated:
+                            break
                         if ttft_ms is not None and (
                             len(text) == 1
                             or time.perf_counter() - last_flush >= self.config.flush_interval
@@ -426,12 +499,14 @@ class ChatWorker:
                     elif isinstance(event, Retrying):
                         text.clear()
                         pending.clear()
+                        length = 0
                         ttft_ms = None
                         async with self.pool.connection() as conn:
                             await conn.execute(RESET, (job["id"], self.config.worker_id))
                     elif isinstance(event, Completed):
                         usage = event.usage
                         model = event.model or model
+                        truncated = event.finish_reason == "length"
         except LLMError as exc:
             await self._finish_failed(
                 job, running, started, exc.error_code, exc.message, ctx, model_attempts=exc.attempts
@@ -456,6 +531,7 @@ class ChatWorker:
                     usage.completion_tokens if usage else None,
                     ttft_ms,
                     latency_ms,
+                    truncated,
                 ),
             )
             row = await cur.fetchone()
@@ -478,6 +554,7 @@ class ChatWorker:
                             "completion_tokens": usage.completion_tokens if usage else None,
                             "model": model,
                             "attempt": job["attempts"],
+                            "truncated": truncated,
                         }
                     ),
                 ),
@@ -493,6 +570,7 @@ class ChatWorker:
             ttft_ms=ttft_ms,
             attempt=job["attempts"],
             completion_tokens=usage.completion_tokens if usage else None,
+            truncated=truncated,
         )
 
     async def _finish_failed(
@@ -505,9 +583,12 @@ class ChatWorker:
         ctx: dict[str, Any] | None,
         *,
         model_attempts: int | None = None,
+        status: str = "failed",
     ) -> None:
+        """End the reply without an answer: `failed` (counted as an error) or `cancelled`."""
         latency_ms = int((time.perf_counter() - started) * 1000)
-        metrics.CHAT_ERRORS.labels(error_type=code).inc()
+        if status == "failed":
+            metrics.CHAT_ERRORS.labels(error_type=code).inc()
         try:
             async with self.pool.connection() as conn, conn.transaction():
                 cur = await conn.execute(
@@ -515,7 +596,7 @@ class ChatWorker:
                     (
                         job["id"],
                         self.config.worker_id,
-                        "failed",
+                        status,
                         None,
                         code,
                         message,
@@ -524,10 +605,11 @@ class ChatWorker:
                         None,
                         None,
                         latency_ms,
+                        False,
                     ),
                 )
                 row = await cur.fetchone()
-                if row and row[0] and ctx is not None:
+                if row and row[0] and ctx is not None and status == "failed":
                     await conn.execute(
                         TRACK,
                         (
@@ -549,7 +631,7 @@ class ChatWorker:
             log.error("job.finish_failed", error=type(exc).__name__)
             return
         log.warning(
-            "job.failed", error_code=code, latency_ms=latency_ms, model_attempts=model_attempts
+            f"job.{status}", error_code=code, latency_ms=latency_ms, model_attempts=model_attempts
         )
 
 

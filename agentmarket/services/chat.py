@@ -44,7 +44,7 @@ CANCEL = "select private.cancel_chat_message(%s)"
 
 MESSAGE_COLUMNS = """
 id, conversation_id, role, content, status, error_code, error_message, model, prompt_tokens,
-completion_tokens, ttft_ms, latency_ms, created_at, completed_at
+completion_tokens, ttft_ms, latency_ms, truncated, created_at, completed_at
 """
 MESSAGES_BY_ID = f"select {MESSAGE_COLUMNS} from public.agent_messages where id = any(%s)"
 MESSAGE_BY_ID = f"select {MESSAGE_COLUMNS} from public.agent_messages where id = %s"
@@ -120,6 +120,7 @@ def to_message(row: dict[str, Any]) -> Message:
         ttft_ms=row["ttft_ms"],
         latency_ms=row["latency_ms"],
         model=row["model"],
+        truncated=row["truncated"],
         created_at=row["created_at"],
         completed_at=row["completed_at"],
     )

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from agentmarket import metrics
 from agentmarket.auth import User
 from agentmarket.db import as_caller
+from agentmarket.errors import MessageNotFound
 from agentmarket.models import (
     ChatExchange,
     ChatMode,
@@ -64,7 +65,8 @@ async def stream_events(
     last_event_id: str | None,
     created: list[Message] | None = None,
 ) -> AsyncIterator[str]:
-    """SSE for one reply: message.created (on a new send), deltas, then completed/failed."""
+    """SSE for one reply: message.created (on a new send), deltas, then completed/failed (or
+    message.deleted when its conversation is deleted meanwhile)."""
     async with state.hub.subscribe(message_id) as subscription:
         for message in created or []:
             yield sse("message.created", {"message": message.model_dump(mode="json")})
@@ -74,10 +76,16 @@ async def stream_events(
             last_event_id=last_event_id,
             ping_interval=state.settings.sse_ping_seconds,
         )
-        async for event in events:
-            yield await render(state, user, message_id, event)
-            if event.kind == "done":
-                return
+        last_id = "0.0"
+        try:
+            async for event in events:
+                yield await render(state, user, message_id, event)
+                last_id = event.id or last_id
+                if event.kind == "done":
+                    return
+        except MessageNotFound:
+            # Its conversation was deleted while we followed it: a terminal event, not pings.
+            yield sse("message.deleted", {"message_id": str(message_id)}, last_id.rstrip("f") + "f")
 
 
 async def render(state: AppState, user: User, message_id: uuid.UUID, event: Event) -> str:

@@ -117,6 +117,8 @@ def stack(pg_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "SSE_PING_SECONDS": "1",
         "CATALOG_CACHE_SECONDS": "0",
         "OPENAI_TIMEOUT_SECONDS": "2",
+        # Above the stored limit of a reply (200,000 characters), so that limit can be reached.
+        "OPENAI_MAX_TOKENS": "60000",
     }
     env.pop("SUPABASE_URL", None)
     s = Stack(db_url, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{model_port}", env, logs)

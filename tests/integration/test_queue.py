@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import threading
 import uuid
 
@@ -154,10 +155,146 @@ def test_deltas_are_appended_and_published_with_offsets(
             "select private.append_chat_delta(%s, 'w', ', world')", (job,)
         ).fetchone() == (12,)
         payloads = [n.payload for n in listener.notifies(timeout=1, stop_after=2)]
-    import json
-
     events = [json.loads(p) for p in payloads]
     assert [(e["e"], e["o"], e["d"], e["g"]) for e in events] == [
         ("delta", 0, "Hello", 1),
         ("delta", 5, ", world", 1),
     ]
+
+
+def _as_owner(conn: psycopg.Connection, job: int) -> str:
+    """Switch this transaction to the job's owner, as PostgREST would; returns the user id."""
+    owner = conn.execute(
+        "select m.user_id from private.chat_jobs j join public.agent_messages m"
+        " on m.id = j.message_id where j.id = %s",
+        (job,),
+    ).fetchone()
+    assert owner is not None
+    claims = json.dumps({"sub": str(owner[0]), "role": "authenticated"})
+    conn.execute(
+        "select set_config('role', 'authenticated', true),"
+        " set_config('request.jwt.claims', %s, true)",
+        (claims,),
+    )
+    return str(owner[0])
+
+
+def _reply_states(conn: psycopg.Connection, jobs: list[int]) -> list[tuple[object, ...]]:
+    return conn.execute(
+        "select j.status, m.status, m.error_code, m.completed_at is not null"
+        " from private.chat_jobs j join public.agent_messages m on m.id = j.message_id"
+        " where j.id = any(%s) order by j.id",
+        (jobs,),
+    ).fetchall()
+
+
+def test_deleting_a_deployment_cancels_its_queued_and_running_replies(
+    db_url: str, conn: psycopg.Connection
+) -> None:
+    done, running, queued = make_jobs(conn, 3)
+    conn.execute(
+        "update private.chat_jobs set run_after = now() + interval '1 hour' where id = %s",
+        (queued,),
+    )
+    assert conn.execute(CLAIM, ("w", 2, 30)).fetchall() == [(done,), (running,)]
+    assert conn.execute(FINISH, (done, "w", "answered")).fetchone() == (True,)
+    conn.execute("select private.append_chat_delta(%s, 'w', 'half an ans')", (running,))
+    deployment = conn.execute(
+        "select c.deployment_id from private.chat_jobs j join public.agent_messages m"
+        " on m.id = j.message_id join public.agent_conversations c on c.id = m.conversation_id"
+        " where j.id = %s",
+        (running,),
+    ).fetchone()
+    assert deployment is not None
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute("listen agentmarket_chat_stream")
+        listener.execute("listen agentmarket_chat_cancel")
+        with conn.transaction():
+            _as_owner(conn, running)
+            assert conn.execute(
+                "select private.delete_deployment(%s)", (deployment[0],)
+            ).fetchone() == (True,)
+        notices = [(n.channel, n.payload) for n in listener.notifies(timeout=1, stop_after=4)]
+    assert _reply_states(conn, [done, running, queued]) == [
+        ("completed", "completed", None, True),
+        ("cancelled", "cancelled", "deployment_deleted", True),
+        ("cancelled", "cancelled", "deployment_deleted", True),
+    ]
+    # The partial text is kept; the worker that was writing it is fenced off.
+    assert conn.execute(
+        "select m.content from private.chat_jobs j join public.agent_messages m"
+        " on m.id = j.message_id where j.id = %s",
+        (running,),
+    ).fetchone() == ("half an ans",)
+    assert conn.execute(
+        "select private.append_chat_delta(%s, 'w', 'wer')", (running,)
+    ).fetchone() == (None,)
+    assert conn.execute(FINISH, (running, "w", "late answer")).fetchone() == (False,)
+    assert conn.execute(CLAIM, ("next", 5, 30)).fetchall() == []
+    # Each stream got its terminal event; the worker was told to stop.
+    streams = [json.loads(p) for c, p in notices if c == "agentmarket_chat_stream"]
+    assert sorted((e["e"], e["s"]) for e in streams) == [("done", "cancelled")] * 2
+    assert len([c for c, _ in notices if c == "agentmarket_chat_cancel"]) == 2
+    # Every unfinished reply counts in its conversation like any finished one.
+    assert conn.execute(
+        "select c.message_count from public.agent_conversations c where c.deployment_id = %s",
+        (deployment[0],),
+    ).fetchone() == (3,)
+
+
+def test_deleting_a_conversation_ends_the_streams_of_its_unfinished_replies(
+    db_url: str, conn: psycopg.Connection
+) -> None:
+    done, running = make_jobs(conn, 2)
+    conn.execute(CLAIM, ("w", 2, 30))
+    conn.execute(FINISH, (done, "w", "answered"))
+    ids = conn.execute(
+        "select c.deployment_id, c.id, m.id from private.chat_jobs j"
+        " join public.agent_messages m on m.id = j.message_id"
+        " join public.agent_conversations c on c.id = m.conversation_id where j.id = %s",
+        (running,),
+    ).fetchone()
+    assert ids is not None
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute("listen agentmarket_chat_stream")
+        listener.execute("listen agentmarket_chat_cancel")
+        with conn.transaction():
+            _as_owner(conn, running)
+            assert conn.execute(
+                "select private.delete_conversation(%s, %s)", (ids[0], ids[1])
+            ).fetchone() == (True,)
+        notices = [(n.channel, n.payload) for n in listener.notifies(timeout=1, stop_after=2)]
+    assert [c for c, _ in notices].count("agentmarket_chat_cancel") == 1
+    assert dict(notices)["agentmarket_chat_cancel"] == str(ids[2])
+    assert json.loads(dict(notices)["agentmarket_chat_stream"]) == {
+        "m": str(ids[2]),
+        "e": "done",
+        "g": 1,
+        "s": "cancelled",
+    }
+    assert conn.execute("select count(*) from private.chat_jobs").fetchone() == (0,)
+
+
+def test_another_users_delete_cancels_nothing(conn: psycopg.Connection) -> None:
+    [job] = make_jobs(conn, 1)
+    deployment = conn.execute(
+        "select c.deployment_id, c.id from private.chat_jobs j join public.agent_messages m"
+        " on m.id = j.message_id join public.agent_conversations c on c.id = m.conversation_id"
+        " where j.id = %s",
+        (job,),
+    ).fetchone()
+    assert deployment is not None
+    stranger = ensure_user(conn, email="stranger@example.com")
+    with conn.transaction():
+        conn.execute(
+            "select set_config('role', 'authenticated', true),"
+            " set_config('request.jwt.claims', %s, true)",
+            (json.dumps({"sub": str(stranger.id), "role": "authenticated"}),),
+        )
+        assert conn.execute(
+            "select private.delete_deployment(%s)", (deployment[0],)
+        ).fetchone() == (False,)
+        assert conn.execute(
+            "select private.delete_conversation(%s, %s)", deployment
+        ).fetchone() == (False,)
+    assert _reply_states(conn, [job]) == [("queued", "queued", None, False)]

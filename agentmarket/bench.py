@@ -203,13 +203,20 @@ def _free_port() -> int:
         return port
 
 
+def _process_env(settings: Settings) -> dict[str, str]:
+    """The servers and workers started for a run use their own least-privilege logins, as in
+    production (the dev/test defaults when API_DATABASE_URL / WORKER_DATABASE_URL are unset)."""
+    return {
+        "DATABASE_URL": settings.database_url.get_secret_value(),
+        "API_DATABASE_URL": settings.api_url,
+        "API_DATABASE_DIRECT_URL": settings.api_direct_url,
+        "WORKER_DATABASE_URL": settings.worker_url,
+    }
+
+
 def _start_server(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url.get_secret_value(),
-        "LOG_LEVEL": "warning",
-    }
+    env = {**os.environ, **_process_env(settings), "LOG_LEVEL": "warning"}
     process = _spawn(["serve", "--port", str(port)], env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -235,9 +242,7 @@ def run_catalog(
     finally:
         process.terminate()
         process.wait(timeout=10)
-    results.append(
-        asyncio.run(bench_direct(settings.database_url.get_secret_value(), concurrency, requests))
-    )
+    results.append(asyncio.run(bench_direct(settings.api_url, concurrency, requests)))
     return results
 
 
@@ -449,11 +454,10 @@ def run_chat(
         model_port, api_port = _free_port(), _free_port()
         env = {
             **os.environ,
-            "DATABASE_URL": settings.database_url.get_secret_value(),
+            **_process_env(settings),
             "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1",
             "OPENAI_API_KEY": "sk-offline-bench-key-00000000000000000000",
             "LOG_LEVEL": "warning",
-            "MAX_ACTIVE_DEPLOYMENTS": "1000",
         }
         procs = [
             _spawn(["offline-model", "--port", str(model_port), "--ttft-ms", str(model_ttft)], env),

@@ -11,7 +11,14 @@ import psycopg
 from pydantic import ValidationError
 
 from agentmarket import migrate, paths, seed, tokens
-from agentmarket.config import Settings, check_env, get_settings
+from agentmarket.config import (
+    LOCAL_LOGIN_PASSWORDS,
+    AppEnv,
+    MissingSetting,
+    Settings,
+    check_env,
+    get_settings,
+)
 from agentmarket.db import connect
 
 
@@ -22,6 +29,16 @@ def _settings() -> Settings:
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]).upper() or "settings"
             print(f"invalid setting {where}: {err['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _process_urls(settings: Settings, *names: str) -> None:
+    """The serve/worker processes' own logins must be known before they start (prod: set)."""
+    try:
+        for name in names:
+            getattr(settings, name)
+    except MissingSetting as exc:
+        print(f"error: {exc} (see .env.example and docs/operations.md)", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -81,6 +98,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         print("database is up to date" if not applied else f"{len(applied)} migrations applied")
+        if (
+            not args.no_shim
+            and settings.app_env is not AppEnv.PROD
+            and migrate.is_plain_postgres(conn)
+        ):
+            for role in migrate.enable_local_logins(conn, LOCAL_LOGIN_PASSWORDS):
+                print(f"local login {role} enabled with its development password (.env.example)")
+        if migrate.store_settings(conn, max_active_deployments=settings.max_active_deployments):
+            print(f"stored MAX_ACTIVE_DEPLOYMENTS={settings.max_active_deployments}")
         return 0
 
 
@@ -181,6 +207,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings()
+    _process_urls(settings, "api_url", "api_direct_url")
     from functions.app import create_app
 
     uvicorn.run(
@@ -305,6 +332,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from workers.chat_worker import ChatWorker, WorkerConfig
 
     settings = _settings()
+    _process_urls(settings, "worker_url")
     configure_logging(settings.log_level)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr="127.0.0.1")

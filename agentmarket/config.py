@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -21,6 +23,16 @@ DEV_DATABASE_URL = "postgresql://postgres:postgres@127.0.0.1:54322/postgres"
 DEV_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"  # noqa: S105
 DEV_ENCRYPTION_KEY = "dev:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 PLACEHOLDER_PREFIXES = ("change-me", "changeme", "your-", "<", "sk-your", "xxx")
+
+# The processes' own database logins (created by the migrations, NOLOGIN until an operator gives
+# them a password). On a plain local PostgreSQL in dev/test, `agentmarket migrate` lets them log in
+# with these public passwords, and API_DATABASE_URL / WORKER_DATABASE_URL default to them.
+API_LOGIN = "agentmarket_api"
+WORKER_LOGIN = "agentmarket_worker"
+LOCAL_LOGIN_PASSWORDS = {
+    API_LOGIN: "agentmarket-api-local",
+    WORKER_LOGIN: "agentmarket-worker-local",
+}
 
 
 class AppEnv(StrEnum):
@@ -69,6 +81,9 @@ class Settings(BaseSettings):
     app_env: AppEnv = AppEnv.DEV
     database_url: SecretStr = SecretStr(DEV_DATABASE_URL)
     database_direct_url: SecretStr | None = None
+    api_database_url: SecretStr | None = None
+    api_database_direct_url: SecretStr | None = None
+    worker_database_url: SecretStr | None = None
     supabase_url: str | None = None
     supabase_anon_key: SecretStr | None = None
     supabase_service_role_key: SecretStr | None = None
@@ -90,6 +105,9 @@ class Settings(BaseSettings):
 
     @field_validator(
         "database_direct_url",
+        "api_database_url",
+        "api_database_direct_url",
+        "worker_database_url",
         "supabase_url",
         "supabase_anon_key",
         "supabase_service_role_key",
@@ -115,6 +133,9 @@ class Settings(BaseSettings):
             return self
         for name in (
             "database_url",
+            "api_database_url",
+            "api_database_direct_url",
+            "worker_database_url",
             "supabase_jwt_secret",
             "openai_api_key",
             "secrets_encryption_key",
@@ -128,9 +149,45 @@ class Settings(BaseSettings):
 
     @property
     def direct_database_url(self) -> str:
-        """The session-level connection (LISTEN, queue claims); defaults to DATABASE_URL."""
+        """The operator's session-level connection (migrations); defaults to DATABASE_URL."""
         url = self.database_direct_url or self.database_url
         return url.get_secret_value()
+
+    @property
+    def api_url(self) -> str:
+        """The HTTP functions' login (request pool, telemetry, /readyz): it can only become anon
+        or authenticated. In dev/test it defaults to the local `agentmarket_api` login on
+        DATABASE_URL's server and database; in prod API_DATABASE_URL is required."""
+        if self.api_database_url is not None:
+            return self.api_database_url.get_secret_value()
+        return self._local_login(
+            "API_DATABASE_URL", self.database_url.get_secret_value(), API_LOGIN
+        )
+
+    @property
+    def api_direct_url(self) -> str:
+        """The functions' session connection for LISTEN (a transaction pooler drops
+        notifications): API_DATABASE_DIRECT_URL, else API_DATABASE_URL, else (dev/test) the local
+        login on DATABASE_DIRECT_URL's server."""
+        if self.api_database_direct_url is not None:
+            return self.api_database_direct_url.get_secret_value()
+        if self.api_database_url is not None:
+            return self.api_database_url.get_secret_value()
+        return self._local_login("API_DATABASE_URL", self.direct_database_url, API_LOGIN)
+
+    @property
+    def worker_url(self) -> str:
+        """The chat worker's service login (a session connection: LISTEN and queue claims). In
+        dev/test it defaults to the local `agentmarket_worker` login on DATABASE_DIRECT_URL's
+        server and database; in prod WORKER_DATABASE_URL is required."""
+        if self.worker_database_url is not None:
+            return self.worker_database_url.get_secret_value()
+        return self._local_login("WORKER_DATABASE_URL", self.direct_database_url, WORKER_LOGIN)
+
+    def _local_login(self, setting: str, base_url: str, login: str) -> str:
+        if self.app_env is AppEnv.PROD:
+            raise MissingSetting(f"{setting} is required when APP_ENV=prod")
+        return local_login_url(base_url, login)
 
     @property
     def encryption_keys(self) -> list[EncryptionKey]:
@@ -139,6 +196,17 @@ class Settings(BaseSettings):
     @property
     def jwt_issuer(self) -> str | None:
         return f"{self.supabase_url.rstrip('/')}/auth/v1" if self.supabase_url else None
+
+
+class MissingSetting(ValueError):
+    """A setting this process needs is not set (e.g. API_DATABASE_URL in prod)."""
+
+
+def local_login_url(base_url: str, login: str) -> str:
+    """`base_url`'s server, port, database and options with a local login and its password."""
+    params = conninfo_to_dict(base_url)
+    params.update(user=login, password=LOCAL_LOGIN_PASSWORDS[login])
+    return make_conninfo(**params)  # type: ignore[arg-type]
 
 
 def get_settings(**overrides: object) -> Settings:
@@ -173,6 +241,8 @@ def check_env(settings: Settings) -> list[EnvProblem]:
     db = settings.database_url.get_secret_value()
     if strict and db == DEV_DATABASE_URL:
         problems.append(EnvProblem("DATABASE_URL", "still the local development database", True))
+
+    problems.extend(_login_problems(settings, strict))
 
     jwt_secret = secret("SUPABASE_JWT_SECRET", settings.supabase_jwt_secret)
     if jwt_secret is None and not settings.supabase_url:
@@ -232,4 +302,40 @@ def check_env(settings: Settings) -> list[EnvProblem]:
     if settings.sentry_dsn is None:
         problems.append(EnvProblem("SENTRY_DSN", "not set: errors are not sent to Sentry", False))
 
+    return problems
+
+
+def _login_problems(settings: Settings, strict: bool) -> list[EnvProblem]:
+    """The processes' own logins: required in prod, never the operator's login, never a local
+    password there."""
+    problems: list[EnvProblem] = []
+    operator = conninfo_to_dict(settings.database_url.get_secret_value()).get("user")
+    for name, value, login in (
+        ("API_DATABASE_URL", settings.api_database_url, API_LOGIN),
+        ("API_DATABASE_DIRECT_URL", settings.api_database_direct_url, API_LOGIN),
+        ("WORKER_DATABASE_URL", settings.worker_database_url, WORKER_LOGIN),
+    ):
+        if value is None:
+            if strict and name != "API_DATABASE_DIRECT_URL":
+                problems.append(
+                    EnvProblem(name, f"not set: the {login} login's connection is required", True)
+                )
+            continue
+        try:
+            params = conninfo_to_dict(value.get_secret_value())
+        except ProgrammingError:  # never echo the value: it may hold a password
+            problems.append(EnvProblem(name, "not a valid connection string", True))
+            continue
+        user = params.get("user")
+        if user is not None and user == operator:
+            problems.append(
+                EnvProblem(
+                    name,
+                    f"logs in as {user}, the operator's DATABASE_URL login: use a "
+                    "least-privilege login (docs/operations.md)",
+                    strict,
+                )
+            )
+        if strict and params.get("password") in LOCAL_LOGIN_PASSWORDS.values():
+            problems.append(EnvProblem(name, "still the local development password", True))
     return problems

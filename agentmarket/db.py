@@ -1,9 +1,12 @@
 """Database access.
 
-* `connect`: a synchronous autocommit connection for operator tools (migrate, seed, token).
+* `connect`: a synchronous autocommit connection for operator tools (migrate, seed, token), over
+  the operator's DATABASE_URL / DATABASE_DIRECT_URL.
 * `create_pool` + `as_caller`: the async pool of the HTTP functions and the one-transaction-per-
-  request pattern. Each request's SQL runs in a transaction that assumes the caller's role and JWT
-  claims exactly as PostgREST does, so the same RLS policies protect both.
+  request pattern. The pool logs in as the functions' own login (API_DATABASE_URL,
+  `agentmarket_api`), which can become only `anon` or `authenticated` and holds no privilege of
+  its own; each request's SQL runs in a transaction that assumes the caller's role and JWT claims
+  exactly as PostgREST does, so the same RLS policies protect both.
 """
 
 from __future__ import annotations
@@ -34,15 +37,21 @@ def connect(settings: Settings) -> psycopg.Connection:
 def create_pool(
     settings: Settings, *, min_size: int = 4, max_size: int = 16
 ) -> AsyncConnectionPool:
-    """The request pool (not opened: call `await pool.open()`; nothing connects at import).
+    """The request pool on API_DATABASE_URL (not opened: call `await pool.open()`; nothing
+    connects at import).
 
     `prepare_threshold=None` keeps it usable behind a transaction-mode pooler (Supavisor :6543).
     """
     return AsyncConnectionPool(
-        settings.database_url.get_secret_value(),
+        settings.api_url,
         min_size=min_size,
         max_size=max_size,
-        kwargs={"autocommit": True, "prepare_threshold": None, "connect_timeout": 10},
+        kwargs={
+            "autocommit": True,
+            "prepare_threshold": None,
+            "connect_timeout": 10,
+            "application_name": "agentmarket-api",
+        },
         timeout=10,
         open=False,
         name="agentmarket-requests",

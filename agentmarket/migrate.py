@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from agentmarket import sqlsplit
 
@@ -153,6 +154,59 @@ def needs_local_shim(conn: psycopg.Connection) -> bool:
 def apply_local_shim(conn: psycopg.Connection, shim: Path) -> None:
     with conn.transaction():
         conn.execute(shim.read_text(encoding="utf-8"))
+
+
+def is_plain_postgres(conn: psycopg.Connection) -> bool:
+    """True on a cluster without Supabase's platform roles (hosted projects and the Supabase CLI's
+    local stack have `supabase_admin`): only there may local passwords be given to our logins."""
+    row = conn.execute(
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'supabase_admin')"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def enable_local_logins(conn: psycopg.Connection, passwords: dict[str, str]) -> list[str]:
+    """Let the processes' roles (created NOLOGIN by the migrations) log in with local passwords.
+
+    Roles are cluster-wide, so this only touches a role that cannot log in yet: a role an operator
+    already gave a login keeps its password. Returns the roles changed.
+    """
+    changed: list[str] = []
+    for role, password in passwords.items():
+        if _can_login(conn, role) is not False:
+            continue  # missing (migrations not applied) or already a login
+        statement = sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(password)
+        )
+        try:
+            conn.execute(statement)
+        except psycopg.Error:
+            # Another database of this cluster being migrated at the same moment did it first.
+            if not _can_login(conn, role):
+                raise
+            continue
+        changed.append(role)
+    return changed
+
+
+def _can_login(conn: psycopg.Connection, role: str) -> bool | None:
+    row = conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    return None if row is None else bool(row[0])
+
+
+def store_settings(conn: psycopg.Connection, *, max_active_deployments: int) -> bool:
+    """Write the limits the database enforces itself into `private.app_settings` (the deployment
+    functions read the cap there, never from their caller). False when the table is not there
+    yet; True when a value changed."""
+    exists = conn.execute("SELECT to_regclass('private.app_settings') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return False
+    cur = conn.execute(
+        "UPDATE private.app_settings SET max_active_deployments = %s"
+        " WHERE max_active_deployments IS DISTINCT FROM %s",
+        (max_active_deployments, max_active_deployments),
+    )
+    return cur.rowcount > 0
 
 
 def backup(database_url: str, target: Path) -> None:

@@ -2,11 +2,12 @@
 
 Workers append each batch of text to the message and NOTIFY `agentmarket_chat_stream` in the same
 transaction (payload: message id `m`, event `e` delta|reset|done, generation `g`, offset `o`,
-text `d`). The `StreamHub` holds the instance's single session connection (DATABASE_DIRECT_URL:
-a transaction pooler would drop notifications) and hands each notification to the subscribers
-of that message. `follow` turns a subscription plus the message's stored state into SSE-ready
-events with resumable ids `"<generation>.<offset>"`: subscribe first, then read the stored text,
-so nothing committed after the read can be missed and nothing before it is sent twice.
+text `d`). The `StreamHub` holds the instance's single session connection (API_DATABASE_DIRECT_URL,
+the functions' own login: a transaction pooler would drop notifications) and hands each
+notification to the subscribers of that message. `follow` turns a subscription plus the
+message's stored state into SSE-ready events with resumable ids `"<generation>.<offset>"`:
+subscribe first, then read the stored text, so nothing committed after the read can be missed and
+nothing before it is sent twice.
 """
 
 from __future__ import annotations
@@ -119,7 +120,10 @@ class StreamHub:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, prepare_threshold=None
+                    self.url,
+                    autocommit=True,
+                    prepare_threshold=None,
+                    application_name="agentmarket-api-listen",
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     if self._ready.is_set():

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 import uuid
 from collections.abc import MutableMapping
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import psycopg
@@ -102,8 +102,11 @@ class EventSink:
     """High-volume events (views, searches) written in batches, off the request path.
 
     `record` only appends to a bounded in-memory buffer and logs the event; a background task
-    inserts the buffer every `interval` seconds in one statement over the service connection. A
-    crash loses at most that interval's views; business facts (deployments) use `track` instead,
+    writes the buffer every `interval` seconds in one transaction over the functions' pool. The
+    API login may not write telemetry itself: each user's events go through `private.track_event`
+    as that user (role authenticated and their `sub` in the claims, like their own requests), the
+    anonymous ones as anon, so the database takes the user from the claims and stamps the time.
+    A crash loses at most that interval's views; business facts (deployments) use `track` instead,
     inside their own transaction.
     """
 
@@ -113,7 +116,7 @@ class EventSink:
         self.pool = pool
         self.interval = interval
         self.max_pending = max_pending
-        self._pending: list[tuple[Any, ...]] = []
+        self._pending: list[tuple[str | None, tuple[Any, ...]]] = []
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
 
@@ -132,17 +135,25 @@ class EventSink:
         if len(self._pending) >= self.max_pending:
             self._pending.pop(0)
             self.dropped += 1
-        self._pending.append(
-            (name, user_id, agent_id, deployment_id, Jsonb(properties), datetime.now(UTC))
-        )
+        self._pending.append((user_id, (name, agent_id, deployment_id, Jsonb(properties))))
 
     async def flush(self) -> int:
         batch, self._pending = self._pending, []
         if not batch:
             return 0
+        by_user: dict[str | None, list[tuple[Any, ...]]] = {}
+        for user_id, event in batch:
+            by_user.setdefault(user_id, []).append(event)
         try:
             async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                await cur.executemany(INSERT_EVENT, batch)
+                for user_id, events in by_user.items():
+                    claims = (
+                        {"role": "anon"}
+                        if user_id is None
+                        else {"sub": user_id, "role": "authenticated"}
+                    )
+                    await cur.execute(ACT_AS, (claims["role"], json.dumps(claims)), prepare=False)
+                    await cur.executemany(TRACK_EVENT, events)
         except psycopg.Error:
             log.warning("telemetry.flush_failed", events=len(batch))
             self._pending = (batch + self._pending)[-self.max_pending :]
@@ -167,8 +178,6 @@ class EventSink:
         await self.flush()
 
 
-INSERT_EVENT = (
-    "insert into private.telemetry_events"
-    " (name, user_id, agent_id, deployment_id, properties, created_at)"
-    " values (%s, %s, %s, %s, %s, %s)"
-)
+# Role and claims for the rest of the flush transaction (switched per user), as PostgREST does.
+ACT_AS = "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
+TRACK_EVENT = "select private.track_event(%s, %s, %s, %s)"

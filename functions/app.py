@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +15,7 @@ from agentmarket.db import create_pool
 from agentmarket.ratelimit import ChatLimits
 from agentmarket.secrets import SecretBox
 from agentmarket.services.catalog import CatalogCache
+from agentmarket.signing import DeploymentSigner
 from agentmarket.streaming import StreamHub
 from agentmarket.telemetry import EventSink, configure_logging
 from functions import problems
@@ -36,13 +38,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Every connection logs in as the functions' own login (API_DATABASE_URL): it can become
+        # anon or authenticated and nothing else (supabase/migrations/20261130090000_…).
         pool = create_pool(settings)
         await pool.open(wait=False)
         verifier = TokenVerifier.from_settings(settings)
         events = EventSink(pool)
         events.start()
-        hub = StreamHub(settings.direct_database_url)
+        hub = StreamHub(settings.api_direct_url)
         await hub.start()
+        signer = DeploymentSigner(pool)
+        warming = asyncio.create_task(signer.warm(), name="signing-key")
         app.state.agentmarket = AppState(
             settings=settings,
             pool=pool,
@@ -53,10 +59,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             events=events,
             hub=hub,
             limits=ChatLimits(),
+            signer=signer,
         )
         try:
             yield
         finally:
+            warming.cancel()
             await hub.aclose()
             await events.aclose()
             await verifier.aclose()

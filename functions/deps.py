@@ -20,6 +20,7 @@ from agentmarket.migrate import MigrationFile
 from agentmarket.ratelimit import ChatLimits
 from agentmarket.secrets import SecretBox
 from agentmarket.services.catalog import CatalogCache
+from agentmarket.signing import DeploymentSigner
 from agentmarket.streaming import StreamHub
 from agentmarket.telemetry import EventSink
 
@@ -37,6 +38,7 @@ class AppState:
     events: EventSink
     hub: StreamHub
     limits: ChatLimits
+    signer: DeploymentSigner
 
 
 async def app_state(request: Request) -> AppState:
@@ -61,6 +63,10 @@ async def get_cache(state: State) -> CatalogCache:
 
 async def get_events(state: State) -> EventSink:
     return state.events
+
+
+async def get_signer(state: State) -> DeploymentSigner:
+    return state.signer
 
 
 bearer_scheme = HTTPBearer(
@@ -124,3 +130,4 @@ Box = Annotated[SecretBox, Depends(get_box)]
 AppSettings = Annotated[Settings, Depends(app_settings)]
 Cache = Annotated[CatalogCache, Depends(get_cache)]
 Events = Annotated[EventSink, Depends(get_events)]
+Signer = Annotated[DeploymentSigner, Depends(get_signer)]

@@ -173,13 +173,19 @@ class ChatWorker:
             timeout=settings.openai_timeout_seconds,
         )
         self.box = SecretBox(settings.encryption_keys)
+        # The worker's own service login (WORKER_DATABASE_URL: acts as service_role, not a
+        # superuser), a session connection: LISTEN and lease-holding claims need one.
         self.pool = AsyncConnectionPool(
-            settings.direct_database_url,
+            settings.worker_url,
             # Database work per reply is a few short statements: a modest pool serves many
             # concurrent replies (and leaves connections for everyone else).
             min_size=min(4, self.config.concurrency),
             max_size=min(self.config.concurrency + 2, 24),
-            kwargs={"autocommit": True, "prepare_threshold": None},
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": None,
+                "application_name": "agentmarket-worker",
+            },
             open=False,
             name="agentmarket-worker",
         )
@@ -242,7 +248,10 @@ class ChatWorker:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self.settings.direct_database_url, autocommit=True, prepare_threshold=None
+                    self.settings.worker_url,
+                    autocommit=True,
+                    prepare_threshold=None,
+                    application_name="agentmarket-worker-listen",
                 ) as conn:
                     await conn.execute("LISTEN agentmarket_chat_jobs")
                     await conn.execute("LISTEN agentmarket_chat_cancel")

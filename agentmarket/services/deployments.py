@@ -2,7 +2,9 @@
 
 Reads run as the caller under RLS; writes go through private SECURITY DEFINER functions that check
 `auth.uid()` themselves (clients cannot insert deployments directly: that would skip validation,
-secret encryption and the cap). Another user's deployment is simply not found.
+secret encryption and the cap). Another user's deployment is simply not found. Those functions
+take no cap and no status from us: they read the cap from the database and accept a config only
+with our signature over what we validated (`agentmarket.signing`), deriving the status from it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 from agentmarket import configschema
 from agentmarket.errors import (
@@ -35,6 +36,7 @@ from agentmarket.models import (
 )
 from agentmarket.secrets import SecretBox, secret_aad
 from agentmarket.services.catalog import agent_key
+from agentmarket.signing import DeploymentSigner, config_text
 from agentmarket.telemetry import track
 
 AGENT_FOR_DEPLOY = """
@@ -55,13 +57,14 @@ LIST_DEPLOYMENTS = DEPLOYMENTS_WITH_AGENT + " order by d.created_at desc, d.id d
 ONE_DEPLOYMENT = DEPLOYMENTS_WITH_AGENT + " where d.id = %(id)s"
 
 SECRET_HINTS = "select deployment_id, field, hint from private.deployment_secret_hints(%s)"  # noqa: S105  # noqa: S105
-CREATE = "select * from private.create_deployment(%s, %s, %s, %s, %s, %s)"
+CREATE = "select * from private.create_deployment(%s, %s, %s, %s, %s)"
 UPDATE = "select * from private.update_deployment(%s, %s, %s, %s, %s, %s)"
 DELETE = "select private.delete_deployment(%s)"
 PUT_SECRET = "select private.put_deployment_secret(%s, %s, %s, %s, %s)"  # noqa: S105  # noqa: S105
 
 AGENT_NOT_FOUND_STATE = "AMNF1"
 LIMIT_STATE = "AMLIM"
+NOT_CONFIGURED_STATE = "AMCFG"
 
 
 def _status_for(validated: configschema.ValidatedConfig) -> tuple[DeploymentStatus, str | None]:
@@ -134,7 +137,8 @@ async def deploy_agent(
     conn: psycopg.AsyncConnection,
     request: DeployRequest,
     box: SecretBox,
-    max_active: int,
+    signer: DeploymentSigner,
+    user_id: uuid.UUID,
 ) -> Deployment:
     """Validate the config against the agent's schema, create the deployment, seal its secrets."""
     try:
@@ -146,19 +150,15 @@ async def deploy_agent(
         validated = configschema.validate_config(
             agent["config_schema"], request.config, defaults=agent["default_config"], partial=True
         )
-        status, reason = _status_for(validated)
+        status, _ = _status_for(validated)
+        text = config_text(validated.public)
+        missing = list(validated.missing_required)
+        signature = await signer.sign("create", user_id, agent["id"], text, missing)
         try:
             async with conn.cursor(row_factory=dict_row) as cur:
                 await cur.execute(
                     CREATE,
-                    (
-                        agent["id"],
-                        request.name or agent["name"],
-                        Jsonb(validated.public),
-                        status.value,
-                        reason,
-                        max_active,
-                    ),
+                    (agent["id"], request.name or agent["name"], text, missing, signature),
                 )
                 created = await cur.fetchone()
         except psycopg.Error as exc:
@@ -188,6 +188,8 @@ def _map_sqlstate(exc: psycopg.Error) -> Exception:
         return AgentNotFound()
     if exc.sqlstate == LIMIT_STATE:
         return DeploymentLimitReached()
+    if exc.sqlstate == NOT_CONFIGURED_STATE:
+        return DeploymentNotConfigured()
     return exc
 
 
@@ -211,21 +213,24 @@ async def update_deployment(
     deployment_id: uuid.UUID,
     patch: DeploymentPatch,
     box: SecretBox,
-    max_active: int,
+    signer: DeploymentSigner,
+    user_id: uuid.UUID,
 ) -> Deployment:
     """Rename, reconfigure (secrets left out keep their value), pause or resume.
 
     A new `config` replaces the non-secret configuration and is validated like a deploy. Without
     one, the stored configuration is only re-checked when resuming (to tell active from
-    configuring); renaming and pausing never depend on the agent's current schema.
+    configuring); renaming and pausing never depend on the agent's current schema. The database
+    derives the status from what we validated (and signed) and the status asked for.
     """
     current = await _load(conn, deployment_id)
     schema = current["config_schema"]
-    resuming = patch.status == "active" and current["status"] == DeploymentStatus.PAUSED.value
-    config: dict[str, Any] = current["config"]
-    secrets: dict[str, str] = {}
     status = DeploymentStatus(current["status"])
-    reason: str | None = current["status_reason"]
+    resuming = patch.status == "active" and status is DeploymentStatus.PAUSED
+    text: str | None = None
+    missing: list[str] | None = None
+    signature: bytes | None = None
+    secrets: dict[str, str] = {}
     if (
         patch.config is not None
         or resuming
@@ -236,31 +241,22 @@ async def update_deployment(
         stored = await _secret_hints(conn, [deployment_id])
         validated = configschema.validate_config(
             schema,
-            patch.config if patch.config is not None else config,
+            patch.config if patch.config is not None else current["config"],
             defaults=current["default_config"] if patch.config is not None else None,
             keep_secrets=stored.get(deployment_id, {}).keys(),
             partial=True,
         )
-        config, secrets = validated.public, validated.secrets
+        secrets = validated.secrets
         readiness, readiness_reason = _status_for(validated)
         if patch.status == "active" and readiness is DeploymentStatus.CONFIGURING:
             raise DeploymentNotConfigured(f"Cannot activate: {readiness_reason}.")
-        if status is not DeploymentStatus.PAUSED or patch.status == "active":
-            status, reason = readiness, readiness_reason
-    if patch.status == "paused":
-        status, reason = DeploymentStatus.PAUSED, None
+        text = config_text(validated.public)
+        missing = list(validated.missing_required)
+        signature = await signer.sign("update", user_id, deployment_id, text, missing)
     try:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
-                UPDATE,
-                (
-                    deployment_id,
-                    patch.name or current["name"],
-                    Jsonb(config),
-                    status.value,
-                    reason,
-                    max_active,
-                ),
+                UPDATE, (deployment_id, patch.name, text, missing, signature, patch.status)
             )
             updated = await cur.fetchone()
     except psycopg.Error as exc:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response, status
 
 from agentmarket.models import Deployment, DeploymentList, DeploymentPatch
 from agentmarket.services import deployments
-from functions.deps import AppSettings, Box, UserConn
+from functions.deps import Box, CurrentUser, Signer, UserConn
 from functions.openapi import problem_responses
 
 router = APIRouter(prefix="/api/deployments", tags=["deployments"])
@@ -38,7 +38,8 @@ async def update_deployment(
     deployment_id: uuid.UUID,
     patch: DeploymentPatch,
     box: Box,
-    settings: AppSettings,
+    signer: Signer,
+    user: CurrentUser,
 ) -> Deployment:
     """Rename, reconfigure (secrets left out keep their value), pause or resume."""
     return await deployments.update_deployment(
@@ -46,7 +47,8 @@ async def update_deployment(
         deployment_id=deployment_id,
         patch=patch,
         box=box,
-        max_active=settings.max_active_deployments,
+        signer=signer,
+        user_id=user.id,
     )
 
 

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
+from agentmarket import migrate
 from agentmarket.config import DEV_JWT_SECRET, Settings, get_settings
 from agentmarket.tokens import LocalUser, ensure_user, mint_access_token
 from functions.app import create_app
@@ -27,7 +28,9 @@ class Caller:
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    return get_settings(
+    """The app logs in as the least-privilege API login (the test default derived from
+    DATABASE_URL); the cap is stored in the database as `agentmarket migrate` stores it."""
+    settings = get_settings(
         app_env="test",
         database_url=db_url,
         supabase_url=None,
@@ -35,6 +38,9 @@ def settings(db_url: str) -> Settings:
         max_active_deployments=3,
         catalog_cache_seconds=0,  # tests see every write at once; caching has its own test
     )
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        migrate.store_settings(conn, max_active_deployments=settings.max_active_deployments)
+    return settings
 
 
 @pytest.fixture

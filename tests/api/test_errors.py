@@ -3,7 +3,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import httpx
+import psycopg
 import pytest
+from fastapi import FastAPI
 from structlog.testing import capture_logs
 
 from tests.api.conftest import Caller
@@ -123,6 +125,25 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert ready.json()["database"] == "ok"
     metrics = await client.get("/metrics")
     assert "marketplace_deployments_total" in metrics.text
+
+
+async def test_the_app_connects_only_as_the_least_privilege_api_login(
+    app: FastAPI, client: httpx.AsyncClient, conn: psycopg.Connection
+) -> None:
+    async with app.state.agentmarket.pool.connection() as own:
+        cur = await own.execute("select session_user, current_user")
+        assert await cur.fetchone() == ("agentmarket_api", "agentmarket_api")
+    assert (await client.get("/readyz")).status_code == 200
+    assert (await client.get("/api/marketplace/agents")).status_code == 200
+    logins = conn.execute(
+        "select application_name, array_agg(distinct usename::text) from pg_stat_activity"
+        " where datname = current_database() and application_name like 'agentmarket-%'"
+        " group by application_name order by 1"
+    ).fetchall()
+    assert logins == [
+        ("agentmarket-api", ["agentmarket_api"]),
+        ("agentmarket-api-listen", ["agentmarket_api"]),
+    ]
 
 
 async def test_nul_characters_are_bad_input_not_a_server_error(

@@ -361,3 +361,24 @@ def test_sigterm_finishes_or_hands_back_running_replies(stack: Stack) -> None:
         final = wait_message(client, reply_id, until=finished, seconds=60)
         assert final["status"] == "completed"
         assert final["content"].startswith("Echo: long goodbye")
+
+
+def test_the_processes_connect_only_as_their_least_privilege_logins(stack: Stack) -> None:
+    """API and worker log in as agentmarket_api / agentmarket_worker (never as the operator), so
+    every chat test above ran under least privilege."""
+    with stack.client("logins@example.com") as client:
+        deployment = deploy(client)
+        reply = client.post(f"/api/agents/{deployment}/chat", json={"message": "who am I?"})
+        assert reply.status_code == 200, reply.text
+    with psycopg.connect(stack.db_url) as conn:
+        rows = conn.execute(
+            "select application_name, array_agg(distinct usename::text)"
+            " from pg_stat_activity where datname = current_database()"
+            " and application_name like 'agentmarket-%' group by application_name order by 1"
+        ).fetchall()
+    assert rows == [
+        ("agentmarket-api", ["agentmarket_api"]),
+        ("agentmarket-api-listen", ["agentmarket_api"]),
+        ("agentmarket-worker", ["agentmarket_worker"]),
+        ("agentmarket-worker-listen", ["agentmarket_worker"]),
+    ]

@@ -3,12 +3,15 @@ from __future__ import annotations
 import base64
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import ValidationError
 
 from agentmarket.cli import main
 from agentmarket.config import (
     DEV_DATABASE_URL,
+    LOCAL_LOGIN_PASSWORDS,
     AppEnv,
+    MissingSetting,
     check_env,
     get_settings,
     parse_encryption_keys,
@@ -26,6 +29,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
         "APP_ENV",
         "DATABASE_URL",
         "DATABASE_DIRECT_URL",
+        "API_DATABASE_URL",
+        "API_DATABASE_DIRECT_URL",
+        "WORKER_DATABASE_URL",
+        "MAX_ACTIVE_DEPLOYMENTS",
         "SUPABASE_URL",
         "SUPABASE_ANON_KEY",
         "SUPABASE_SERVICE_ROLE_KEY",
@@ -99,6 +106,8 @@ def test_check_env_is_quiet_in_dev_and_strict_in_prod(monkeypatch: pytest.Monkey
     required = {p.setting for p in check_env(prod) if p.required}
     assert required == {
         "DATABASE_URL",
+        "API_DATABASE_URL",
+        "WORKER_DATABASE_URL",
         "SUPABASE_JWT_SECRET",
         "SECRETS_ENCRYPTION_KEY",
         "SUPABASE_URL",
@@ -119,6 +128,13 @@ def test_check_env_command_exit_codes(
     monkeypatch.setenv("SUPABASE_JWT_SECRET", "q8Vd2LmT0rWc5Nz1Hs7Kp4Yb9Xe3Ga6Fj0Ru2Ot8")
     monkeypatch.setenv("SECRETS_ENCRYPTION_KEY", f"k1:{KEY_A}")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-proj-abcdefghijklmnopqrstuvwx")
+    assert main(["check-env"]) == 1
+    out = capsys.readouterr().out
+    assert "missing  API_DATABASE_URL" in out and "missing  WORKER_DATABASE_URL" in out
+    monkeypatch.setenv(
+        "API_DATABASE_URL", "postgresql://agentmarket_api:apw@db.example.com/postgres"
+    )
+    monkeypatch.setenv("WORKER_DATABASE_URL", "postgresql://agentmarket_worker:wpw@db/postgres")
     assert main(["check-env"]) == 0
     out = capsys.readouterr().out
     assert "pw@" not in out and "abcdefghij" not in out
@@ -148,3 +164,91 @@ def test_env_example_documents_every_setting_and_parses() -> None:
     settings = Settings(_env_file=example)  # type: ignore[call-arg]
     assert settings.app_env is AppEnv.DEV
     assert not [p for p in check_env(settings) if p.required]
+
+
+def test_process_logins_default_to_the_local_logins_in_dev_and_test(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "DATABASE_URL", "postgresql://postgres:secret@127.0.0.1:6000/app?sslmode=disable"
+    )
+    for env in ("dev", "test"):
+        monkeypatch.setenv("APP_ENV", env)
+        settings = get_settings()
+        api, listen, worker = (
+            conninfo_to_dict(url)
+            for url in (settings.api_url, settings.api_direct_url, settings.worker_url)
+        )
+        for params, login in (
+            (api, "agentmarket_api"),
+            (listen, "agentmarket_api"),
+            (worker, "agentmarket_worker"),
+        ):
+            assert params["user"] == login
+            assert params["password"] == LOCAL_LOGIN_PASSWORDS[login]
+            assert (params["host"], params["port"], params["dbname"]) == (
+                "127.0.0.1",
+                "6000",
+                "app",
+            )
+            assert params["sslmode"] == "disable"
+    # The worker and the LISTEN connection follow the operator's session URL.
+    monkeypatch.setenv("DATABASE_DIRECT_URL", "postgresql://postgres:secret@direct:5432/app")
+    settings = get_settings()
+    assert conninfo_to_dict(settings.worker_url)["host"] == "direct"
+    assert conninfo_to_dict(settings.api_direct_url)["host"] == "direct"
+    assert conninfo_to_dict(settings.api_url)["host"] == "127.0.0.1"
+
+
+def test_explicit_process_logins_win_and_the_listen_url_follows_the_api_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("API_DATABASE_URL", "postgresql://agentmarket_api:a@pooler:6543/postgres")
+    monkeypatch.setenv("WORKER_DATABASE_URL", "postgresql://agentmarket_worker:w@db:5432/postgres")
+    settings = get_settings()
+    assert settings.api_url == "postgresql://agentmarket_api:a@pooler:6543/postgres"
+    assert settings.api_direct_url == settings.api_url
+    assert settings.worker_url == "postgresql://agentmarket_worker:w@db:5432/postgres"
+    monkeypatch.setenv("API_DATABASE_DIRECT_URL", "postgresql://agentmarket_api:a@db:5432/postgres")
+    assert get_settings().api_direct_url == "postgresql://agentmarket_api:a@db:5432/postgres"
+
+
+def test_prod_requires_the_process_logins(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = get_settings(app_env=AppEnv.PROD)
+    with pytest.raises(MissingSetting, match="API_DATABASE_URL is required"):
+        _ = settings.api_url
+    with pytest.raises(MissingSetting, match="API_DATABASE_URL is required"):
+        _ = settings.api_direct_url
+    with pytest.raises(MissingSetting, match="WORKER_DATABASE_URL is required"):
+        _ = settings.worker_url
+    monkeypatch.setenv("APP_ENV", "prod")
+    monkeypatch.setenv("SECRETS_ENCRYPTION_KEY", f"k1:{KEY_A}")
+    for command in (["serve"], ["worker"]):
+        with pytest.raises(SystemExit) as exc:
+            main(command)
+        assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "API_DATABASE_URL is required when APP_ENV=prod" in err
+    assert "WORKER_DATABASE_URL is required when APP_ENV=prod" in err
+
+
+def test_check_env_refuses_the_operator_login_or_a_local_password_for_the_processes() -> None:
+    settings = get_settings(
+        app_env=AppEnv.PROD,
+        database_url="postgresql://postgres:opw@db.example.com/postgres",
+        api_database_url="postgresql://postgres:opw@db.example.com/postgres",
+        worker_database_url=(
+            "postgresql://agentmarket_worker:agentmarket-worker-local@db.example.com/postgres"
+        ),
+    )
+    problems = {(p.setting, p.problem, p.required) for p in check_env(settings)}
+    assert (
+        "API_DATABASE_URL",
+        "logs in as postgres, the operator's DATABASE_URL login: use a least-privilege login "
+        "(docs/operations.md)",
+        True,
+    ) in problems
+    assert ("WORKER_DATABASE_URL", "still the local development password", True) in problems
+    assert all("opw" not in p[1] for p in problems)

@@ -37,7 +37,7 @@
 begin;
 set local search_path = public, extensions;
 
-select plan(128);
+select plan(131);
 
 -- RLS is enabled on every table, exposed or private ---------------------------------------------
 select ok((select relrowsecurity from pg_class where oid = 'public.marketplace_agents'::regclass),
@@ -132,11 +132,12 @@ select table_privs_are('public', 'agent_messages', 'service_role',
                        array['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER'],
                        'service_role has all privileges on agent_messages');
 
--- message_feedback: select/insert/delete on the table, update on (rating, comment) only.
+-- message_feedback: select/delete on the table, insert on (message_id, user_id, rating, comment),
+-- update on (rating, comment) only (20261130090200_feedback_column_grants.sql).
 select table_privs_are('public', 'message_feedback', 'anon', array[]::name[],
                        'anon has no privileges on message_feedback');
-select table_privs_are('public', 'message_feedback', 'authenticated', array['SELECT', 'INSERT', 'DELETE'],
-                       'authenticated may select, insert, delete message_feedback (no table-wide update)');
+select table_privs_are('public', 'message_feedback', 'authenticated', array['SELECT', 'DELETE'],
+                       'authenticated may select, delete message_feedback (no table-wide insert or update)');
 select table_privs_are('public', 'message_feedback', 'service_role',
                        array['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER'],
                        'service_role has all privileges on message_feedback');
@@ -145,23 +146,37 @@ select column_privs_are('public', 'message_feedback', 'rating', 'authenticated',
 select column_privs_are('public', 'message_feedback', 'comment', 'authenticated',
                         array['SELECT', 'INSERT', 'UPDATE'], 'authenticated may update message_feedback.comment');
 select column_privs_are('public', 'message_feedback', 'id', 'authenticated',
-                        array['SELECT', 'INSERT'], 'authenticated may not update message_feedback.id');
+                        array['SELECT'], 'authenticated may not insert or update message_feedback.id');
 select column_privs_are('public', 'message_feedback', 'message_id', 'authenticated',
                         array['SELECT', 'INSERT'], 'authenticated may not update message_feedback.message_id');
 select column_privs_are('public', 'message_feedback', 'user_id', 'authenticated',
                         array['SELECT', 'INSERT'], 'authenticated may not update message_feedback.user_id');
 select column_privs_are('public', 'message_feedback', 'created_at', 'authenticated',
-                        array['SELECT', 'INSERT'], 'authenticated may not update message_feedback.created_at');
+                        array['SELECT'], 'authenticated may not insert or update message_feedback.created_at');
 select column_privs_are('public', 'message_feedback', 'updated_at', 'authenticated',
-                        array['SELECT', 'INSERT'], 'authenticated may not update message_feedback.updated_at');
+                        array['SELECT'], 'authenticated may not insert or update message_feedback.updated_at');
 select column_privs_are('public', 'message_feedback', 'rating', 'anon', array[]::name[],
                         'anon has no column privileges on message_feedback.rating');
 
--- survey_responses: select and insert only.
+-- survey_responses: select, and insert of the answer's own fields only.
 select table_privs_are('public', 'survey_responses', 'anon', array[]::name[],
                        'anon has no privileges on survey_responses');
-select table_privs_are('public', 'survey_responses', 'authenticated', array['SELECT', 'INSERT'],
-                       'authenticated may select and insert survey_responses');
+select table_privs_are('public', 'survey_responses', 'authenticated', array['SELECT'],
+                       'authenticated may select survey_responses (no table-wide insert)');
+select results_eq($$
+  select a.attname::text collate "default" from pg_attribute a
+   where a.attrelid = 'public.survey_responses'::regclass and a.attnum > 0 and not a.attisdropped
+     and has_column_privilege('authenticated', a.attrelid, a.attnum, 'INSERT')
+   order by a.attnum
+$$, array['user_id', 'deployment_id', 'satisfaction', 'ease_of_use', 'likelihood_to_recommend', 'comment'],
+  'authenticated may insert exactly the answer''s fields into survey_responses (not id, created_at)');
+select results_eq($$
+  select a.attname::text collate "default" from pg_attribute a
+   where a.attrelid = 'public.message_feedback'::regclass and a.attnum > 0 and not a.attisdropped
+     and has_column_privilege('authenticated', a.attrelid, a.attnum, 'INSERT')
+   order by a.attnum
+$$, array['message_id', 'user_id', 'rating', 'comment'],
+  'authenticated may insert exactly message_id, user_id, rating, comment into message_feedback');
 select table_privs_are('public', 'survey_responses', 'service_role',
                        array['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER'],
                        'service_role has all privileges on survey_responses');
@@ -325,7 +340,7 @@ select results_eq($$
    order by 1
 $$, array['private.cancel_chat_message(uuid)',
           'private.create_conversation(uuid,text)',
-          'private.create_deployment(uuid,text,jsonb,text,text,integer)',
+          'private.create_deployment(uuid,text,text,text[],bytea)',
           'private.delete_conversation(uuid,uuid)',
           'private.delete_deployment(uuid)',
           'private.deployment_secret_hints(uuid[])',
@@ -333,8 +348,14 @@ $$, array['private.cancel_chat_message(uuid)',
           'private.put_deployment_secret(uuid,text,text,bytea,text)',
           'private.send_chat_message(uuid,uuid,text,text,text)',
           'private.track_event(text,uuid,uuid,jsonb)',
-          'private.update_deployment(uuid,text,jsonb,text,text,integer)'],
+          'private.update_deployment(uuid,text,text,text[],bytea,text)'],
   'authenticated may execute exactly the API functions in schema private');
+select results_eq($$
+  select p.oid::regprocedure::text collate "default" from pg_proc p
+   where p.pronamespace = 'private'::regnamespace and has_function_privilege('agentmarket_api', p.oid, 'EXECUTE')
+   order by 1
+$$, array['private.api_signing_key()', 'private.applied_migrations()'],
+  'the API login itself may execute exactly api_signing_key() and applied_migrations()');
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
    where p.pronamespace = 'private'::regnamespace and not has_function_privilege('service_role', p.oid, 'EXECUTE')
@@ -343,9 +364,11 @@ select results_eq($$
   select p.oid::regprocedure::text collate "default" from pg_proc p
    where p.pronamespace = 'private'::regnamespace and p.prosecdef
    order by 1
-$$, array['private.cancel_chat_message(uuid)',
+$$, array['private.api_signing_key()',
+          'private.applied_migrations()',
+          'private.cancel_chat_message(uuid)',
           'private.create_conversation(uuid,text)',
-          'private.create_deployment(uuid,text,jsonb,text,text,integer)',
+          'private.create_deployment(uuid,text,text,text[],bytea)',
           'private.delete_conversation(uuid,uuid)',
           'private.delete_deployment(uuid)',
           'private.deployment_secret_hints(uuid[])',
@@ -354,7 +377,7 @@ $$, array['private.cancel_chat_message(uuid)',
           'private.put_deployment_secret(uuid,text,text,bytea,text)',
           'private.send_chat_message(uuid,uuid,text,text,text)',
           'private.track_event(text,uuid,uuid,jsonb)',
-          'private.update_deployment(uuid,text,jsonb,text,text,integer)'],
+          'private.update_deployment(uuid,text,text,text[],bytea,text)'],
   'exactly these private functions are SECURITY DEFINER');
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p

@@ -4,7 +4,7 @@
 begin;
 set local search_path = public, extensions;
 
-select plan(37);
+select plan(41);
 
 -- Fixtures (as postgres) ---------------------------------------------------------------------------
 insert into auth.users (id, email, raw_app_meta_data) values
@@ -47,9 +47,31 @@ set local role authenticated;
 set local request.jwt.claims to
   '{"sub": "a0000000-0000-4000-8000-00000000000a", "role": "authenticated", "app_metadata": {}}';
 
-select lives_ok($$insert into public.message_feedback (id, message_id, rating, comment) values
-                  ('f0000000-0000-4000-8000-0000000000a1', 'e0000000-0000-4000-8000-0000000000a2', 'like', 'nice')$$,
-                'A rates their own assistant reply (user_id defaults to auth.uid())');
+select throws_ok($$insert into public.message_feedback (id, message_id, rating, comment) values
+                   ('f0000000-0000-4000-8000-0000000000a1', 'e0000000-0000-4000-8000-0000000000a2', 'like', 'nice')$$,
+                 '42501', 'permission denied for table message_feedback',
+                 'A cannot choose the id of their feedback (no INSERT on column id)');
+select throws_ok($$insert into public.message_feedback (message_id, rating, created_at) values
+                   ('e0000000-0000-4000-8000-0000000000a2', 'like', '1999-01-01')$$,
+                 '42501', 'permission denied for table message_feedback',
+                 'A cannot backdate created_at on insert');
+select throws_ok($$insert into public.message_feedback (message_id, rating, updated_at) values
+                   ('e0000000-0000-4000-8000-0000000000a2', 'like', '1999-01-01')$$,
+                 '42501', 'permission denied for table message_feedback',
+                 'A cannot set updated_at on insert');
+select lives_ok($$insert into public.message_feedback (message_id, rating, comment) values
+                  ('e0000000-0000-4000-8000-0000000000a2', 'like', 'nice')$$,
+                'A rates their own assistant reply (id, user_id and timestamps take their defaults)');
+reset role;
+-- A fixed id for the assertions below (as postgres: clients cannot choose it).
+update public.message_feedback set id = 'f0000000-0000-4000-8000-0000000000a1'
+ where message_id = 'e0000000-0000-4000-8000-0000000000a2' and user_id = 'a0000000-0000-4000-8000-00000000000a';
+select ok((select created_at > '2020-01-01' and updated_at > '2020-01-01' from public.message_feedback
+            where id = 'f0000000-0000-4000-8000-0000000000a1'),
+          'the feedback''s timestamps are the database''s');
+set local role authenticated;
+set local request.jwt.claims to
+  '{"sub": "a0000000-0000-4000-8000-00000000000a", "role": "authenticated", "app_metadata": {}}';
 select lives_ok($$insert into public.message_feedback (message_id, user_id, rating) values
                   ('e0000000-0000-4000-8000-0000000000a3', 'a0000000-0000-4000-8000-00000000000a', 'dislike')$$,
                 'A rates another own reply with an explicit user_id = A');

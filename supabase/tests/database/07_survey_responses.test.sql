@@ -4,7 +4,7 @@
 begin;
 set local search_path = public, extensions;
 
-select plan(31);
+select plan(34);
 
 -- Fixtures (as postgres) ---------------------------------------------------------------------------
 insert into auth.users (id, email, raw_app_meta_data) values
@@ -33,6 +33,14 @@ select lives_ok($$insert into public.survey_responses (satisfaction, ease_of_use
 select lives_ok($$insert into public.survey_responses (user_id, deployment_id, satisfaction, ease_of_use, likelihood_to_recommend)
                   values ('a0000000-0000-4000-8000-00000000000a', 'd0000000-0000-4000-8000-0000000000a1', 1, 1, 0)$$,
                 'A answers about their own deployment (lowest valid scores)');
+select throws_ok($$insert into public.survey_responses (id, satisfaction, ease_of_use, likelihood_to_recommend)
+                   values ('50000000-0000-4000-8000-0000000000a9', 3, 3, 5)$$,
+                 '42501', 'permission denied for table survey_responses',
+                 'A cannot choose the id of an answer (no INSERT on column id)');
+select throws_ok($$insert into public.survey_responses (satisfaction, ease_of_use, likelihood_to_recommend, created_at)
+                   values (3, 3, 5, '1999-01-01')$$,
+                 '42501', 'permission denied for table survey_responses',
+                 'A cannot backdate created_at on insert');
 select throws_ok($$insert into public.survey_responses (deployment_id, satisfaction, ease_of_use, likelihood_to_recommend)
                    values ('d0000000-0000-4000-8000-0000000000b1', 3, 3, 5)$$,
                  '42501', 'new row violates row-level security policy for table "survey_responses"',
@@ -140,6 +148,9 @@ select results_eq($$select user_id, count(*)::int from public.survey_responses
                   'exactly the allowed answers were stored');
 select is((select satisfaction::int from public.survey_responses where id = '50000000-0000-4000-8000-0000000000b1'),
           2, 'B''s answer is unchanged');
+select ok((select bool_and(created_at > '2020-01-01') from public.survey_responses
+            where user_id = 'a0000000-0000-4000-8000-00000000000a'),
+          'A''s answers carry the database''s created_at');
 
 -- the service may clean up ---------------------------------------------------------------------------------
 set local role service_role;

@@ -3,13 +3,16 @@
 --   * public.search_agents / public.agent_search_query: SECURITY INVOKER catalog search (published only);
 --   * private.create_deployment / update_deployment / delete_deployment / put_deployment_secret /
 --     deployment_secret_hints: SECURITY DEFINER, authenticated only, act on the caller's own rows only;
+--     create/update accept a config only with the API's signature (computed here as postgres with
+--     the database's key, as the functions compute it) and read the cap from private.app_settings
+--     (forged arguments: 10_trusted_deployment_writes.test.sql);
 --   * private.track_event: anon and authenticated, the user id comes from the claims.
 -- Custom SQLSTATEs: AMNF1 agent not found, AMNF2 deployment not found, AMLIM deployment limit reached.
 -- Conventions (role switching, claims, SQLSTATEs): see 01_structure.test.sql.
 begin;
 set local search_path = public, extensions;
 
-select plan(46);
+select plan(47);
 
 -- Fixtures (as postgres) ---------------------------------------------------------------------------
 insert into auth.users (id, email, raw_app_meta_data) values
@@ -28,6 +31,22 @@ insert into public.agent_deployments (id, user_id, agent_id, name, deleted_at) v
    'a9000000-0000-4000-8000-000000000001', 'A deleted', now());
 insert into private.deployment_secrets (deployment_id, field, key_id, ciphertext, hint) values
   ('d0000000-0000-4000-8000-0000000000b1', 'api_key', 'k1', '\x00', 'B-hint');
+update private.app_settings set max_active_deployments = 2;
+-- What the functions app sends: HMAC-SHA256 of the signed payload under the database's key.
+create function pg_temp.sign(p_op text, p_user uuid, p_target uuid, p_config text, p_missing text[])
+returns bytea language sql as $$
+  select extensions.hmac(convert_to(private.signed_deployment_payload(p_op, p_user, p_target, p_config, p_missing), 'UTF8'),
+                         private.api_signing_key(), 'sha256')
+$$;
+create temp table sigs (name text primary key, sig bytea not null);
+grant select on sigs to public;
+insert into sigs values
+  ('a-first', pg_temp.sign('create', 'a0000000-0000-4000-8000-00000000000a', 'a9000000-0000-4000-8000-000000000001', '{"tone": "dry"}', '{}')),
+  ('a-unpublished', pg_temp.sign('create', 'a0000000-0000-4000-8000-00000000000a', 'a9000000-0000-4000-8000-000000000002', '{}', '{}')),
+  ('a-none', pg_temp.sign('create', 'a0000000-0000-4000-8000-00000000000a', 'a9000000-0000-4000-8000-0000000000ff', '{}', '{}')),
+  ('a-agent', pg_temp.sign('create', 'a0000000-0000-4000-8000-00000000000a', 'a9000000-0000-4000-8000-000000000001', '{}', '{}')),
+  ('a-on-b', pg_temp.sign('update', 'a0000000-0000-4000-8000-00000000000a', 'd0000000-0000-4000-8000-0000000000b1', '{}', '{}')),
+  ('a-on-deleted', pg_temp.sign('update', 'a0000000-0000-4000-8000-00000000000a', 'd0000000-0000-4000-8000-0000000000a9', '{}', '{}'));
 
 -- anon: search and telemetry only ----------------------------------------------------------------------
 set local role anon;
@@ -42,7 +61,7 @@ select results_eq($$select slug from public.search_agents(tag => 'PGTAPZZ')$$,
                   array['pgtap-published'], 'anon tag filter (case-insensitive) returns the published agent');
 select is(public.agent_search_query('Cust supp!')::text, $$'cust':* & 'supp':*$$,
           'anon may call agent_search_query: every word becomes a required prefix');
-select throws_ok($$select * from private.create_deployment('a9000000-0000-4000-8000-000000000001', 'anon', '{}', 'active', null, 5)$$,
+select throws_ok($$select * from private.create_deployment('a9000000-0000-4000-8000-000000000001', 'anon', '{}', '{}', '\x00')$$,
                  '42501', 'permission denied for function create_deployment', 'anon cannot create deployments');
 select throws_ok($$select private.delete_deployment('d0000000-0000-4000-8000-0000000000b1')$$,
                  '42501', 'permission denied for function delete_deployment', 'anon cannot delete deployments');
@@ -68,34 +87,60 @@ set local role authenticated;
 set local request.jwt.claims to
   '{"sub": "a0000000-0000-4000-8000-00000000000a", "role": "authenticated", "app_metadata": {}}';
 
-select results_eq($$select name, user_id, status, config from private.create_deployment(
-                      'a9000000-0000-4000-8000-000000000001', 'A first', '{"tone": "dry"}', 'active', null, 2)$$,
-                  $$values ('A first'::text, 'a0000000-0000-4000-8000-00000000000a'::uuid, 'active'::text, '{"tone": "dry"}'::jsonb)$$,
-                  'A creates a deployment; it belongs to A');
+select results_eq($$select name, user_id, status, status_reason, config from private.create_deployment(
+                      'a9000000-0000-4000-8000-000000000001', 'A first', '{"tone": "dry"}', '{}',
+                      (select sig from pg_temp.sigs where name = 'a-first'))$$,
+                  $$values ('A first'::text, 'a0000000-0000-4000-8000-00000000000a'::uuid, 'active'::text, null::text,
+                            '{"tone": "dry"}'::jsonb)$$,
+                  'A creates a deployment from a signed config; it belongs to A and is active');
 select results_eq($$select name from public.agent_deployments order by name$$,
                   array['A first'], 'A reads the new deployment through RLS');
-select throws_ok($$select * from private.create_deployment('a9000000-0000-4000-8000-000000000002', 'A hidden', '{}', 'active', null, 5)$$,
+select throws_ok($$select * from private.create_deployment('a9000000-0000-4000-8000-000000000002', 'A hidden', '{}', '{}',
+                     (select sig from pg_temp.sigs where name = 'a-unpublished'))$$,
                  'AMNF1', 'agent not found', 'A cannot deploy an unpublished agent');
-select throws_ok($$select * from private.create_deployment('a9000000-0000-4000-8000-0000000000ff', 'A none', '{}', 'active', null, 5)$$,
+select throws_ok($$select * from private.create_deployment('a9000000-0000-4000-8000-0000000000ff', 'A none', '{}', '{}',
+                     (select sig from pg_temp.sigs where name = 'a-none'))$$,
                  'AMNF1', 'agent not found', 'A cannot deploy an agent that does not exist');
-select lives_ok($$select * from private.create_deployment('a9000000-0000-4000-8000-000000000001', 'A second', '{}', 'active', null, 2)$$,
-                'A creates a second active deployment (cap 2)');
-select throws_ok($$select * from private.create_deployment('a9000000-0000-4000-8000-000000000001', 'A third', '{}', 'active', null, 2)$$,
-                 'AMLIM', 'deployment limit reached', 'a third active deployment hits the cap of 2');
-select lives_ok($$select * from private.create_deployment('a9000000-0000-4000-8000-000000000001', 'A paused', '{}', 'paused', null, 2)$$,
-                'a paused deployment does not count against the cap');
-select throws_ok($$select * from private.create_deployment('a9000000-0000-4000-8000-000000000001', '   ', '{}', 'active', null, 9)$$,
+select throws_ok($$select * from private.create_deployment('a9000000-0000-4000-8000-000000000001', '   ', '{}', '{}',
+                     (select sig from pg_temp.sigs where name = 'a-agent'))$$,
                  '23514', null, 'the table''s check constraints still apply inside the function (blank name)');
+select lives_ok($$select * from private.create_deployment('a9000000-0000-4000-8000-000000000001', 'A second', '{}', '{}',
+                    (select sig from pg_temp.sigs where name = 'a-agent'))$$,
+                'A creates a second active deployment (cap 2, from private.app_settings)');
+select throws_ok($$select * from private.create_deployment('a9000000-0000-4000-8000-000000000001', 'A third', '{}', '{}',
+                     (select sig from pg_temp.sigs where name = 'a-agent'))$$,
+                 'AMLIM', 'deployment limit reached', 'a third active deployment hits the cap of 2');
+reset role;
+insert into pg_temp.sigs values
+  ('a-first-update', pg_temp.sign('update', 'a0000000-0000-4000-8000-00000000000a',
+                                  (select id from public.agent_deployments where name = 'A first'), '{}', '{}')),
+  ('a-second-resume', pg_temp.sign('update', 'a0000000-0000-4000-8000-00000000000a',
+                                   (select id from public.agent_deployments where name = 'A second'), '{}', '{}'));
+set local role authenticated;
+set local request.jwt.claims to
+  '{"sub": "a0000000-0000-4000-8000-00000000000a", "role": "authenticated", "app_metadata": {}}';
 
-select results_eq($$select name, status from private.update_deployment(
-                      (select id from public.agent_deployments where name = 'A first'), 'A renamed', '{}', 'active', null, 2)$$,
-                  $$values ('A renamed'::text, 'active'::text)$$, 'A updates their own deployment');
+select results_eq($$select name, status, config from private.update_deployment(
+                      (select id from public.agent_deployments where name = 'A first'), 'A renamed', '{}', '{}',
+                      (select sig from pg_temp.sigs where name = 'a-first-update'), null)$$,
+                  $$values ('A renamed'::text, 'active'::text, '{}'::jsonb)$$,
+                  'A renames and reconfigures their own deployment (signed config)');
+select results_eq($$select name, status, config from private.update_deployment(
+                      (select id from public.agent_deployments where name = 'A second'), null, null, null, null, 'paused')$$,
+                  $$values ('A second'::text, 'paused'::text, '{}'::jsonb)$$,
+                  'A pauses a deployment (no config, no signature needed; name and config kept)');
+select lives_ok($$select * from private.create_deployment('a9000000-0000-4000-8000-000000000001', 'A third', '{}', '{}',
+                    (select sig from pg_temp.sigs where name = 'a-agent'))$$,
+                'a paused deployment does not count against the cap');
 select throws_ok($$select * from private.update_deployment(
-                      (select id from public.agent_deployments where name = 'A paused'), 'A paused', '{}', 'active', null, 2)$$,
-                 'AMLIM', 'deployment limit reached', 'unpausing beyond the cap is refused');
-select ok((select (private.update_deployment('d0000000-0000-4000-8000-0000000000b1', 'stolen', '{}', 'active', null, 9)).id is null),
+                      (select id from public.agent_deployments where name = 'A second'), null, '{}', '{}',
+                      (select sig from pg_temp.sigs where name = 'a-second-resume'), 'active')$$,
+                 'AMLIM', 'deployment limit reached', 'resuming beyond the cap is refused');
+select ok((select (private.update_deployment('d0000000-0000-4000-8000-0000000000b1', 'stolen', '{}', '{}',
+                    (select sig from pg_temp.sigs where name = 'a-on-b'), null)).id is null),
           'A''s update of B''s deployment returns null');
-select ok((select (private.update_deployment('d0000000-0000-4000-8000-0000000000a9', 'revived', '{}', 'active', null, 9)).id is null),
+select ok((select (private.update_deployment('d0000000-0000-4000-8000-0000000000a9', 'revived', '{}', '{}',
+                    (select sig from pg_temp.sigs where name = 'a-on-deleted'), null)).id is null),
           'A''s update of their own soft-deleted deployment returns null');
 
 select lives_ok($$select private.put_deployment_secret((select id from public.agent_deployments where name = 'A renamed'),
@@ -126,8 +171,8 @@ select is(private.delete_deployment('d0000000-0000-4000-8000-0000000000b1'), fal
 select is(private.delete_deployment((select id from public.agent_deployments where name = 'A renamed')), true,
           'A deletes their own deployment');
 select results_eq($$select name from public.agent_deployments order by name$$,
-                  array['A paused', 'A second'], 'the deleted deployment disappears from A''s list');
-select is(private.delete_deployment((select id from public.agent_deployments where name = 'A paused')), true,
+                  array['A second', 'A third'], 'the deleted deployment disappears from A''s list');
+select is(private.delete_deployment((select id from public.agent_deployments where name = 'A second')), true,
           'A deletes their paused deployment');
 select lives_ok($$select private.track_event('pgtap.user.viewed', 'a9000000-0000-4000-8000-000000000001', null, null)$$,
                 'A records a telemetry event');
@@ -136,7 +181,7 @@ reset role;
 -- authenticated without a sub: the functions refuse ------------------------------------------------------------
 set local role authenticated;
 set local request.jwt.claims to '{"role": "authenticated"}';
-select throws_ok($$select * from private.create_deployment('a9000000-0000-4000-8000-000000000001', 'nobody', '{}', 'active', null, 5)$$,
+select throws_ok($$select * from private.create_deployment('a9000000-0000-4000-8000-000000000001', 'nobody', '{}', '{}', '\x00')$$,
                  '42501', 'not signed in', 'create_deployment without a user id is refused');
 select throws_ok($$select private.delete_deployment('d0000000-0000-4000-8000-0000000000b1')$$,
                  '42501', 'not signed in', 'delete_deployment without a user id is refused');
@@ -145,9 +190,9 @@ reset role;
 -- read back as postgres ------------------------------------------------------------------------------------------
 select results_eq($$select name, status, deleted_at is not null, status_reason from public.agent_deployments
                      where user_id = 'a0000000-0000-4000-8000-00000000000a' and name <> 'A deleted' order by name$$,
-                  $$values ('A paused'::text, 'paused'::text, true, 'deleted'::text),
-                           ('A renamed', 'paused', true, 'deleted'),
-                           ('A second', 'active', false, null)$$,
+                  $$values ('A renamed'::text, 'paused'::text, true, 'deleted'::text),
+                           ('A second', 'paused', true, 'deleted'),
+                           ('A third', 'active', false, null)$$,
                   'delete_deployment soft-deletes (paused, reason deleted); the rest is as A left it');
 select is((select count(*)::int from private.deployment_secrets s join public.agent_deployments d on d.id = s.deployment_id
             where d.user_id = 'a0000000-0000-4000-8000-00000000000a'), 0,

@@ -5,17 +5,20 @@ input at all reaches a 5xx."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agentmarket.config import DEV_JWT_SECRET
 from agentmarket.models import RequestBody
 from tests.api.conftest import Caller
 from tests.api.test_errors import assert_problem
@@ -172,6 +175,27 @@ async def test_a_bad_token_still_comes_before_a_bad_body(client: httpx.AsyncClie
         "/api/marketplace/deploy", content=b'{"agent_id": "\\ud800"}', headers=JSON
     )
     assert_problem(response, 401, "unauthorized")
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [("sub", "urn:uuid:{id}"), ("sub", "{{{id}}}"), ("sub", "{hex}"), ("exp", "9999999999")],
+)
+async def test_odd_token_claims_are_401(
+    client: httpx.AsyncClient, alice: Caller, claim: str, value: str
+) -> None:
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "sub": str(alice.user.id),
+        "role": "authenticated",
+        "aud": "authenticated",
+        "iat": now,
+        "exp": now + 600,
+    }
+    payload[claim] = value.format(id=alice.user.id, hex=alice.user.id.hex)
+    token = jwt.encode(payload, DEV_JWT_SECRET, algorithm="HS256")
+    response = await client.get("/api/deployments", headers={"Authorization": f"Bearer {token}"})
+    assert_problem(response, 401, "invalid_token")
 
 
 def api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:

@@ -47,6 +47,7 @@ async def update_deployment(
         patch=patch,
         box=box,
         max_active=settings.max_active_deployments,
+        allow_http_urls=settings.allow_http_urls,
     )
 
 

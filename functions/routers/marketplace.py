@@ -78,5 +78,9 @@ async def deploy(
 ) -> Deployment:
     """Deploy an agent to your workspace with a configuration validated against its schema."""
     return await deployments.deploy_agent(
-        conn=conn, request=request, box=box, max_active=settings.max_active_deployments
+        conn=conn,
+        request=request,
+        box=box,
+        max_active=settings.max_active_deployments,
+        allow_http_urls=settings.allow_http_urls,
     )

@@ -148,3 +148,13 @@ def test_env_example_documents_every_setting_and_parses() -> None:
     settings = Settings(_env_file=example)  # type: ignore[call-arg]
     assert settings.app_env is AppEnv.DEV
     assert not [p for p in check_env(settings) if p.required]
+
+
+def test_allow_http_urls_is_off_by_default_and_noted_in_prod() -> None:
+    assert get_settings().allow_http_urls is False
+    assert [
+        p for p in check_env(get_settings(app_env="prod")) if p.setting == "ALLOW_HTTP_URLS"
+    ] == []
+    prod = get_settings(app_env="prod", allow_http_urls=True)
+    [problem] = [p for p in check_env(prod) if p.setting == "ALLOW_HTTP_URLS"]
+    assert not problem.required

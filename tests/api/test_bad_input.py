@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import jwt
+import psycopg
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -306,3 +307,90 @@ async def test_no_text_reaches_a_server_error(
         assert response.status_code < 500, (raw, response.text)
         if response.status_code == 422:
             assert response.json()["errors"], response.text
+
+
+# --- Last-Event-ID ---------------------------------------------------------------------------
+
+
+def sse_events(body: str) -> list[tuple[str | None, str, dict[str, Any]]]:
+    events = []
+    for block in body.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields.get("id"), fields["event"], json.loads(fields["data"])))
+    return events
+
+
+@pytest.mark.parametrize(
+    ("last_event_id", "expected"),
+    [
+        # valid ids: resume right after them, exactly as before
+        ("0.7", [("message.delta", "0.13", "world!"), ("message.completed", "0.13f", None)]),
+        ("0.13f", [("message.completed", "0.13f", None)]),
+        (None, [("message.delta", "0.13", "Hello, world!"), ("message.completed", "0.13f", None)]),
+        # not ids of this stream: a reset, then the whole text again
+        *[
+            (
+                bad,
+                [
+                    ("message.reset", "0.0", None),
+                    ("message.delta", "0.13", "Hello, world!"),
+                    ("message.completed", "0.13f", None),
+                ],
+            )
+            for bad in [
+                "0.-5",
+                "-1.5",
+                "0.14",
+                "0.99999999999",
+                "0.1.2",
+                "0.+5",
+                " 0.5",
+                "0.x",
+                "0.5ff",
+            ]
+        ],
+    ],
+)
+async def test_last_event_id_outside_the_text_replays_from_the_start(
+    client: httpx.AsyncClient,
+    alice: Caller,
+    conn: psycopg.Connection,
+    last_event_id: str | None,
+    expected: list[tuple[str, str, str | None]],
+) -> None:
+    t = await targets(client, alice)
+    conn.execute(
+        "update public.agent_messages set content = 'Hello, world!', status = 'completed',"
+        " completed_at = now() where id = %s",
+        (t.message_id,),
+    )
+    headers = {**alice.headers}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    response = await client.get(f"/api/messages/{t.message_id}/stream", headers=headers)
+    assert response.status_code == 200, response.text
+    events = sse_events(response.text)
+    assert [(name, i, data.get("delta")) for i, name, data in events] == expected
+    assert events[-1][2]["message"]["content"] == "Hello, world!"
+
+
+async def test_unicode_digits_in_last_event_id_are_not_numbers(
+    client: httpx.AsyncClient, alice: Caller, conn: psycopg.Connection
+) -> None:
+    # Header values travel as Latin-1; a client sending "0.\u0661" (Arabic-Indic one) as UTF-8
+    # arrives as mojibake, which is no id either.
+    t = await targets(client, alice)
+    conn.execute(
+        "update public.agent_messages set content = 'Hello', status = 'completed',"
+        " completed_at = now() where id = %s",
+        (t.message_id,),
+    )
+    response = await client.get(
+        f"/api/messages/{t.message_id}/stream",
+        headers=[*alice.headers.items(), ("Last-Event-ID", "0.\u0661".encode())],
+    )
+    assert [name for _, name, _ in sse_events(response.text)] == [
+        "message.reset",
+        "message.delta",
+        "message.completed",
+    ]

@@ -387,7 +387,10 @@ async def test_unicode_digits_in_last_event_id_are_not_numbers(
     )
     response = await client.get(
         f"/api/messages/{t.message_id}/stream",
-        headers=[*alice.headers.items(), ("Last-Event-ID", "0.\u0661".encode())],
+        headers=[
+            *((k.encode(), v.encode()) for k, v in alice.headers.items()),
+            (b"Last-Event-ID", "0.\u0661".encode()),
+        ],
     )
     assert [name for _, name, _ in sse_events(response.text)] == [
         "message.reset",

@@ -12,6 +12,10 @@ nothing else (a JWKS public key is never used as an HMAC secret), and a JWKS key
 algorithm (PyJWT refuses a token whose `alg` differs from the key's). Anything else, `none`
 included, is refused before any key is looked at.
 
+Claims are checked as PostgREST would need them: `exp` present, `exp`/`nbf`/`iat` JSON numbers
+(not "9999999999", not true), `sub` the canonical lower-case UUID text, and nothing PostgreSQL
+cannot hold in `request.jwt.claims` (NaN, lone surrogates).
+
 Every verification failure is `InvalidToken`; a validly signed anon key (role `anon`) is not a
 user and raises `AnonymousToken` (an `Unauthorized`); failing to fetch the JWKS with nothing
 usable cached is our problem, `ServiceUnavailable`. No error message or log line contains the token.
@@ -34,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from agentmarket.config import Settings
 from agentmarket.errors import AnonymousToken, InvalidToken, ServiceUnavailable
+from agentmarket.jsontext import json_problems
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +52,10 @@ USER_ROLE: Final = "authenticated"
 MAX_TOKEN_LENGTH: Final = 16_384
 MIN_HMAC_SECRET_BYTES: Final = 32
 JWKS_FETCH_TIMEOUT: Final = httpx.Timeout(5.0)
+
+# NumericDate claims (RFC 7519 §2): JSON numbers. PyJWT reads them with int(), so it would take
+# "9999999999" or true.
+NUMERIC_CLAIMS: Final = ("exp", "nbf", "iat")
 
 # RFC 6750 §2.1: `Bearer` (any case), one or more spaces, a b64token.
 _BEARER_RE: Final = re.compile(r"([A-Za-z]+) +([A-Za-z0-9\-._~+/]+=*)")
@@ -112,6 +121,17 @@ def _parse_jwks(document: object) -> dict[str, jwt.PyJWK]:
         if _usable_key(jwk) and jwk.key_id is not None:
             keys.setdefault(jwk.key_id, jwk)
     return keys
+
+
+def _check_claim_types(claims: Mapping[str, Any]) -> None:
+    """Time claims are numbers, and the claims are JSON that PostgreSQL can hold: they become
+    `request.jwt.claims` (no NaN, no lone surrogates, no NUL)."""
+    for name in NUMERIC_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InvalidToken(f"The access token's {name} claim is not a number.")
+    if json_problems(claims):
+        raise InvalidToken("The access token's claims are not valid JSON text.")
 
 
 class TokenVerifier:
@@ -206,6 +226,7 @@ class TokenVerifier:
             raise InvalidToken("The access token's signing algorithm is not accepted.")
 
         claims = self._decode(token, key, algorithms)
+        _check_claim_types(claims)
         return self._user(claims)
 
     def _decode(self, token: str, key: str | jwt.PyJWK, algorithms: list[str]) -> dict[str, Any]:
@@ -254,10 +275,14 @@ class TokenVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str):
             raise InvalidToken("The access token has no subject.")
+        # One spelling only: uuid.UUID also reads urn:uuid:…, {…}, upper case and bare hex, which
+        # PostgreSQL's auth.uid() would read differently or not at all.
         try:
             user_id = uuid.UUID(sub)
         except ValueError:
-            raise InvalidToken("The access token's subject is not a user id.") from None
+            user_id = None
+        if user_id is None or str(user_id) != sub:
+            raise InvalidToken("The access token's subject is not a user id.")
 
         email = claims.get("email")
         app_metadata = claims.get("app_metadata")

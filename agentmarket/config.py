@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     chat_wait_seconds: Annotated[float, Field(ge=0, le=600)] = 60.0
     sse_ping_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0
     worker_metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 0
+    # `format: uri` config fields take https URLs only; this lets http ones through (development).
+    allow_http_urls: bool = False
     log_level: str = "info"
 
     @field_validator(
@@ -298,6 +300,11 @@ def check_env(settings: Settings) -> list[EnvProblem]:
             )
         elif _is_placeholder(raw):
             problems.append(EnvProblem(name, "is a placeholder", strict))
+
+    if strict and settings.allow_http_urls:
+        problems.append(
+            EnvProblem("ALLOW_HTTP_URLS", "set: agent configs may hold plain http:// URLs", False)
+        )
 
     if settings.sentry_dsn is None:
         problems.append(EnvProblem("SENTRY_DSN", "not set: errors are not sent to Sentry", False))

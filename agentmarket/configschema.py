@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError, best_match
 
 from agentmarket.errors import FieldError, InvalidConfig
+from agentmarket.urls import url_problem
 
 CONFIG_POINTER = "/config"
 
@@ -60,20 +61,43 @@ def _is_email(instance: object) -> bool:
     return not isinstance(instance, str) or _EMAIL.fullmatch(instance) is not None
 
 
-def _format_checker() -> FormatChecker:
-    """Draft 2020-12's checkers plus a stricter `email`.
+class RefusedURL(ValueError):
+    """A well-formed URL the policy refuses; its message completes "the field …"."""
 
-    `uri` is only checked when `rfc3986-validator` (or `rfc3987`) is importable: jsonschema
-    registers the checker silently when it is and skips the format when it is not. The unit tests
-    assert it is registered.
+
+def _policy_uri_check(*, allow_http: bool) -> Callable[[object], bool]:
+    syntax = Draft202012Validator.FORMAT_CHECKER.checkers.get("uri", (None, ()))[0]
+
+    def is_allowed_uri(instance: object) -> bool:
+        if not isinstance(instance, str):
+            return True
+        if syntax is not None and not syntax(instance):
+            return False
+        problem = url_problem(instance, allow_http=allow_http)
+        if problem is not None:
+            raise RefusedURL(problem)
+        return True
+
+    return is_allowed_uri
+
+
+def _format_checker(*, allow_http_urls: bool = False) -> FormatChecker:
+    """Draft 2020-12's checkers plus a stricter `email` and our URL policy on `uri`.
+
+    `uri` syntax is only checked when `rfc3986-validator` (or `rfc3987`) is importable: jsonschema
+    registers that checker silently when it is. The unit tests assert it is registered. On top of
+    the syntax, `agentmarket.urls` decides which URLs are allowed (https, public hosts, no
+    credentials; http too with `allow_http_urls`).
     """
     checker = FormatChecker(formats=())
     checker.checkers.update(Draft202012Validator.FORMAT_CHECKER.checkers)
     checker.checks("email")(_is_email)
+    checker.checks("uri", raises=RefusedURL)(_policy_uri_check(allow_http=allow_http_urls))
     return checker
 
 
 FORMAT_CHECKER = _format_checker()
+_FORMAT_CHECKERS = {False: FORMAT_CHECKER, True: _format_checker(allow_http_urls=True)}
 
 # Stands in for a secret kept from an earlier save while validating, so that `required`,
 # `dependentRequired`, `if`/`then` and the like see the field as present.
@@ -106,6 +130,7 @@ def validate_config(
     defaults: Mapping[str, Any] | None = None,
     keep_secrets: Iterable[str] = (),
     partial: bool = False,
+    allow_http_urls: bool = False,
 ) -> ValidatedConfig:
     """Validate `config`, or raise `InvalidConfig` with every problem found.
 
@@ -114,6 +139,8 @@ def validate_config(
     is validated. An empty-string secret counts as absent. `keep_secrets` names secrets already
     stored for the deployment: they satisfy `required` without being sent again. With `partial`,
     missing top-level required fields are returned in `missing_required` instead of failing.
+    `format: uri` fields must be https URLs of public hosts (`agentmarket.urls`); with
+    `allow_http_urls` (the ALLOW_HTTP_URLS setting, for development) http ones too.
     """
     if not isinstance(config, Mapping):
         raise InvalidConfig(errors=[FieldError(CONFIG_POINTER, "must be an object")])
@@ -140,7 +167,7 @@ def validate_config(
         if not isinstance(value, str)
     }
     missing: set[str] = set()
-    validator = Draft202012Validator(schema, format_checker=FORMAT_CHECKER)
+    validator = Draft202012Validator(schema, format_checker=_FORMAT_CHECKERS[allow_http_urls])
     for error in validator.iter_errors(data):
         if partial and error.validator == "required" and not error.absolute_path:
             missing.update(_missing_properties(error))
@@ -208,6 +235,8 @@ def _describe(error: ValidationError) -> Iterator[FieldError]:
                         yield FieldError(_join(path, other), f"is required when {name} is set")
     elif keyword in ("anyOf", "oneOf"):
         yield from _describe_alternatives(error, path)
+    elif keyword == "format" and isinstance(error.cause, RefusedURL):
+        yield FieldError(path, str(error.cause))
     else:
         yield FieldError(path, _message(str(keyword), value))
 

@@ -13,37 +13,30 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     field_validator,
+    model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from agentmarket.jsontext import json_problems, text_problem
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; refuse it as bad input instead of failing in the database.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+def _storable(value: str) -> str:
+    # PostgreSQL text holds neither NUL nor lone surrogates; refuse them as bad input instead of
+    # failing in the database (or in the driver, which cannot encode a surrogate).
+    if (problem := text_problem(value)) is not None:
+        raise ValueError(problem)
     return value
 
 
-def _no_nul_anywhere(value: Any) -> Any:
-    """The same rule for JSON documents (jsonb rejects \u0000 in keys and strings)."""
-    if isinstance(value, str):
-        _no_nul(value)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _no_nul(key)
-            _no_nul_anywhere(item)
-    elif isinstance(value, list):
-        for item in value:
-            _no_nul_anywhere(item)
-    return value
-
-
-Text = Annotated[str, AfterValidator(_no_nul)]
-JSONObject = Annotated[dict[str, Any], AfterValidator(_no_nul_anywhere)]
+Text = Annotated[str, AfterValidator(_storable)]
+# A JSON object from a request body; RequestBody has already checked everything in it.
+JSONObject = dict[str, Any]
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(_no_nul),
+    AfterValidator(_storable),
 ]
 
 
@@ -76,6 +69,31 @@ class DeploymentStatus(StrEnum):
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class RequestBody(Model):
+    """A JSON request body. Before any field is looked at, the whole document is checked for what
+    Python's json accepts but PostgreSQL (and JSON) does not: NaN/Infinity, lone surrogates, NUL,
+    runaway nesting (`agentmarket.jsontext`). Each problem is a field error at its own path, so
+    the API answers 422 with a JSON Pointer, wherever in the body (keys included) it is."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_json(cls, data: Any) -> Any:
+        problems = json_problems(data)
+        if problems:
+            raise ValidationError.from_exception_data(
+                cls.__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("unstorable_json", message),
+                        loc=path,
+                        input=None,  # never echo what was sent (it may be a secret)
+                    )
+                    for path, message in problems
+                ],
+            )
+        return data
 
 
 # --- catalog -------------------------------------------------------------------------------------
@@ -150,7 +168,7 @@ class CategoryCount(Model):
 # --- deployments ---------------------------------------------------------------------------------
 
 
-class DeployRequest(Model):
+class DeployRequest(RequestBody):
     agent_id: Annotated[
         Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)
     ] = Field(description="The agent's id (uuid) or slug.")
@@ -161,7 +179,7 @@ class DeployRequest(Model):
     )
 
 
-class DeploymentPatch(Model):
+class DeploymentPatch(RequestBody):
     name: Name | None = None
     config: JSONObject | None = Field(
         default=None,
@@ -230,7 +248,7 @@ def _not_blank(value: str) -> str:
     return value
 
 
-class ChatRequest(Model):
+class ChatRequest(RequestBody):
     message: Annotated[
         Text, StringConstraints(min_length=1, max_length=32_000), AfterValidator(_not_blank)
     ]
@@ -304,11 +322,11 @@ class ConversationDetail(Conversation):
     messages: MessagePage
 
 
-class NewConversation(Model):
+class NewConversation(RequestBody):
     title: Annotated[Text, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
 
 
-class FeedbackRequest(Model):
+class FeedbackRequest(RequestBody):
     rating: Literal["like", "dislike"] | None = Field(
         description="null withdraws your feedback on this reply."
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -157,14 +158,17 @@ class Event:
     text: str = ""
 
 
+# The ids `follow` writes: "<generation>.<offset>", "f" after the final one. ASCII digits only
+# (int() would also take " 5", "+5", "1_0" and Arabic-Indic digits), at most 18 of them.
+_EVENT_ID = re.compile(r"([0-9]{1,18})\.([0-9]{1,18})f?", re.ASCII)
+
+
 def parse_event_id(value: str | None) -> tuple[int, int] | None:
-    if not value:
+    """(generation, offset) from an id `follow` wrote; None for anything else."""
+    match = _EVENT_ID.fullmatch(value or "")
+    if match is None:
         return None
-    generation, _, offset = value.partition(".")
-    try:
-        return int(generation), int(offset.rstrip("f"))
-    except ValueError:
-        return None
+    return int(match.group(1)), int(match.group(2))
 
 
 FINISHED = ("completed", "failed", "cancelled")
@@ -179,17 +183,24 @@ async def follow(
 ) -> AsyncIterator[Event]:
     """Events for one message until it finishes, resuming after `last_event_id` if given.
 
+    A `last_event_id` of this generation resumes right after it. One of an earlier generation (a
+    retried reply) or one that is not a valid id here (malformed, or beyond the stored text)
+    replays the whole text from offset 0 after a `reset` (except an earlier generation's "g.0",
+    after which the client has nothing to drop).
+
     The caller subscribes before calling this, so the state read here plus the notifications that
     follow cover everything: deltas already in the stored text are trimmed by offset.
     """
     state = await read_state()
-    resume = parse_event_id(last_event_id)
     generation = state.generation
     sent = 0
-    if resume is not None:
-        if resume[0] == generation:
-            sent = min(resume[1], len(state.content))
-        elif resume[1] > 0:
+    if last_event_id:
+        resume = parse_event_id(last_event_id)
+        if resume is not None and resume[0] == generation and resume[1] <= len(state.content):
+            sent = resume[1]
+        elif resume is None or resume[0] == generation or resume[1] > 0:
+            # From an earlier attempt, or not an id of this stream at all (malformed, or past the
+            # text): start over, and say so, so the client drops whatever it has shown.
             yield Event("reset", id=f"{generation}.0")
     if len(state.content) > sent:
         yield Event("delta", id=f"{generation}.{len(state.content)}", text=state.content[sent:])

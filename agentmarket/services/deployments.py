@@ -139,8 +139,11 @@ async def deploy_agent(
     box: SecretBox,
     signer: DeploymentSigner,
     user_id: uuid.UUID,
+    allow_http_urls: bool,
 ) -> Deployment:
-    """Validate the config against the agent's schema, create the deployment, seal its secrets."""
+    """Validate the config against the agent's schema, create the deployment, seal its secrets.
+
+    `allow_http_urls` (the ALLOW_HTTP_URLS setting) lets `format: uri` fields hold http URLs."""
     try:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(AGENT_FOR_DEPLOY, agent_key(request.agent_id))
@@ -148,7 +151,11 @@ async def deploy_agent(
         if agent is None:
             raise AgentNotFound()
         validated = configschema.validate_config(
-            agent["config_schema"], request.config, defaults=agent["default_config"], partial=True
+            agent["config_schema"],
+            request.config,
+            defaults=agent["default_config"],
+            partial=True,
+            allow_http_urls=allow_http_urls,
         )
         status, _ = _status_for(validated)
         text = config_text(validated.public)
@@ -215,6 +222,7 @@ async def update_deployment(
     box: SecretBox,
     signer: DeploymentSigner,
     user_id: uuid.UUID,
+    allow_http_urls: bool,
 ) -> Deployment:
     """Rename, reconfigure (secrets left out keep their value), pause or resume.
 
@@ -222,6 +230,7 @@ async def update_deployment(
     one, the stored configuration is only re-checked when resuming (to tell active from
     configuring); renaming and pausing never depend on the agent's current schema. The database
     derives the status from what we validated (and signed) and the status asked for.
+    `allow_http_urls` is as for `deploy_agent`.
     """
     current = await _load(conn, deployment_id)
     schema = current["config_schema"]
@@ -245,6 +254,7 @@ async def update_deployment(
             defaults=current["default_config"] if patch.config is not None else None,
             keep_secrets=stored.get(deployment_id, {}).keys(),
             partial=True,
+            allow_http_urls=allow_http_urls,
         )
         secrets = validated.secrets
         readiness, readiness_reason = _status_for(validated)

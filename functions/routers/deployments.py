@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response, status
 
 from agentmarket.models import Deployment, DeploymentList, DeploymentPatch
 from agentmarket.services import deployments
-from functions.deps import Box, CurrentUser, Signer, UserConn
+from functions.deps import AppSettings, Box, CurrentUser, Signer, UserConn
 from functions.openapi import problem_responses
 
 router = APIRouter(prefix="/api/deployments", tags=["deployments"])
@@ -40,6 +40,7 @@ async def update_deployment(
     box: Box,
     signer: Signer,
     user: CurrentUser,
+    settings: AppSettings,
 ) -> Deployment:
     """Rename, reconfigure (secrets left out keep their value), pause or resume."""
     return await deployments.update_deployment(
@@ -49,6 +50,7 @@ async def update_deployment(
         box=box,
         signer=signer,
         user_id=user.id,
+        allow_http_urls=settings.allow_http_urls,
     )
 
 

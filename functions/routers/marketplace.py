@@ -16,7 +16,7 @@ from agentmarket.models import (
 )
 from agentmarket.services import catalog, deployments
 from agentmarket.services.catalog import Rendered
-from functions.deps import Box, Cache, Caller, CurrentUser, Events, Signer, UserConn
+from functions.deps import AppSettings, Box, Cache, Caller, CurrentUser, Events, Signer, UserConn
 from functions.openapi import problem_responses
 
 router = APIRouter(prefix="/api/marketplace", tags=["marketplace"])
@@ -74,9 +74,19 @@ async def get_agent(
     responses=problem_responses(400, 401, 404, 409, 413, 422),
 )
 async def deploy(
-    conn: UserConn, request: DeployRequest, box: Box, signer: Signer, user: CurrentUser
+    conn: UserConn,
+    request: DeployRequest,
+    box: Box,
+    signer: Signer,
+    user: CurrentUser,
+    settings: AppSettings,
 ) -> Deployment:
     """Deploy an agent to your workspace with a configuration validated against its schema."""
     return await deployments.deploy_agent(
-        conn=conn, request=request, box=box, signer=signer, user_id=user.id
+        conn=conn,
+        request=request,
+        box=box,
+        signer=signer,
+        user_id=user.id,
+        allow_http_urls=settings.allow_http_urls,
     )

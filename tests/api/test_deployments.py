@@ -9,7 +9,9 @@ import httpx
 import psycopg
 import pytest
 
+from agentmarket.config import Settings
 from agentmarket.metrics import DEPLOYMENTS
+from functions.app import create_app
 from tests.api.conftest import Caller
 
 pytestmark = pytest.mark.db
@@ -285,3 +287,57 @@ async def test_concurrent_deploys_cannot_exceed_the_cap(
     responses = await asyncio.gather(*(deploy(client, alice, "sql-sidekick", {}) for _ in range(6)))
     codes = sorted(r.status_code for r in responses)
     assert codes == [201, 201, 201, 409, 409, 409]
+
+
+NON_PUBLIC = "must not point to a private, loopback, link-local, multicast or reserved IP address"
+
+
+async def test_url_fields_take_public_https_urls_only_on_deploy_and_reconfigure(
+    client: httpx.AsyncClient, alice: Caller
+) -> None:
+    refused = {
+        "http://docs.example.com/": "must be an https:// URL",
+        "file:///etc/passwd": "must be an https:// URL",
+        "https://user:pw@docs.example.com/": "must not contain a user name or password",
+        "https://169.254.169.254/latest/meta-data": NON_PUBLIC,
+        "https://2130706433/": NON_PUBLIC,
+        "https://[::ffff:127.0.0.1]/": NON_PUBLIC,
+        "https://api.localhost/": "must not point to localhost",
+    }
+    for url, message in refused.items():
+        response = await deploy(client, alice, "api-docs-concierge", {"docs_url": url})
+        assert response.status_code == 422, (url, response.text)
+        assert response.json()["code"] == "invalid_config"
+        assert response.json()["errors"] == [{"path": "/config/docs_url", "message": message}]
+
+    created = await deploy(client, alice, "api-docs-concierge", {"docs_url": "https://d.example"})
+    assert created.status_code == 201, created.text
+    url = f"/api/deployments/{created.json()['id']}"
+    for bad, message in refused.items():
+        patched = await client.patch(url, json={"config": {"docs_url": bad}}, headers=alice.headers)
+        assert patched.status_code == 422, (bad, patched.text)
+        assert patched.json()["errors"] == [{"path": "/config/docs_url", "message": message}]
+
+
+async def test_allow_http_urls_lets_http_through_on_deploy_and_reconfigure(
+    settings: Settings, alice: Caller
+) -> None:
+    app = create_app(settings.model_copy(update={"allow_http_urls": True}))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        config = {"docs_url": "http://docs.example.com/"}
+        created = await deploy(client, alice, "api-docs-concierge", config)
+        assert created.status_code == 201, created.text
+        assert created.json()["config"]["docs_url"] == "http://docs.example.com/"
+        patched = await client.patch(
+            f"/api/deployments/{created.json()['id']}",
+            json={"config": {"docs_url": "http://other.example.com/"}},
+            headers=alice.headers,
+        )
+        assert patched.status_code == 200, patched.text
+        private = await deploy(
+            client, alice, "api-docs-concierge", {"docs_url": "http://10.0.0.5/"}
+        )
+        assert private.json()["errors"] == [{"path": "/config/docs_url", "message": NON_PUBLIC}]

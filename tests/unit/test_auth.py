@@ -272,6 +272,53 @@ async def test_subject_must_be_a_uuid(hs_verifier: TokenVerifier, sub: object) -
     await assert_invalid(hs_verifier, hs256(claims(sub=sub)))
 
 
+@pytest.mark.parametrize(
+    "sub",
+    [
+        f"urn:uuid:{USER_ID}",
+        f"{{{USER_ID}}}",
+        f"{{{str(USER_ID).upper()}}}",
+        str(USER_ID).upper(),
+        USER_ID.hex,
+        "3f1c2a7e5b4d-4c6e-9a8b-1d2e-3f4a5b6c",
+    ],
+)
+async def test_subject_must_be_the_canonical_uuid_text(
+    hs_verifier: TokenVerifier, sub: str
+) -> None:
+    # Python's uuid.UUID reads all of these as the same id; PostgreSQL does not (urn:uuid:), and
+    # a user id must have one spelling wherever it is compared.
+    assert uuid.UUID(sub) == USER_ID
+    error = await assert_invalid(hs_verifier, hs256(claims(sub=sub)))
+    assert error.detail == "The access token's subject is not a user id."
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", ["9999999999", "1", True, False, [1], {"n": 1}])
+async def test_time_claims_must_be_json_numbers(
+    hs_verifier: TokenVerifier, claim: str, value: object
+) -> None:
+    error = await assert_invalid(hs_verifier, hs256(claims(**{claim: value})))
+    assert error.code == "invalid_token"
+
+
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+async def test_time_claims_may_be_fractional(hs_verifier: TokenVerifier, claim: str) -> None:
+    assert (await hs_verifier.verify(hs256(claims(**{claim: time.time() - 1.5})))).id == USER_ID
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"email": "a\ud800@example.com"}, {"user_metadata": {"x": float("nan")}}, {"k\udc00": 1}],
+)
+async def test_claims_must_be_storable_json(
+    hs_verifier: TokenVerifier, extra: dict[str, Any]
+) -> None:
+    # They become request.jwt.claims in PostgreSQL, which has no NaN and no lone surrogates.
+    error = await assert_invalid(hs_verifier, hs256(claims(**extra)))
+    assert error.detail == "The access token's claims are not valid JSON text."
+
+
 async def test_missing_role_is_invalid(hs_verifier: TokenVerifier) -> None:
     await assert_invalid(hs_verifier, hs256(claims(role=None)))
 

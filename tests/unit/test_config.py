@@ -252,3 +252,13 @@ def test_check_env_refuses_the_operator_login_or_a_local_password_for_the_proces
     ) in problems
     assert ("WORKER_DATABASE_URL", "still the local development password", True) in problems
     assert all("opw" not in p[1] for p in problems)
+
+
+def test_allow_http_urls_is_off_by_default_and_noted_in_prod() -> None:
+    assert get_settings().allow_http_urls is False
+    assert [
+        p for p in check_env(get_settings(app_env="prod")) if p.setting == "ALLOW_HTTP_URLS"
+    ] == []
+    prod = get_settings(app_env="prod", allow_http_urls=True)
+    [problem] = [p for p in check_env(prod) if p.setting == "ALLOW_HTTP_URLS"]
+    assert not problem.required

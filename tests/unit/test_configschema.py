@@ -227,10 +227,155 @@ def test_uri_and_email_formats_are_checked() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["https://docs.example.com", "https://example.com/a/b?c=d#e", "http://localhost:8080/x"]
+    "url",
+    [
+        "https://docs.example.com",
+        "https://example.com/a/b?c=d#e",
+        "HTTPS://Docs.Example.com:8443/x",
+        "https://93.184.215.14/",
+        "https://[2606:2800:21f:cb07:6820:80da:af6b:8b2c]/",
+        "https://localhost.example.com/",
+        "https://1.2.3.example/",
+        "https://docs.example.com./",
+    ],
 )
 def test_good_urls(url: str) -> None:
     assert validate_config(SCHEMA, valid(docs_url=url)).public["docs_url"] == url
+    assert validate_config(SCHEMA, valid(webhook_url=url)).public["webhook_url"] == url
+
+
+def url_errors(url: str, *, allow_http_urls: bool = False) -> list[FieldError]:
+    return errors_of(valid(webhook_url=url), allow_http_urls=allow_http_urls)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://docs.example.com",
+        "ftp://example.com/file",
+        "file:///etc/passwd",
+        "gopher://example.com:70/_x",
+        "javascript:alert(1)",
+        "data:text/html,hi",
+        "ws://example.com/socket",
+    ],
+)
+def test_only_https_urls(url: str) -> None:
+    assert url_errors(url) == [FieldError("/config/webhook_url", "must be an https:// URL")]
+
+
+def test_http_urls_when_the_setting_allows_them() -> None:
+    url = "http://docs.example.com/a"
+    result = validate_config(SCHEMA, valid(docs_url=url), allow_http_urls=True)
+    assert result.public["docs_url"] == url
+    assert url_errors("file:///etc/passwd", allow_http_urls=True) == [
+        FieldError("/config/webhook_url", "must be an http:// or https:// URL")
+    ]
+    assert url_errors("http://127.0.0.1:8080/", allow_http_urls=True) == [
+        FieldError("/config/webhook_url", NON_PUBLIC)
+    ]
+    assert url_errors("http://localhost:8080/", allow_http_urls=True) == [
+        FieldError("/config/webhook_url", "must not point to localhost")
+    ]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://user:pass@example.com/", "https://user@example.com/", "https://:pw@example.com/"],
+)
+def test_credentials_in_urls_are_refused(url: str) -> None:
+    assert url_errors(url) == [
+        FieldError("/config/webhook_url", "must not contain a user name or password")
+    ]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://localhost/",
+        "https://LOCALHOST:443/x",
+        "https://localhost./",
+        "https://a.b.localhost/",
+    ],
+)
+def test_localhost_is_refused(url: str) -> None:
+    assert url_errors(url) == [FieldError("/config/webhook_url", "must not point to localhost")]
+
+
+NON_PUBLIC = "must not point to a private, loopback, link-local, multicast or reserved IP address"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "127.1",  # WHATWG/inet_aton short forms, decimal, octal and hex: what HTTP clients do
+        "2130706433",
+        "0x7f000001",
+        "0x7f.0.0.1",
+        "0177.0.0.1",
+        "017700000001",
+        "127.0.0.1.",
+        "0",
+        "0.0.0.0",  # noqa: S104 - a URL host here, nothing binds to it
+        "10.0.0.1",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",  # cloud metadata
+        "100.64.0.1",  # carrier-grade NAT
+        "224.0.0.1",
+        "239.255.255.250",
+        "240.0.0.1",
+        "255.255.255.255",
+        "192.0.2.1",  # documentation
+        "[::1]",
+        "[::]",
+        "[0:0:0:0:0:0:0:1]",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "[::ffff:10.0.0.1]",
+        "[::127.0.0.1]",
+        "[fe80::1]",
+        "[fc00::1]",
+        "[fd12:3456::1]",
+        "[ff02::1]",
+        "[2001:db8::1]",
+        "[2002:7f00:1::]",  # 6to4 wrapping 127.0.0.1
+        "[64:ff9b::a00:1]",
+    ],
+)
+def test_non_public_ip_literals_are_refused(host: str) -> None:
+    assert url_errors(f"https://{host}/hook") == [FieldError("/config/webhook_url", NON_PUBLIC)]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://256.0.0.1/",  # looks numeric, so it is an IPv4 address, and an invalid one
+        "https://1.2.3.4.5/",
+        "https://0x100000000/",
+        "https://09.0.0.1/",
+        "https://%31%32%37.0.0.1/",
+        "https://[fe80::1%25eth0]/",
+        "https://[v1.fe]/",
+        "https:///path",
+        "https://a..b/",
+        "https://example.com:99999/",
+    ],
+)
+def test_hosts_that_are_not_valid_are_refused(url: str) -> None:
+    assert url_errors(url) == [FieldError("/config/webhook_url", "must be a valid URL")]
+
+
+@given(url=st.text(max_size=60))
+@settings(max_examples=300, deadline=None)
+def test_url_checks_never_crash(url: str) -> None:
+    errors: list[FieldError] = []
+    try:
+        validate_config(SCHEMA, valid(webhook_url="https://" + url))
+    except InvalidConfig as exc:
+        errors = exc.errors
+    assert {e.path for e in errors} <= {"/config/webhook_url"}
 
 
 @pytest.mark.parametrize(

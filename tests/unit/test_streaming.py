@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import uuid
 
-from agentmarket.streaming import Event, Notice, StreamState, Subscription, follow
+import pytest
+
+from agentmarket.streaming import (
+    Event,
+    Notice,
+    StreamState,
+    Subscription,
+    follow,
+    parse_event_id,
+)
 
 ID = uuid.uuid4()
 
@@ -96,3 +105,94 @@ async def test_idle_streams_ping_and_resync_reads_the_database() -> None:
             subscription.queue.put_nowait(Notice("resync"))
     assert [e.kind for e in events] == ["delta", "ping", "delta", "done"]
     assert text(events) == "abc"
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [
+        ("1.7", (1, 7)),
+        ("0.0", (0, 0)),
+        ("3.13f", (3, 13)),
+        ("12.345", (12, 345)),
+        (None, None),
+        ("", None),
+        ("1.-5", None),
+        ("-1.5", None),
+        ("1.+5", None),
+        ("+1.5", None),
+        (" 1.5", None),
+        ("1.5 ", None),
+        ("1. 5", None),
+        ("1.5\n", None),
+        ("1.2.3", None),
+        ("1", None),
+        ("1.", None),
+        (".5", None),
+        ("1.5ff", None),
+        ("1.f", None),
+        ("1.1_0", None),
+        ("1.\u0661", None),  # ARABIC-INDIC DIGIT ONE: int() reads it, we do not
+        ("\u0661.1", None),
+        ("1.\uff15", None),  # FULLWIDTH DIGIT FIVE
+        ("1.0x5", None),
+        ("1.5e3", None),
+        ("1." + "9" * 19, None),
+        ("9" * 19 + ".1", None),
+        ("abc", None),
+    ],
+)
+def test_parse_event_id_takes_only_ids_the_stream_writes(
+    value: str | None, parsed: tuple[int, int] | None
+) -> None:
+    assert parse_event_id(value) == parsed
+
+
+@pytest.mark.parametrize(
+    "last_event_id",
+    [
+        "1.-5",
+        "1.-1",
+        "-1.5",
+        "1.50",
+        "1.14",
+        "1.99999999",
+        "1." + "9" * 30,
+        "abc",
+        "1.2.3",
+        " 1.5",
+        "1.+5",
+        "1.\u0661",
+        "1.5ff",
+    ],
+)
+async def test_an_unusable_event_id_replays_everything_after_a_reset(last_event_id: str) -> None:
+    events = await collect(
+        [StreamState("completed", "Hello, world!", 1)], [], last_event_id=last_event_id
+    )
+    assert [(e.kind, e.id, e.text) for e in events] == [
+        ("reset", "1.0", ""),
+        ("delta", "1.13", "Hello, world!"),
+        ("done", "1.13f", ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("last_event_id", "expected"),
+    [
+        ("1.0", [("delta", "Hello, world!"), ("done", "")]),
+        ("1.13", [("done", "")]),
+        ("1.13f", [("done", "")]),
+        ("1.12", [("delta", "!"), ("done", "")]),
+        ("0.0", [("delta", "Hello, world!"), ("done", "")]),
+        ("0.4", [("reset", ""), ("delta", "Hello, world!"), ("done", "")]),
+        ("2.4", [("reset", ""), ("delta", "Hello, world!"), ("done", "")]),
+        ("", [("delta", "Hello, world!"), ("done", "")]),
+    ],
+)
+async def test_valid_event_ids_resume_as_before(
+    last_event_id: str, expected: list[tuple[str, str]]
+) -> None:
+    events = await collect(
+        [StreamState("completed", "Hello, world!", 1)], [], last_event_id=last_event_id
+    )
+    assert [(e.kind, e.text) for e in events] == expected

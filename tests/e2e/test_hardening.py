@@ -5,9 +5,11 @@ user's own, and replies are bounded."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -29,6 +31,43 @@ def wait_for(client: httpx.Client, message_id: str, until: Any, seconds: float =
         if until(message) or time.monotonic() > end:
             return message
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def following(
+    client: httpx.Client, reply_id: str
+) -> Iterator[list[tuple[str | None, str, dict[str, object]]]]:
+    """The reply's SSE events, read in a thread while the block runs; the stream must end by
+    itself within 10 s of the block's end."""
+    events: list[tuple[str | None, str, dict[str, object]]] = []
+    attached = threading.Event()
+
+    def follow() -> None:
+        with client.stream("GET", f"/api/messages/{reply_id}/stream") as response:
+            attached.set()
+            events.extend(sse_events(response))
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    attached.wait(10)
+    time.sleep(0.3)  # attached and past the first read of the stored text
+    yield events
+    reader.join(10)
+    assert not reader.is_alive(), "the stream did not end"
+
+
+def slow_reply(client: httpx.Client, deployment: str, text: str) -> dict[str, Any]:
+    """Send a reply that takes a minute to write; return the send once its text has begun."""
+    sent = client.post(
+        f"/api/agents/{deployment}/chat",
+        json={"message": f"{text} [[tps:5]] [[long:300]]", "mode": "async"},
+    )
+    assert sent.status_code == 202, sent.text
+    body: dict[str, Any] = sent.json()
+    wait_for(
+        client, body["assistant_message"]["id"], lambda m: m["status"] == "running" and m["content"]
+    )
+    return body
 
 
 def requests_with(stack: Stack, marker: str) -> list[dict[str, object]]:
@@ -125,29 +164,9 @@ def test_every_acknowledged_write_is_readable_at_once_under_concurrency(stack: S
 def test_deleting_a_deployment_stops_its_running_reply_and_ends_its_stream(stack: Stack) -> None:
     with stack.client("delete-running@example.com") as client:
         deployment = deploy(client)
-        marker = uuid.uuid4().hex[:8]
-        sent = client.post(
-            f"/api/agents/{deployment}/chat",
-            json={"message": f"slow {marker} [[tps:5]] [[long:300]]", "mode": "async"},
-        )
-        assert sent.status_code == 202
-        reply_id = sent.json()["assistant_message"]["id"]
-        wait_for(client, reply_id, lambda m: m["status"] == "running" and m["content"])
-        events: list[tuple[str | None, str, dict[str, object]]] = []
-        attached = threading.Event()
-
-        def follow() -> None:
-            with client.stream("GET", f"/api/messages/{reply_id}/stream") as response:
-                attached.set()
-                events.extend(sse_events(response))
-
-        reader = threading.Thread(target=follow)
-        reader.start()
-        attached.wait(10)
-        time.sleep(0.3)
-        assert client.delete(f"/api/deployments/{deployment}").status_code == 204
-        reader.join(10)
-        assert not reader.is_alive(), "the stream did not end"
+        reply_id = slow_reply(client, deployment, "slow")["assistant_message"]["id"]
+        with following(client, reply_id) as events:
+            assert client.delete(f"/api/deployments/{deployment}").status_code == 204
         final = client.get(f"/api/messages/{reply_id}").json()
     assert final["status"] == "cancelled"
     assert final["error"]["code"] == "deployment_deleted"
@@ -200,29 +219,11 @@ def test_a_send_that_raced_the_delete_never_reaches_the_model(stack: Stack) -> N
 def test_deleting_a_conversation_ends_the_stream_of_its_reply(stack: Stack) -> None:
     with stack.client("delete-conversation@example.com") as client:
         deployment = deploy(client)
-        sent = client.post(
-            f"/api/agents/{deployment}/chat",
-            json={"message": "slow [[tps:5]] [[long:300]]", "mode": "async"},
-        )
-        reply_id = sent.json()["assistant_message"]["id"]
-        conversation = sent.json()["conversation_id"]
-        wait_for(client, reply_id, lambda m: m["status"] == "running" and m["content"])
-        events: list[tuple[str | None, str, dict[str, object]]] = []
-        attached = threading.Event()
-
-        def follow() -> None:
-            with client.stream("GET", f"/api/messages/{reply_id}/stream") as response:
-                attached.set()
-                events.extend(sse_events(response))
-
-        reader = threading.Thread(target=follow)
-        reader.start()
-        attached.wait(10)
-        time.sleep(0.3)
-        deleted = client.delete(f"/api/agents/{deployment}/conversations/{conversation}")
-        assert deleted.status_code == 204
-        reader.join(10)
-        assert not reader.is_alive(), "the stream did not end"
+        sent = slow_reply(client, deployment, "slow")
+        reply_id, conversation = sent["assistant_message"]["id"], sent["conversation_id"]
+        with following(client, reply_id) as events:
+            deleted = client.delete(f"/api/agents/{deployment}/conversations/{conversation}")
+            assert deleted.status_code == 204
         assert client.get(f"/api/messages/{reply_id}").status_code == 404
     event_id, name, data = events[-1]
     assert name == "message.deleted"

@@ -179,6 +179,25 @@ def _as_owner(conn: psycopg.Connection, job: int) -> str:
     return str(owner[0])
 
 
+def _parents(conn: psycopg.Connection, job: int) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    """(deployment, conversation, message) of a job's reply."""
+    row = conn.execute(
+        "select c.deployment_id, c.id, m.id from private.chat_jobs j"
+        " join public.agent_messages m on m.id = j.message_id"
+        " join public.agent_conversations c on c.id = m.conversation_id where j.id = %s",
+        (job,),
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+def _listening(db_url: str) -> psycopg.Connection:
+    listener = psycopg.connect(db_url, autocommit=True)
+    listener.execute("listen agentmarket_chat_stream")
+    listener.execute("listen agentmarket_chat_cancel")
+    return listener
+
+
 def _reply_states(conn: psycopg.Connection, jobs: list[int]) -> list[tuple[object, ...]]:
     return conn.execute(
         "select j.status, m.status, m.error_code, m.completed_at is not null"
@@ -199,20 +218,12 @@ def test_deleting_a_deployment_cancels_its_queued_and_running_replies(
     assert conn.execute(CLAIM, ("w", 2, 30)).fetchall() == [(done,), (running,)]
     assert conn.execute(FINISH, (done, "w", "answered")).fetchone() == (True,)
     conn.execute("select private.append_chat_delta(%s, 'w', 'half an ans')", (running,))
-    deployment = conn.execute(
-        "select c.deployment_id from private.chat_jobs j join public.agent_messages m"
-        " on m.id = j.message_id join public.agent_conversations c on c.id = m.conversation_id"
-        " where j.id = %s",
-        (running,),
-    ).fetchone()
-    assert deployment is not None
-    with psycopg.connect(db_url, autocommit=True) as listener:
-        listener.execute("listen agentmarket_chat_stream")
-        listener.execute("listen agentmarket_chat_cancel")
+    deployment = _parents(conn, running)[0]
+    with _listening(db_url) as listener:
         with conn.transaction():
             _as_owner(conn, running)
             assert conn.execute(
-                "select private.delete_deployment(%s)", (deployment[0],)
+                "select private.delete_deployment(%s)", (deployment,)
             ).fetchone() == (True,)
         notices = [(n.channel, n.payload) for n in listener.notifies(timeout=1, stop_after=4)]
     assert _reply_states(conn, [done, running, queued]) == [
@@ -238,7 +249,7 @@ def test_deleting_a_deployment_cancels_its_queued_and_running_replies(
     # Every unfinished reply counts in its conversation like any finished one.
     assert conn.execute(
         "select c.message_count from public.agent_conversations c where c.deployment_id = %s",
-        (deployment[0],),
+        (deployment,),
     ).fetchone() == (3,)
 
 
@@ -248,16 +259,8 @@ def test_deleting_a_conversation_ends_the_streams_of_its_unfinished_replies(
     done, running = make_jobs(conn, 2)
     conn.execute(CLAIM, ("w", 2, 30))
     conn.execute(FINISH, (done, "w", "answered"))
-    ids = conn.execute(
-        "select c.deployment_id, c.id, m.id from private.chat_jobs j"
-        " join public.agent_messages m on m.id = j.message_id"
-        " join public.agent_conversations c on c.id = m.conversation_id where j.id = %s",
-        (running,),
-    ).fetchone()
-    assert ids is not None
-    with psycopg.connect(db_url, autocommit=True) as listener:
-        listener.execute("listen agentmarket_chat_stream")
-        listener.execute("listen agentmarket_chat_cancel")
+    ids = _parents(conn, running)
+    with _listening(db_url) as listener:
         with conn.transaction():
             _as_owner(conn, running)
             assert conn.execute(
@@ -277,13 +280,7 @@ def test_deleting_a_conversation_ends_the_streams_of_its_unfinished_replies(
 
 def test_another_users_delete_cancels_nothing(conn: psycopg.Connection) -> None:
     [job] = make_jobs(conn, 1)
-    deployment = conn.execute(
-        "select c.deployment_id, c.id from private.chat_jobs j join public.agent_messages m"
-        " on m.id = j.message_id join public.agent_conversations c on c.id = m.conversation_id"
-        " where j.id = %s",
-        (job,),
-    ).fetchone()
-    assert deployment is not None
+    deployment, conversation, _ = _parents(conn, job)
     stranger = ensure_user(conn, email="stranger@example.com")
     with conn.transaction():
         conn.execute(
@@ -291,10 +288,10 @@ def test_another_users_delete_cancels_nothing(conn: psycopg.Connection) -> None:
             " set_config('request.jwt.claims', %s, true)",
             (json.dumps({"sub": str(stranger.id), "role": "authenticated"}),),
         )
+        assert conn.execute("select private.delete_deployment(%s)", (deployment,)).fetchone() == (
+            False,
+        )
         assert conn.execute(
-            "select private.delete_deployment(%s)", (deployment[0],)
-        ).fetchone() == (False,)
-        assert conn.execute(
-            "select private.delete_conversation(%s, %s)", deployment
+            "select private.delete_conversation(%s, %s)", (deployment, conversation)
         ).fetchone() == (False,)
     assert _reply_states(conn, [job]) == [("queued", "queued", None, False)]

@@ -69,7 +69,8 @@ async def stream_events(
     message.deleted when its conversation is deleted meanwhile)."""
     async with state.hub.subscribe(message_id) as subscription:
         for message in created or []:
-            yield sse("message.created", {"message": message.model_dump(mode="json")})
+            # "0.0": resuming from here replays the reply from its start.
+            yield sse("message.created", {"message": message.model_dump(mode="json")}, "0.0")
         events = follow(
             subscription,
             lambda: read_stream_state(state, user, message_id),

@@ -68,11 +68,22 @@ def test_three_modes_and_the_conversation_reloads_in_order(stack: Stack) -> None
         names = [name for _, name, _ in events if name != "ping"]
         assert names[:2] == ["message.created", "message.created"]
         assert names[-1] == "message.completed"
+        # Every event but ping carries an id; resuming from message.created's replays it all.
+        assert all(event_id for event_id, name, _ in events if name != "ping")
+        assert [event_id for event_id, _, _ in events[:2]] == ["0.0", "0.0"]
         deltas = "".join(str(data["delta"]) for _, name, data in events if name == "message.delta")
         final = events[-1][2]["message"]
         assert isinstance(final, dict)
         assert deltas == final["content"]
         assert final["content"].startswith("Echo: third")
+        with client.stream(
+            "GET", f"/api/messages/{final['id']}/stream", headers={"Last-Event-ID": "0.0"}
+        ) as replay:
+            replayed = list(sse_events(replay))
+        assert (
+            "".join(str(d["delta"]) for _, n, d in replayed if n == "message.delta")
+            == (final["content"])
+        )
         # The model saw the whole conversation: 5 messages + the system prompt.
         assert "turn 3" in final["content"]
 

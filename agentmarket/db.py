@@ -58,6 +58,21 @@ def create_pool(
     )
 
 
+def set_caller(claims: dict[str, Any] | None) -> sql.Composed:
+    """The statement that makes the rest of the transaction run as the caller, like PostgREST:
+    role and `request.jwt.claims`, set locally (None: an anonymous caller). Values are quoted as
+    literals, so it can share a round trip with BEGIN. Only anon and authenticated: the API login
+    can become nothing else anyway."""
+    role = "anon" if claims is None else str(claims.get("role", "authenticated"))
+    if role not in ("anon", "authenticated"):
+        raise ValueError(f"unexpected role {role!r}")
+    return sql.SQL(
+        "select set_config('role', {}, true), set_config('request.jwt.claims', {}, true)"
+    ).format(
+        sql.Literal(role), sql.Literal(json.dumps(claims if claims is not None else ANON_CLAIMS))
+    )
+
+
 @asynccontextmanager
 async def as_caller(
     pool: AsyncConnectionPool, claims: dict[str, Any] | None
@@ -67,16 +82,9 @@ async def as_caller(
     `claims` None means an anonymous caller (role anon). The settings end with the transaction, so
     a pooled connection never carries one caller's identity into the next request.
     """
-    role = "anon" if claims is None else str(claims.get("role", "authenticated"))
-    if role not in ("anon", "authenticated"):
-        raise ValueError(f"unexpected role {role!r}")
-    # BEGIN and the two settings travel in one round trip (simple protocol, values quoted by
-    # psycopg as literals); the pool rolls back anything left open if we never get to COMMIT.
-    begin = sql.SQL(
-        "begin; select set_config('role', {}, true), set_config('request.jwt.claims', {}, true)"
-    ).format(
-        sql.Literal(role), sql.Literal(json.dumps(claims if claims is not None else ANON_CLAIMS))
-    )
+    # BEGIN and the two settings travel in one round trip (simple protocol); the pool rolls back
+    # anything left open if we never get to COMMIT.
+    begin = sql.SQL("begin; {}").format(set_caller(claims))
     try:
         async with pool.connection() as conn:
             await conn.execute(begin)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sys
 import uuid
@@ -21,6 +20,8 @@ import psycopg
 import structlog
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
+
+from agentmarket.db import set_caller
 
 EVENTS = frozenset(
     {
@@ -147,12 +148,8 @@ class EventSink:
         try:
             async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 for user_id, events in by_user.items():
-                    claims = (
-                        {"role": "anon"}
-                        if user_id is None
-                        else {"sub": user_id, "role": "authenticated"}
-                    )
-                    await cur.execute(ACT_AS, (claims["role"], json.dumps(claims)), prepare=False)
+                    claims = None if user_id is None else {"sub": user_id, "role": "authenticated"}
+                    await cur.execute(set_caller(claims))
                     await cur.executemany(TRACK_EVENT, events)
         except psycopg.Error:
             log.warning("telemetry.flush_failed", events=len(batch))
@@ -178,6 +175,4 @@ class EventSink:
         await self.flush()
 
 
-# Role and claims for the rest of the flush transaction (switched per user), as PostgREST does.
-ACT_AS = "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
 TRACK_EVENT = "select private.track_event(%s, %s, %s, %s)"

@@ -144,15 +144,6 @@ class ReplyRefused(Exception):
         self.status = status
         self.code = code
         self.message = message
-        self.ctx: dict[str, Any] | None = None
-
-
-def deployment_deleted() -> ReplyRefused:
-    return ReplyRefused(
-        "cancelled",
-        "deployment_deleted",
-        "The deployment was deleted before this reply was finished.",
-    )
 
 
 class ChatWorker:
@@ -310,17 +301,13 @@ class ChatWorker:
             await self._answer(job, running, started)
         except JobLost:
             log.warning("job.lease_lost", attempt=job["attempts"])
-        except ReplyRefused as exc:
-            await self._finish_failed(
-                job, running, started, exc.code, exc.message, exc.ctx, status=exc.status
-            )
         except asyncio.CancelledError:
             # Shutting down past the grace period: give the job back for another worker.
             await asyncio.shield(self._release(running))
             raise
         except Exception as exc:
             log.error("job.crashed", exc_info=exc)
-            await self._finish_failed(
+            await self._finish_unanswered(
                 job,
                 running,
                 started,
@@ -354,17 +341,14 @@ class ChatWorker:
             if row[1]:
                 running.cancel.set()
 
-    async def _load(self, job: dict[str, Any]) -> tuple[dict[str, Any], ChatContext, str | None]:
+    async def _load(
+        self, job: dict[str, Any]
+    ) -> tuple[dict[str, Any], ChatContext, list[dict[str, Any]]]:
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(JOB_CONTEXT, (job["message_id"],))
             ctx = await cur.fetchone()
             if ctx is None:
                 raise JobLost()  # the conversation was deleted
-            if ctx["deleted_at"] is not None:
-                # A send that raced the delete: never answered (the delete cancels the others).
-                refused = deployment_deleted()
-                refused.ctx = ctx
-                raise refused
             await cur.execute(
                 HISTORY,
                 {
@@ -390,11 +374,6 @@ class ChatWorker:
                 )
                 knowledge = [KnowledgeEntry(r["title"], r["content"]) for r in await cur.fetchall()]
         history = _bounded([Turn(r["role"], r["content"]) for r in rows], self.config.history_chars)
-        try:
-            api_key = self._user_api_key(ctx, sealed)
-        except ReplyRefused as refused:
-            refused.ctx = ctx
-            raise
         context = ChatContext(
             agent_name=ctx["agent_name"],
             system_prompt=ctx["system_prompt"] or f"You are {ctx['agent_name']}.",
@@ -402,11 +381,19 @@ class ChatWorker:
             history=history,
             knowledge=knowledge,
         )
-        return ctx, context, api_key
+        return ctx, context, sealed
 
-    def _user_api_key(self, ctx: dict[str, Any], sealed: list[dict[str, Any]]) -> str | None:
-        """The user's own model key, or None for the platform key — only where that is allowed:
-        never for an agent that requires the user's key, nor when the stored key is unreadable."""
+    def _admit(self, ctx: dict[str, Any], sealed: list[dict[str, Any]]) -> str | None:
+        """Whether the reply may reach the model, and with which key: the user's own, or None for
+        the platform key. Refused for a deleted deployment (a send that raced the delete; the
+        delete cancels the others), and the platform key never stands in for the user's: not for
+        an agent that requires it, nor when the stored one is unreadable."""
+        if ctx["deleted_at"] is not None:
+            raise ReplyRefused(
+                "cancelled",
+                "deployment_deleted",
+                "The deployment was deleted before this reply was finished.",
+            )
         for secret in sealed:
             if secret["field"] != "openai_api_key":
                 continue
@@ -442,10 +429,17 @@ class ChatWorker:
         return bound
 
     async def _answer(self, job: dict[str, Any], running: Running, started: float) -> None:
-        ctx, context, api_key = await self._load(job)
+        ctx, context, sealed = await self._load(job)
         structlog.contextvars.bind_contextvars(
             deployment_id=str(ctx["deployment_id"]), agent=ctx["agent_slug"]
         )
+        try:
+            api_key = self._admit(ctx, sealed)
+        except ReplyRefused as refused:
+            await self._finish_unanswered(
+                job, running, started, refused.code, refused.message, ctx, status=refused.status
+            )
+            return
         messages = handler_for(ctx["kind"]).build(context)
         temperature = ctx["config"].get("temperature")
         request = ChatRequest(
@@ -517,7 +511,7 @@ class ChatWorker:
                         model = event.model or model
                         truncated = event.finish_reason == "length"
         except LLMError as exc:
-            await self._finish_failed(
+            await self._finish_unanswered(
                 job, running, started, exc.error_code, exc.message, ctx, model_attempts=exc.attempts
             )
             return
@@ -582,7 +576,7 @@ class ChatWorker:
             truncated=truncated,
         )
 
-    async def _finish_failed(
+    async def _finish_unanswered(
         self,
         job: dict[str, Any],
         running: Running,

@@ -67,13 +67,6 @@ LIMIT_STATE = "AMLIM"
 NOT_CONFIGURED_STATE = "AMCFG"
 
 
-def _status_for(validated: configschema.ValidatedConfig) -> tuple[DeploymentStatus, str | None]:
-    if validated.missing_required:
-        fields = ", ".join(validated.missing_required)
-        return DeploymentStatus.CONFIGURING, f"missing required configuration: {fields}"
-    return DeploymentStatus.ACTIVE, None
-
-
 async def _secret_hints(
     conn: psycopg.AsyncConnection, ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, dict[str, str]]:
@@ -157,7 +150,6 @@ async def deploy_agent(
             partial=True,
             allow_http_urls=allow_http_urls,
         )
-        status, _ = _status_for(validated)
         text = config_text(validated.public)
         missing = list(validated.missing_required)
         signature = await signer.sign("create", user_id, agent["id"], text, missing)
@@ -182,7 +174,7 @@ async def deploy_agent(
         agent_id=agent["id"],
         deployment_id=created["id"],
         slug=agent["slug"],
-        status=status.value,
+        status=created["status"],
     )
     row = await _load(conn, created["id"])
     hints = await _secret_hints(conn, [created["id"]])
@@ -196,7 +188,8 @@ def _map_sqlstate(exc: psycopg.Error) -> Exception:
     if exc.sqlstate == LIMIT_STATE:
         return DeploymentLimitReached()
     if exc.sqlstate == NOT_CONFIGURED_STATE:
-        return DeploymentNotConfigured()
+        # The database decides readiness (from the signed missing list) and says why.
+        return DeploymentNotConfigured(f"Cannot activate: {exc.diag.message_detail}.")
     return exc
 
 
@@ -234,17 +227,17 @@ async def update_deployment(
     """
     current = await _load(conn, deployment_id)
     schema = current["config_schema"]
-    status = DeploymentStatus(current["status"])
-    resuming = patch.status == "active" and status is DeploymentStatus.PAUSED
+    # Activating (resuming a paused deployment, or finishing a configuring one) needs the
+    # stored configuration validated again, like a new one.
+    activating = patch.status == "active" and current["status"] in (
+        DeploymentStatus.PAUSED.value,
+        DeploymentStatus.CONFIGURING.value,
+    )
     text: str | None = None
     missing: list[str] | None = None
     signature: bytes | None = None
     secrets: dict[str, str] = {}
-    if (
-        patch.config is not None
-        or resuming
-        or (patch.status == "active" and status is DeploymentStatus.CONFIGURING)
-    ):
+    if patch.config is not None or activating:
         if schema is None:
             raise Conflict("This agent left the catalog: the deployment can be paused or deleted.")
         stored = await _secret_hints(conn, [deployment_id])
@@ -257,9 +250,6 @@ async def update_deployment(
             allow_http_urls=allow_http_urls,
         )
         secrets = validated.secrets
-        readiness, readiness_reason = _status_for(validated)
-        if patch.status == "active" and readiness is DeploymentStatus.CONFIGURING:
-            raise DeploymentNotConfigured(f"Cannot activate: {readiness_reason}.")
         text = config_text(validated.public)
         missing = list(validated.missing_required)
         signature = await signer.sign("update", user_id, deployment_id, text, missing)

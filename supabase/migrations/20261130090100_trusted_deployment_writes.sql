@@ -227,7 +227,8 @@ begin
     end if;
     select * into ready from private.readiness(p_missing);
     if p_status = 'active' and ready.status <> 'active' then
-      raise exception 'deployment not configured: %', ready.status_reason using errcode = 'AMCFG';
+      raise exception 'deployment not configured: %', ready.status_reason
+        using errcode = 'AMCFG', detail = ready.status_reason;
     end if;
     new_config := p_config::jsonb;
     if current.status <> 'paused' or p_status = 'active' then

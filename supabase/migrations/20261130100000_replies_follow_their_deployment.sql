@@ -77,6 +77,18 @@ begin
 end
 $$;
 
+-- A reply stops unanswered: its stream gets the terminal event (cancelled) and a worker writing it
+-- is told to stop. Both notifications go out at commit.
+create function private.stop_reply(p_message_id uuid, p_generation integer)
+returns void
+language sql
+set search_path = ''
+as $$
+  select pg_notify('agentmarket_chat_stream',
+                   json_build_object('m', p_message_id, 'e', 'done', 'g', p_generation, 's', 'cancelled')::text),
+         pg_notify('agentmarket_chat_cancel', p_message_id::text)
+$$;
+
 create or replace function private.delete_deployment(p_id uuid)
 returns boolean
 language plpgsql
@@ -116,9 +128,7 @@ begin
     update public.agent_conversations c
        set message_count = c.message_count + 1, last_message_at = now()
      where c.id = reply.conversation_id;
-    perform pg_notify('agentmarket_chat_stream',
-                      json_build_object('m', reply.message_id, 'e', 'done', 'g', reply.generation, 's', 'cancelled')::text);
-    perform pg_notify('agentmarket_chat_cancel', reply.message_id::text);
+    perform private.stop_reply(reply.message_id, reply.generation);
   end loop;
   return true;
 end
@@ -144,9 +154,7 @@ begin
      where c.id = p_conversation_id and c.deployment_id = p_deployment_id and c.user_id = uid
        and j.status in ('queued', 'running')
   loop
-    perform pg_notify('agentmarket_chat_stream',
-                      json_build_object('m', unfinished.message_id, 'e', 'done', 'g', unfinished.generation, 's', 'cancelled')::text);
-    perform pg_notify('agentmarket_chat_cancel', unfinished.message_id::text);
+    perform private.stop_reply(unfinished.message_id, unfinished.generation);
   end loop;
   -- Messages, their jobs and feedback go with it (foreign keys cascade).
   delete from public.agent_conversations c
@@ -156,8 +164,10 @@ end
 $$;
 
 revoke all on function private.finish_chat_job(bigint, text, text, text, text, text, text, integer, integer, integer, integer, boolean) from public;
+revoke all on function private.stop_reply(uuid, integer) from public;
 revoke all on function private.delete_deployment(uuid) from public;
 revoke all on function private.delete_conversation(uuid, uuid) from public;
 grant execute on function private.delete_deployment(uuid) to authenticated;
 grant execute on function private.delete_conversation(uuid, uuid) to authenticated;
 grant execute on function private.finish_chat_job(bigint, text, text, text, text, text, text, integer, integer, integer, integer, boolean) to service_role;
+grant execute on function private.stop_reply(uuid, integer) to service_role;

@@ -134,6 +134,9 @@ async def test_missing_required_config_deploys_as_configuring(
     )
     assert activate.status_code == 409
     assert activate.json()["code"] == "deployment_not_configured"
+    assert activate.json()["detail"] == (
+        "Cannot activate: missing required configuration: openai_api_key."
+    )
 
     configured = await client.patch(
         f"/api/deployments/{body['id']}",

@@ -97,19 +97,32 @@ def live_server(db_url: str, tmp_path: Path) -> Iterator[str]:
         process.wait(timeout=10)
 
 
-@pytest.mark.timeout(600)
-def test_no_route_returns_5xx_or_breaks_its_spec(live_server: str, db_url: str) -> None:
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+@pytest.fixture
+def headers(db_url: str) -> dict[str, str]:
     with psycopg.connect(db_url, autocommit=True) as conn:
         user = ensure_user(conn, email="fuzz@example.com")
-    headers = {"Authorization": f"Bearer {mint_access_token(user, secret=DEV_JWT_SECRET)}"}
+    return {"Authorization": f"Bearer {mint_access_token(user, secret=DEV_JWT_SECRET)}"}
+
+
+@pytest.fixture
+def operations(live_server: str) -> list[Any]:
+    """Every operation of the served spec."""
     schema = schemathesis.openapi.from_url(f"{live_server}/openapi.json")
-    checks = [
-        not_a_server_error,
-        status_code_conformance,
-        content_type_conformance,
-        response_schema_conformance,
-    ]
-    operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
+    return [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(600)
+def test_no_route_returns_5xx_or_breaks_its_spec(
+    live_server: str, headers: dict[str, str], operations: list[Any]
+) -> None:
     assert len(operations) >= 9
 
     for operation in operations:
@@ -124,33 +137,23 @@ def test_no_route_returns_5xx_or_breaks_its_spec(live_server: str, db_url: str) 
         )
         def exercise(case: schemathesis.Case) -> None:  # type: ignore[type-arg]
             response = case.call(base_url=live_server, headers=headers)
-            case.validate_response(response, checks=checks)
+            case.validate_response(response, checks=CHECKS)
 
         exercise()
 
 
 @pytest.mark.timeout(300)
 def test_unstorable_json_in_any_body_is_a_4xx_that_keeps_to_the_spec(
-    live_server: str, db_url: str
+    live_server: str, headers: dict[str, str], operations: list[Any]
 ) -> None:
     """Every operation with a JSON body, sent generated bodies with a lone surrogate, NUL, NaN or
     Infinity somewhere in them (values, nested values, a field name): no 5xx, and the answer
     (a 4xx problem) matches the spec."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        user = ensure_user(conn, email="fuzz@example.com")
-    headers = {"Authorization": f"Bearer {mint_access_token(user, secret=DEV_JWT_SECRET)}"}
-    schema = schemathesis.openapi.from_url(f"{live_server}/openapi.json")
-    checks = [
-        not_a_server_error,
-        status_code_conformance,
-        content_type_conformance,
-        response_schema_conformance,
-    ]
-    every = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    operations = [op for op in every if op.method.upper() in ("POST", "PATCH", "PUT") and op.body]
-    assert len(operations) >= 5
+    writes = ("POST", "PATCH", "PUT")
+    with_body = [op for op in operations if op.method.upper() in writes and op.body]
+    assert len(with_body) >= 5
 
-    for operation in operations:
+    for operation in with_body:
 
         @given(
             case=operation.as_strategy(),
@@ -169,7 +172,7 @@ def test_unstorable_json_in_any_body_is_a_4xx_that_keeps_to_the_spec(
             response = case.call(
                 base_url=live_server, headers={**headers, "Content-Type": "application/json"}
             )
-            case.validate_response(response, checks=checks)
+            case.validate_response(response, checks=CHECKS)
             assert 400 <= response.status_code < 500, response.text
 
         exercise()

@@ -164,7 +164,8 @@ def test_every_acknowledged_write_is_readable_at_once_under_concurrency(stack: S
 def test_deleting_a_deployment_stops_its_running_reply_and_ends_its_stream(stack: Stack) -> None:
     with stack.client("delete-running@example.com") as client:
         deployment = deploy(client)
-        reply_id = slow_reply(client, deployment, "slow")["assistant_message"]["id"]
+        marker = uuid.uuid4().hex[:8]
+        reply_id = slow_reply(client, deployment, f"slow {marker}")["assistant_message"]["id"]
         with following(client, reply_id) as events:
             assert client.delete(f"/api/deployments/{deployment}").status_code == 204
         final = client.get(f"/api/messages/{reply_id}").json()
@@ -175,10 +176,12 @@ def test_deleting_a_deployment_stops_its_running_reply_and_ends_its_stream(stack
     assert last_name == "message.completed"
     assert data["message"]["status"] == "cancelled"  # type: ignore[index]
     assert all(event_id for event_id, name, _ in events if name != "ping")
-    # The worker stopped asking the model: the text stays as it was at the delete.
-    time.sleep(1)
-    with stack.client("delete-running@example.com") as client:
-        assert client.get(f"/api/messages/{reply_id}").json()["content"] == final["content"]
+    # The worker hung up on the model (told by the delete), long before the 300-word reply ended.
+    end = time.monotonic() + 10
+    while not (request := requests_with(stack, marker)[0])["client_disconnected"]:
+        assert time.monotonic() < end, request
+        time.sleep(0.1)
+    assert int(str(request["tokens_sent"])) < 300
 
 
 def test_a_send_that_raced_the_delete_never_reaches_the_model(stack: Stack) -> None:
@@ -209,7 +212,6 @@ def test_a_send_that_raced_the_delete_never_reaches_the_model(stack: Stack) -> N
         conn.execute("insert into private.chat_jobs (message_id) values (%s)", (reply[0],))
         conn.execute("select pg_notify('agentmarket_chat_jobs', '0')")
     with stack.client("raced@example.com") as client:
-        final = wait_for(client, str(reply[0]), lambda m: m["status"] != "queued")
         final = wait_for(client, str(reply[0]), lambda m: m["status"] not in ("queued", "running"))
     assert final["status"] == "cancelled"
     assert final["error"]["code"] == "deployment_deleted"
@@ -302,6 +304,27 @@ def test_a_reply_longer_than_the_stored_limit_is_cut_cleanly(stack: Stack) -> No
     assert reply["content"].startswith(f"Echo: {marker}")
     [request] = requests_with(stack, marker)
     assert request["max_tokens"] == int(stack.env["OPENAI_MAX_TOKENS"])
+
+
+def test_a_deployments_max_tokens_bounds_the_reply_and_marks_it_truncated(stack: Stack) -> None:
+    with stack.client("max-tokens@example.com") as client:
+        deployment = deploy(client)
+        # An agent whose schema offers `max_tokens` stores it in the config like this.
+        with psycopg.connect(stack.db_url, autocommit=True) as conn:
+            conn.execute(
+                "update public.agent_deployments set config = config || '{\"max_tokens\": 5}'"
+                " where id = %s",
+                (deployment,),
+            )
+        marker = uuid.uuid4().hex[:8]
+        reply = client.post(
+            f"/api/agents/{deployment}/chat", json={"message": f"{marker} [[long:50]]"}
+        ).json()["assistant_message"]
+    assert reply["status"] == "completed"
+    assert reply["truncated"] is True
+    assert reply["usage"]["completion_tokens"] == 5
+    [request] = requests_with(stack, marker)
+    assert request["max_tokens"] == 5
 
 
 def test_a_short_reply_is_not_marked_truncated(stack: Stack) -> None:

@@ -1,0 +1,42 @@
+"""Readiness: the database answers and has every migration this build ships."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from agentmarket.migrate import MigrationFile
+
+# As the API login itself (outside any caller's transaction): it may read the applied versions
+# through this one definer function, and nothing else of the history or of any table.
+APPLIED_VERSIONS = "select private.applied_migrations()"
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+# A probe answers quickly or not at all: waiting longer for a pooled connection helps nobody.
+POOL_WAIT_SECONDS = 2.0
+
+
+async def readiness(*, pool: AsyncConnectionPool, migrations: list[MigrationFile]) -> Readiness:
+    try:
+        async with pool.connection(timeout=POOL_WAIT_SECONDS) as conn:
+            cur = await conn.execute(APPLIED_VERSIONS)
+            applied = {version for (version,) in await cur.fetchall()}
+    except Exception:
+        return Readiness(False, {"status": "unavailable", "database": "unreachable"})
+    # Versions the database has and this build lacks are fine (a newer instance migrated during
+    # a rolling deploy); files this build has that the database lacks are not.
+    behind = [m.version for m in migrations if m.version not in applied]
+    if behind:
+        return Readiness(
+            False, {"status": "unavailable", "database": "ok", "migrations_not_applied": behind}
+        )
+    versions = applied | {m.version for m in migrations}
+    return Readiness(True, {"status": "ok", "database": "ok", "migrations": len(versions)})

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from pydantic import ValidationError
 
-from agentmarket import migrate, paths, seed, tokens
-from agentmarket.config import (
+from agentmarket.core import paths
+from agentmarket.core.config import (
     LOCAL_LOGIN_PASSWORDS,
     AppEnv,
     MissingSetting,
@@ -19,7 +21,8 @@ from agentmarket.config import (
     check_env,
     get_settings,
 )
-from agentmarket.db import connect
+from agentmarket.db.pool import connect
+from agentmarket.ops import migrate, seed, tokens
 
 
 def _settings() -> Settings:
@@ -63,8 +66,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             width = max((len(e.version) for e in entries), default=7)
             for e in entries:
                 print(f"{e.version:<{width}}  {e.state.value:<8}  {e.name}")
-            pending = sum(e.state is migrate.State.PENDING for e in entries)
-            bad = [e for e in entries if e.state in (migrate.State.EDITED, migrate.State.MISSING)]
+            pending = sum(e.state is migrate.MigrationState.PENDING for e in entries)
+            bad = [
+                e
+                for e in entries
+                if e.state in (migrate.MigrationState.EDITED, migrate.MigrationState.MISSING)
+            ]
             print(f"{len(entries)} migrations, {pending} pending, {len(bad)} in conflict")
             return 1 if bad else 0
 
@@ -200,6 +207,16 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _app(name: str) -> Any:
+    """One of the product's processes: `http` (the functions' app factory) or `worker` (runs the
+    chat worker until SIGTERM). They live outside this package, which never imports them; their
+    packages register them as `agentmarket.apps` entry points (pyproject.toml)."""
+    found = entry_points(group="agentmarket.apps", name=name)
+    if not found:
+        raise SystemExit(f"the {name!r} app is not installed (pip install -e .)")
+    return next(iter(found)).load()
+
+
 # --- serve ---------------------------------------------------------------------------------------
 
 
@@ -208,7 +225,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     _process_urls(settings, "api_url", "api_direct_url")
-    from functions.app import create_app
+    create_app = _app("http")
 
     uvicorn.run(
         create_app(settings),
@@ -227,9 +244,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def render_openapi() -> str:
     import json
 
-    from functions.app import create_app
-
-    spec = create_app(get_settings()).openapi()
+    spec = _app("http")(get_settings()).openapi()
     return json.dumps(spec, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -254,7 +269,7 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from agentmarket import bench
+    from agentmarket.devtools import bench
 
     settings = _settings()
     if args.scenario == "chat":
@@ -305,8 +320,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_secrets(args: argparse.Namespace) -> int:
-    from agentmarket.rotation import rotate_secrets
-    from agentmarket.secrets import SecretBox
+    from agentmarket.domain.secrets import SecretBox
+    from agentmarket.ops.rotation import rotate_secrets
 
     settings = _settings()
     box = SecretBox(settings.encryption_keys)
@@ -323,38 +338,19 @@ def cmd_rotate_secrets(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    import asyncio
-    import signal
-
-    from prometheus_client import start_http_server
-
-    from agentmarket.telemetry import configure_logging
-    from workers.chat_worker import ChatWorker, WorkerConfig
-
     settings = _settings()
     _process_urls(settings, "worker_url")
-    configure_logging(settings.log_level)
-    if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
-    config = WorkerConfig(
+    _app("worker")(
+        settings,
         concurrency=args.concurrency,
         lease_seconds=args.lease_seconds,
         grace_seconds=args.grace_seconds,
     )
-
-    async def run() -> None:
-        worker = ChatWorker(settings, config=config)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
-        await worker.run()
-
-    asyncio.run(run())
     return 0
 
 
 def cmd_offline_model(args: argparse.Namespace) -> int:
-    from agentmarket import offline_model
+    from agentmarket.devtools import offline_model
 
     offline_model.serve(args.host, args.port, offline_model.config_from_args(args))
     return 0
@@ -423,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_worker)
 
-    from agentmarket import offline_model
+    from agentmarket.devtools import offline_model
 
     p = sub.add_parser("offline-model", help="run the offline OpenAI-compatible model server")
     offline_model.add_arguments(p)  # --host, --port, timing and fault options

@@ -8,16 +8,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from agentmarket import migrate, paths
-from agentmarket.auth import TokenVerifier
-from agentmarket.config import Settings, get_settings
-from agentmarket.db import create_pool
-from agentmarket.ratelimit import ChatLimits
-from agentmarket.secrets import SecretBox
+from agentmarket.core import paths
+from agentmarket.core.auth import TokenVerifier
+from agentmarket.core.config import Settings, get_settings
+from agentmarket.core.logging import configure_logging
+from agentmarket.db.pool import create_pool
+from agentmarket.domain.secrets import SecretBox
+from agentmarket.domain.signing import DeploymentSigner
+from agentmarket.ops import migrate
 from agentmarket.services.catalog import CatalogCache
-from agentmarket.signing import DeploymentSigner
-from agentmarket.streaming import StreamHub
-from agentmarket.telemetry import EventSink, configure_logging
+from agentmarket.services.limits import ChatLimits
+from agentmarket.services.streams import StreamHub
+from agentmarket.services.telemetry import EventSink
 from functions import problems
 from functions.deps import AppState
 from functions.middleware import RequestContextMiddleware
@@ -54,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pool=pool,
             verifier=verifier,
             box=SecretBox(settings.encryption_keys),
-            migrations=migrate.load_files(paths.migrations_dir()),
+            migration_versions=tuple(m.version for m in migrate.load_files(paths.migrations_dir())),
             cache=CatalogCache(settings.catalog_cache_seconds),
             events=events,
             hub=hub,

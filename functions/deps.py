@@ -12,17 +12,16 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 
-from agentmarket.auth import TokenVerifier, User, bearer_token
-from agentmarket.config import Settings
-from agentmarket.db import CallerSession, as_caller
-from agentmarket.errors import AnonymousToken, Unauthorized
-from agentmarket.migrate import MigrationFile
-from agentmarket.ratelimit import ChatLimits
-from agentmarket.secrets import SecretBox
+from agentmarket.core.auth import TokenVerifier, User, bearer_token
+from agentmarket.core.config import Settings
+from agentmarket.core.errors import AnonymousToken, Unauthorized
+from agentmarket.db.caller import CallerSession, as_caller
+from agentmarket.domain.secrets import SecretBox
+from agentmarket.domain.signing import DeploymentSigner
 from agentmarket.services.catalog import CatalogCache
-from agentmarket.signing import DeploymentSigner
-from agentmarket.streaming import StreamHub
-from agentmarket.telemetry import EventSink
+from agentmarket.services.limits import ChatLimits
+from agentmarket.services.streams import StreamHub
+from agentmarket.services.telemetry import EventSink
 
 
 @dataclass
@@ -33,7 +32,7 @@ class AppState:
     pool: AsyncConnectionPool
     verifier: TokenVerifier
     box: SecretBox
-    migrations: list[MigrationFile]
+    migration_versions: tuple[str, ...]
     cache: CatalogCache
     events: EventSink
     hub: StreamHub

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentmarket.errors import AppError, PayloadTooLarge, UnsupportedMediaType
+from agentmarket.core.errors import AppError, PayloadTooLarge, UnsupportedMediaType
 from functions.problems import PROBLEM_JSON, problem_body
 
 log = structlog.get_logger("agentmarket.http")

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agentmarket.errors import (
+from agentmarket.core.errors import (
     AppError,
     BadRequest,
     FieldError,

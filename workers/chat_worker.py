@@ -29,11 +29,18 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from agentmarket import metrics
-from agentmarket.config import Settings
-from agentmarket.llm import ChatRequest, Completed, LLMClient, LLMError, Retrying, TextDelta
-from agentmarket.secrets import SecretBox, SecretDecryptError, secret_aad
-from workers.handlers import ChatContext, KnowledgeEntry, Turn, handler_for
+from agentmarket.core import metrics
+from agentmarket.core.config import Settings
+from agentmarket.domain.agents import ChatContext, KnowledgeEntry, Turn, handler_for
+from agentmarket.domain.secrets import SecretBox, SecretDecryptError, secret_aad
+from agentmarket.llm.client import (
+    Completed,
+    CompletionRequest,
+    LLMClient,
+    LLMError,
+    Retrying,
+    TextDelta,
+)
 
 log = structlog.get_logger("agentmarket.worker")
 
@@ -442,7 +449,7 @@ class ChatWorker:
             return
         messages = handler_for(ctx["kind"]).build(context)
         temperature = ctx["config"].get("temperature")
-        request = ChatRequest(
+        request = CompletionRequest(
             model=ctx["model"] or self.settings.openai_model,
             messages=messages,
             temperature=float(temperature) if isinstance(temperature, int | float) else None,

@@ -18,11 +18,17 @@ from cachetools import TTLCache
 from psycopg.rows import dict_row
 from pydantic import BaseModel, RootModel
 
-from agentmarket import configschema
-from agentmarket.db import CallerSession
-from agentmarket.errors import AgentNotFound
-from agentmarket.models import AgentDetail, AgentList, AgentQuery, AgentSummary, CategoryCount
-from agentmarket.telemetry import EventSink
+from agentmarket.core.errors import AgentNotFound
+from agentmarket.db.caller import CallerSession
+from agentmarket.domain import configschema
+from agentmarket.domain.models import (
+    AgentDetail,
+    AgentList,
+    AgentQuery,
+    AgentSummary,
+    CategoryCount,
+)
+from agentmarket.services.telemetry import EventSink
 
 M = TypeVar("M", bound=BaseModel)
 

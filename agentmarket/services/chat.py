@@ -12,17 +12,14 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from agentmarket.errors import (
-    AppError,
+from agentmarket.core.errors import (
     ConversationNotFound,
-    DeploymentNotConfigured,
     DeploymentNotFound,
-    DeploymentPaused,
     FieldError,
     MessageNotFound,
     ValidationFailed,
 )
-from agentmarket.models import (
+from agentmarket.domain.models import (
     ChatExchange,
     ChatRequest,
     Conversation,
@@ -36,7 +33,7 @@ from agentmarket.models import (
     NewConversation,
     Usage,
 )
-from agentmarket.streaming import StreamState
+from agentmarket.services.streams import StreamState
 
 SEND = "select * from private.send_chat_message(%s, %s, %s, %s, %s)"
 STREAM_STATE = "select status, content, generation from private.message_stream_state(%s)"
@@ -83,19 +80,6 @@ returning message_id, rating, comment
 """
 DELETE_FEEDBACK = "delete from public.message_feedback where message_id = %s"
 ASSISTANT_MESSAGE = "select 1 from public.agent_messages where id = %s and role = 'assistant'"
-
-SQLSTATE_ERRORS: dict[str, type[AppError]] = {
-    "AMNF2": DeploymentNotFound,
-    "AMNF3": ConversationNotFound,
-    "AMNF4": MessageNotFound,
-    "AMPAU": DeploymentPaused,
-    "AMCFG": DeploymentNotConfigured,
-}
-
-
-def mapped(exc: psycopg.Error) -> Exception:
-    error = SQLSTATE_ERRORS.get(exc.sqlstate or "")
-    return error() if error else exc
 
 
 def to_message(row: dict[str, Any]) -> Message:
@@ -166,21 +150,18 @@ async def send_message(
     trace_id: str | None,
 ) -> tuple[ChatExchange, bool]:
     """Store the user message and the queued reply, enqueue the job; (exchange, newly created)."""
-    try:
-        async with conn.cursor() as cur:
-            await cur.execute(
-                SEND,
-                (
-                    deployment_id,
-                    request.conversation_id,
-                    request.message,
-                    request.client_message_id,
-                    trace_id,
-                ),
-            )
-            row = await cur.fetchone()
-    except psycopg.Error as exc:
-        raise mapped(exc) from exc
+    async with conn.cursor() as cur:
+        await cur.execute(
+            SEND,
+            (
+                deployment_id,
+                request.conversation_id,
+                request.message,
+                request.client_message_id,
+                trace_id,
+            ),
+        )
+        row = await cur.fetchone()
     assert row is not None
     conversation_id, user_id, reply_id, created = row
     messages = await load_messages(conn, [user_id, reply_id])
@@ -211,10 +192,7 @@ async def stream_state(*, conn: psycopg.AsyncConnection, message_id: uuid.UUID) 
 
 
 async def cancel_message(*, conn: psycopg.AsyncConnection, message_id: uuid.UUID) -> Message:
-    try:
-        await conn.execute(CANCEL, (message_id,))
-    except psycopg.Error as exc:
-        raise mapped(exc) from exc
+    await conn.execute(CANCEL, (message_id,))
     return await get_message(conn=conn, message_id=message_id)
 
 

@@ -16,17 +16,17 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from agentmarket import configschema
-from agentmarket.errors import (
+from agentmarket.core.errors import (
     AgentNotFound,
     Conflict,
     DeploymentLimitReached,
-    DeploymentNotConfigured,
     DeploymentNotFound,
     InvalidConfig,
 )
-from agentmarket.metrics import DEPLOYMENTS
-from agentmarket.models import (
+from agentmarket.core.metrics import DEPLOYMENTS
+from agentmarket.db.sqlstate import app_errors
+from agentmarket.domain import configschema
+from agentmarket.domain.models import (
     AgentRef,
     Deployment,
     DeploymentList,
@@ -34,10 +34,10 @@ from agentmarket.models import (
     DeploymentStatus,
     DeployRequest,
 )
-from agentmarket.secrets import SecretBox, secret_aad
+from agentmarket.domain.secrets import SecretBox, secret_aad
+from agentmarket.domain.signing import DeploymentSigner, config_text
 from agentmarket.services.catalog import agent_key
-from agentmarket.signing import DeploymentSigner, config_text
-from agentmarket.telemetry import track
+from agentmarket.services.telemetry import track
 
 AGENT_FOR_DEPLOY = """
 select id, slug, name, config_schema, default_config
@@ -61,10 +61,6 @@ CREATE = "select * from private.create_deployment(%s, %s, %s, %s, %s)"
 UPDATE = "select * from private.update_deployment(%s, %s, %s, %s, %s, %s)"
 DELETE = "select private.delete_deployment(%s)"
 PUT_SECRET = "select private.put_deployment_secret(%s, %s, %s, %s, %s)"  # noqa: S105  # noqa: S105
-
-AGENT_NOT_FOUND_STATE = "AMNF1"
-LIMIT_STATE = "AMLIM"
-NOT_CONFIGURED_STATE = "AMCFG"
 
 
 async def _secret_hints(
@@ -153,15 +149,13 @@ async def deploy_agent(
         text = config_text(validated.public)
         missing = list(validated.missing_required)
         signature = await signer.sign("create", user_id, agent["id"], text, missing)
-        try:
+        with app_errors():
             async with conn.cursor(row_factory=dict_row) as cur:
                 await cur.execute(
                     CREATE,
                     (agent["id"], request.name or agent["name"], text, missing, signature),
                 )
                 created = await cur.fetchone()
-        except psycopg.Error as exc:
-            raise _map_sqlstate(exc) from exc
         assert created is not None
         await _store_secrets(conn, box, created["id"], validated.secrets)
     except (AgentNotFound, InvalidConfig, DeploymentLimitReached) as exc:
@@ -179,18 +173,6 @@ async def deploy_agent(
     row = await _load(conn, created["id"])
     hints = await _secret_hints(conn, [created["id"]])
     return _deployment(row, hints.get(created["id"], {}))
-
-
-def _map_sqlstate(exc: psycopg.Error) -> Exception:
-    """Our SQLSTATEs from the private functions as AppErrors; anything else unchanged."""
-    if exc.sqlstate == AGENT_NOT_FOUND_STATE:
-        return AgentNotFound()
-    if exc.sqlstate == LIMIT_STATE:
-        return DeploymentLimitReached()
-    if exc.sqlstate == NOT_CONFIGURED_STATE:
-        # The database decides readiness (from the signed missing list) and says why.
-        return DeploymentNotConfigured(f"Cannot activate: {exc.diag.message_detail}.")
-    return exc
 
 
 async def list_deployments(*, conn: psycopg.AsyncConnection) -> DeploymentList:
@@ -253,14 +235,11 @@ async def update_deployment(
         text = config_text(validated.public)
         missing = list(validated.missing_required)
         signature = await signer.sign("update", user_id, deployment_id, text, missing)
-    try:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                UPDATE, (deployment_id, patch.name, text, missing, signature, patch.status)
-            )
-            updated = await cur.fetchone()
-    except psycopg.Error as exc:
-        raise _map_sqlstate(exc) from exc
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            UPDATE, (deployment_id, patch.name, text, missing, signature, patch.status)
+        )
+        updated = await cur.fetchone()
     if updated is None or updated["id"] is None:
         raise DeploymentNotFound()
     await _store_secrets(conn, box, deployment_id, secrets)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
-
-from agentmarket.migrate import MigrationFile
 
 # As the API login itself (outside any caller's transaction): it may read the applied versions
 # through this one definer function, and nothing else of the history or of any table.
@@ -24,7 +23,8 @@ class Readiness:
 POOL_WAIT_SECONDS = 2.0
 
 
-async def readiness(*, pool: AsyncConnectionPool, migrations: list[MigrationFile]) -> Readiness:
+async def readiness(*, pool: AsyncConnectionPool, versions: Sequence[str]) -> Readiness:
+    """Ready when the database answers and has applied every migration version this build ships."""
     try:
         async with pool.connection(timeout=POOL_WAIT_SECONDS) as conn:
             cur = await conn.execute(APPLIED_VERSIONS)
@@ -33,10 +33,10 @@ async def readiness(*, pool: AsyncConnectionPool, migrations: list[MigrationFile
         return Readiness(False, {"status": "unavailable", "database": "unreachable"})
     # Versions the database has and this build lacks are fine (a newer instance migrated during
     # a rolling deploy); files this build has that the database lacks are not.
-    behind = [m.version for m in migrations if m.version not in applied]
+    behind = [version for version in versions if version not in applied]
     if behind:
         return Readiness(
             False, {"status": "unavailable", "database": "ok", "migrations_not_applied": behind}
         )
-    versions = applied | {m.version for m in migrations}
-    return Readiness(True, {"status": "ok", "database": "ok", "migrations": len(versions)})
+    known = applied | set(versions)
+    return Readiness(True, {"status": "ok", "database": "ok", "migrations": len(known)})

@@ -16,11 +16,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from agentmarket import metrics
-from agentmarket.auth import User
-from agentmarket.db import as_caller
-from agentmarket.errors import MessageNotFound
-from agentmarket.models import (
+from agentmarket.core import metrics
+from agentmarket.core.auth import User
+from agentmarket.core.errors import MessageNotFound
+from agentmarket.db.caller import as_caller
+from agentmarket.domain.models import (
     ChatExchange,
     ChatMode,
     ChatRequest,
@@ -33,7 +33,7 @@ from agentmarket.models import (
     NewConversation,
 )
 from agentmarket.services import chat
-from agentmarket.streaming import Event, StreamState, follow
+from agentmarket.services.streams import Event, StreamState, follow
 from functions.deps import AppState, CurrentUser, Events, State, UserConn
 from functions.openapi import problem_responses
 

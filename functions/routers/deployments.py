@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
-from agentmarket.models import Deployment, DeploymentList, DeploymentPatch
+from agentmarket.domain.models import Deployment, DeploymentList, DeploymentPatch
 from agentmarket.services import deployments
 from functions.deps import AppSettings, Box, CurrentUser, Signer, UserConn
 from functions.openapi import problem_responses

@@ -21,7 +21,7 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", responses={503: {"description": "Database unreachable or not migrated"}})
 async def readyz(state: State) -> JSONResponse:
     """Ready to serve: the database answers and every migration file is applied."""
-    result = await health.readiness(pool=state.pool, migrations=state.migrations)
+    result = await health.readiness(pool=state.pool, versions=state.migration_versions)
     return JSONResponse(result.report, status_code=200 if result.ready else 503)
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
-from agentmarket.models import (
+from agentmarket.domain.models import (
     AgentDetail,
     AgentList,
     AgentQuery,

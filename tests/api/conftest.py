@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
-from agentmarket import migrate
-from agentmarket.config import DEV_JWT_SECRET, Settings, get_settings
-from agentmarket.tokens import LocalUser, ensure_user, mint_access_token
+from agentmarket.core.config import DEV_JWT_SECRET, Settings, get_settings
+from agentmarket.ops import migrate
+from agentmarket.ops.tokens import LocalUser, ensure_user, mint_access_token
 from functions.app import create_app
 
 

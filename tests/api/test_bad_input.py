@@ -19,8 +19,8 @@ from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentmarket.config import DEV_JWT_SECRET
-from agentmarket.models import RequestBody
+from agentmarket.core.config import DEV_JWT_SECRET
+from agentmarket.domain.models import RequestBody
 from tests.api.conftest import Caller
 from tests.api.test_errors import assert_problem
 

@@ -17,8 +17,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from agentmarket.config import Settings
-from agentmarket.telemetry import configure_logging
+from agentmarket.core.config import Settings
+from agentmarket.core.logging import configure_logging
 from functions.app import create_app
 from tests.api.conftest import Caller
 from tests.procs import free_port

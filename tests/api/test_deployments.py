@@ -9,8 +9,8 @@ import httpx
 import psycopg
 import pytest
 
-from agentmarket.config import Settings
-from agentmarket.metrics import DEPLOYMENTS
+from agentmarket.core.config import Settings
+from agentmarket.core.metrics import DEPLOYMENTS
 from functions.app import create_app
 from tests.api.conftest import Caller
 

@@ -167,7 +167,7 @@ async def test_the_anon_key_is_anonymous_on_public_routes_and_401_on_user_routes
 
     import jwt
 
-    from agentmarket.config import DEV_JWT_SECRET
+    from agentmarket.core.config import DEV_JWT_SECRET
 
     now = int(time.time())
     anon_key = jwt.encode(

@@ -26,8 +26,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from agentmarket.config import DEV_JWT_SECRET
-from agentmarket.tokens import ensure_user, mint_access_token
+from agentmarket.core.config import DEV_JWT_SECRET
+from agentmarket.ops.tokens import ensure_user, mint_access_token
 from tests.procs import free_port
 
 pytestmark = pytest.mark.db
@@ -74,7 +74,7 @@ def live_server(db_url: str, tmp_path: Path) -> Iterator[str]:
     log = tmp_path / "server.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "agentmarket.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "agentmarket", "serve", "--port", str(port)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=sink,

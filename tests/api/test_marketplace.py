@@ -7,8 +7,9 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
-from agentmarket import paths, seed
-from agentmarket.config import Settings
+from agentmarket.core import paths
+from agentmarket.core.config import Settings
+from agentmarket.ops import seed
 from functions.app import create_app
 from tests.api.conftest import Caller
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentmarket import paths
 from agentmarket.cli import main, render_openapi
+from agentmarket.core import paths
 
 
 def test_docs_openapi_json_matches_the_app(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,8 +16,8 @@ import httpx
 import psycopg
 import pytest
 
-from agentmarket.config import DEV_JWT_SECRET
-from agentmarket.tokens import ensure_user, mint_access_token
+from agentmarket.core.config import DEV_JWT_SECRET
+from agentmarket.ops.tokens import ensure_user, mint_access_token
 from tests.conftest import Server
 from tests.procs import free_port
 
@@ -71,7 +71,7 @@ class Stack:
         log = self.logs / f"{name}-{len(self.processes)}.log"
         with log.open("wb") as sink:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "agentmarket.cli", *args],
+                [sys.executable, "-m", "agentmarket", *args],
                 env=self.env,
                 stdout=sink,
                 stderr=subprocess.STDOUT,

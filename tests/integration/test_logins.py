@@ -12,8 +12,9 @@ import pytest
 from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict
 
-from agentmarket import migrate, paths
-from agentmarket.config import Settings, get_settings
+from agentmarket.core import paths
+from agentmarket.core.config import Settings, get_settings
+from agentmarket.ops import migrate
 
 pytestmark = pytest.mark.db
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from agentmarket import migrate, paths, sqlsplit
 from agentmarket.cli import main
+from agentmarket.core import paths
+from agentmarket.ops import migrate, sqlsplit
 
 pytestmark = pytest.mark.db
 
@@ -109,8 +110,8 @@ def test_a_broken_file_leaves_the_database_exactly_as_before_and_stops_the_run(
     with psycopg.connect(env_db) as conn:
         status = migrate.status(conn, migrations_copy)
     assert [(e.version, e.state) for e in status[-2:]] == [
-        ("29990101000000", migrate.State.PENDING),
-        ("29990102000000", migrate.State.PENDING),
+        ("29990101000000", migrate.MigrationState.PENDING),
+        ("29990102000000", migrate.MigrationState.PENDING),
     ]
 
 
@@ -141,7 +142,7 @@ def test_reformatting_whitespace_is_not_an_edit(env_db: str, migrations_copy: Pa
     first.write_text("\n\n" + first.read_text().replace("\n", "\n  ") + "\n\n")
     with psycopg.connect(env_db) as conn:
         states = {e.state for e in migrate.status(conn, migrations_copy)}
-    assert states == {migrate.State.APPLIED}
+    assert states == {migrate.MigrationState.APPLIED}
 
 
 def test_a_version_missing_from_the_checkout_is_refused(

@@ -10,7 +10,7 @@ import uuid
 import psycopg
 import pytest
 
-from agentmarket.tokens import ensure_user
+from agentmarket.ops.tokens import ensure_user
 
 pytestmark = pytest.mark.db
 

@@ -8,10 +8,10 @@ import psycopg
 import pytest
 
 from agentmarket.cli import main
-from agentmarket.config import parse_encryption_keys
-from agentmarket.rotation import rotate_secrets
-from agentmarket.secrets import SecretBox, secret_aad
-from agentmarket.tokens import ensure_user
+from agentmarket.core.config import parse_encryption_keys
+from agentmarket.domain.secrets import SecretBox, secret_aad
+from agentmarket.ops.rotation import rotate_secrets
+from agentmarket.ops.tokens import ensure_user
 
 pytestmark = pytest.mark.db
 

@@ -9,8 +9,9 @@ import psycopg
 import pytest
 import yaml
 
-from agentmarket import paths, seed
 from agentmarket.cli import main
+from agentmarket.core import paths
+from agentmarket.ops import seed
 from tests.conftest import Server
 
 pytestmark = pytest.mark.db

@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 
-from agentmarket import signing
+from agentmarket.domain import signing
 
 pytestmark = pytest.mark.db
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from agentmarket import migrate, paths
 from agentmarket.cli import main
+from agentmarket.core import paths
+from agentmarket.ops import migrate
 from tests.conftest import Server
 from tests.integration.test_migrate import schema_dump
 

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from agentmarket.cli import main
-from agentmarket.config import DEV_JWT_SECRET
-from agentmarket.tokens import ensure_user, mint_access_token
+from agentmarket.core.config import DEV_JWT_SECRET
+from agentmarket.ops.tokens import ensure_user, mint_access_token
 
 pytestmark = pytest.mark.db
 

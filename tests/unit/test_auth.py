@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from agentmarket.auth import TokenVerifier, User, bearer_token
-from agentmarket.config import get_settings
-from agentmarket.errors import AnonymousToken, InvalidToken, ServiceUnavailable, Unauthorized
+from agentmarket.core.auth import TokenVerifier, User, bearer_token
+from agentmarket.core.config import get_settings
+from agentmarket.core.errors import AnonymousToken, InvalidToken, ServiceUnavailable, Unauthorized
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long!!"
 SUPABASE_URL = "https://abcdefgh.supabase.co"

@@ -7,7 +7,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import ValidationError
 
 from agentmarket.cli import main
-from agentmarket.config import (
+from agentmarket.core.config import (
     DEV_DATABASE_URL,
     LOCAL_LOGIN_PASSWORDS,
     AppEnv,
@@ -151,8 +151,8 @@ def test_check_env_reports_invalid_settings_without_a_traceback(
 
 
 def test_env_example_documents_every_setting_and_parses() -> None:
-    from agentmarket import paths
-    from agentmarket.config import Settings
+    from agentmarket.core import paths
+    from agentmarket.core.config import Settings
 
     example = paths.project_root() / ".env.example"
     names = {

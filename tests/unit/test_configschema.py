@@ -9,9 +9,9 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from agentmarket.configschema import FORMAT_CHECKER, secret_fields, validate_config
-from agentmarket.errors import FieldError, InvalidConfig
-from agentmarket.paths import seeds_dir
+from agentmarket.core.errors import FieldError, InvalidConfig
+from agentmarket.core.paths import seeds_dir
+from agentmarket.domain.configschema import FORMAT_CHECKER, secret_fields, validate_config
 
 GOOD_KEY = "sk-" + "a1B2c3D4e5F6g7H8i9J0" * 2
 

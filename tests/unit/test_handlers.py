@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.handlers import (
+from agentmarket.domain.agents import (
     DATA_NOTICE,
     ChatContext,
     KnowledgeEntry,

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from agentmarket.jsontext import (
+from agentmarket.core.jsontext import (
     DEPTH_MESSAGE,
     MAX_DEPTH,
     NON_FINITE_MESSAGE,

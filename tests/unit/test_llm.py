@@ -14,16 +14,16 @@ import pytest
 import respx
 from structlog.testing import capture_logs
 
-from agentmarket.llm import (
+from agentmarket.llm.client import (
     AttemptInfo,
-    ChatRequest,
     Completed,
+    CompletionRequest,
     LLMClient,
     LLMError,
     Retrying,
     StreamEvent,
     TextDelta,
-    Usage,
+    TokenUsage,
     parse_retry_after,
 )
 
@@ -38,8 +38,8 @@ MESSAGES = [
 ]
 
 
-def request(**overrides: Any) -> ChatRequest:
-    return ChatRequest(model="gpt-test", messages=MESSAGES, **overrides)
+def request(**overrides: Any) -> CompletionRequest:
+    return CompletionRequest(model="gpt-test", messages=MESSAGES, **overrides)
 
 
 # --- SSE bodies ---------------------------------------------------------------------------------
@@ -138,19 +138,19 @@ async def llm(sleeps: list[float]) -> AsyncIterator[LLMClient]:
     await client.aclose()
 
 
-async def collect(llm: LLMClient, req: ChatRequest, **kwargs: Any) -> list[StreamEvent]:
+async def collect(llm: LLMClient, req: CompletionRequest, **kwargs: Any) -> list[StreamEvent]:
     async with contextlib.aclosing(llm.stream(req, **kwargs)) as events:
         return [event async for event in events]
 
 
-async def failure(llm: LLMClient, req: ChatRequest, **kwargs: Any) -> LLMError:
+async def failure(llm: LLMClient, req: CompletionRequest, **kwargs: Any) -> LLMError:
     with pytest.raises(LLMError) as caught:
         await collect(llm, req, **kwargs)
     return caught.value
 
 
 async def run_until_error(
-    llm: LLMClient, req: ChatRequest
+    llm: LLMClient, req: CompletionRequest
 ) -> tuple[list[StreamEvent], LLMError | None]:
     events: list[StreamEvent] = []
     try:
@@ -189,7 +189,7 @@ async def test_stream_yields_deltas_then_completed_with_usage(
         TextDelta("lo"),
         TextDelta("!"),
         Completed(
-            usage=Usage(prompt_tokens=12, completion_tokens=3),
+            usage=TokenUsage(prompt_tokens=12, completion_tokens=3),
             model="gpt-test-2024",
             finish_reason="stop",
         ),

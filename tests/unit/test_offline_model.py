@@ -28,7 +28,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionUserMessageParam
 from starlette.applications import Starlette
 
-from agentmarket.offline_model import (
+from agentmarket.devtools.offline_model import (
     DEFAULT_REJECT_KEY,
     LOREM_WORDS,
     OfflineModel,

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentmarket.config import EncryptionKey, get_settings
-from agentmarket.errors import AppError
-from agentmarket.secrets import (
+from agentmarket.core.config import EncryptionKey, get_settings
+from agentmarket.core.errors import AppError
+from agentmarket.domain.secrets import (
     KNOWN_PREFIXES,
     NONCE_BYTES,
     SealedSecret,

@@ -1,4 +1,4 @@
-from agentmarket.sqlsplit import split
+from agentmarket.ops.sqlsplit import split
 
 
 def test_splits_on_top_level_semicolons_and_trims() -> None:

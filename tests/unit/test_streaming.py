@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from agentmarket.streaming import (
+from agentmarket.services.streams import (
     Event,
     Notice,
     StreamState,

@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from agentmarket.jsontext import json_problems, text_problem
+from agentmarket.core.jsontext import json_problems, text_problem
 
 
 def _storable(value: str) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from agentmarket.secrets import SecretBox, SecretDecryptError, secret_aad
+from agentmarket.domain.secrets import SecretBox, SecretDecryptError, secret_aad
 
 PENDING = """
 select deployment_id, field

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 
-from agentmarket.auth import User
+from agentmarket.core.auth import User
 
 
 class ChatLimits:

@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from agentmarket import paths
-from agentmarket.config import Settings
+from agentmarket.core import paths
+from agentmarket.core.config import Settings
 
 CATALOG_QUERY = (
     "select id, slug, name, tagline, description, category, tags, kind, pricing_model,"
@@ -421,7 +421,7 @@ async def bench_chat_throughput(
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "agentmarket.cli", *args],
+        [sys.executable, "-m", "agentmarket", *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -445,8 +445,8 @@ def run_chat(
 ) -> dict[str, Any]:
     """The chat pipeline against the offline model: client-seen TTFT and completion at each
     concurrency level with a fixed model TTFT, queue pickup, and throughput at zero latency."""
-    from agentmarket.db import connect
-    from agentmarket.tokens import ensure_user, mint_access_token
+    from agentmarket.db.pool import connect
+    from agentmarket.ops.tokens import ensure_user, mint_access_token
 
     assert settings.supabase_jwt_secret is not None
     results: dict[str, Any] = {"ttft_model_ms": ttft_ms, "levels": []}

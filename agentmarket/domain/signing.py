@@ -28,7 +28,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from agentmarket.errors import DatabaseUnavailable
+from agentmarket.core.errors import DatabaseUnavailable
 
 VERSION = "agentmarket.deployment.v1"
 KEY_QUERY = "select private.api_signing_key()"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from agentmarket.config import EncryptionKey
+from agentmarket.core.config import EncryptionKey
 
 NONCE_BYTES = 12
 TAG_BYTES = 16

@@ -20,8 +20,8 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError, best_match
 
-from agentmarket.errors import FieldError, InvalidConfig
-from agentmarket.urls import url_problem
+from agentmarket.core.errors import FieldError, InvalidConfig
+from agentmarket.domain.urls import url_problem
 
 CONFIG_POINTER = "/config"
 

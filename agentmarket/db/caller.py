@@ -1,9 +1,6 @@
-"""Database access.
+"""Transactions as the caller: the one-transaction-per-request pattern of the HTTP functions.
 
-* `connect`: a synchronous autocommit connection for operator tools (migrate, seed, token), over
-  the operator's DATABASE_URL / DATABASE_DIRECT_URL.
-* `create_pool` + `as_caller`: the async pool of the HTTP functions and the one-transaction-per-
-  request pattern. The pool logs in as the functions' own login (API_DATABASE_URL,
+The request pool (`agentmarket.db.pool`) logs in as the functions' own login (API_DATABASE_URL,
   `agentmarket_api`), which can become only `anon` or `authenticated` and holds no privilege of
   its own; each request's SQL runs in a transaction that assumes the caller's role and JWT claims
   exactly as PostgREST does, so the same RLS policies protect both.
@@ -20,42 +17,10 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from agentmarket.config import Settings
-from agentmarket.errors import DatabaseUnavailable, UnknownUser
+from agentmarket.core.errors import DatabaseUnavailable, UnknownUser
+from agentmarket.db.sqlstate import app_errors
 
 ANON_CLAIMS: dict[str, Any] = {"role": "anon"}
-
-
-def connect(settings: Settings) -> psycopg.Connection:
-    """An autocommit connection over DATABASE_DIRECT_URL (a session connection: migrations take
-    advisory locks); callers open explicit transactions with `conn.transaction()`."""
-    return psycopg.connect(
-        settings.direct_database_url, autocommit=True, prepare_threshold=None, connect_timeout=10
-    )
-
-
-def create_pool(
-    settings: Settings, *, min_size: int = 4, max_size: int = 16
-) -> AsyncConnectionPool:
-    """The request pool on API_DATABASE_URL (not opened: call `await pool.open()`; nothing
-    connects at import).
-
-    `prepare_threshold=None` keeps it usable behind a transaction-mode pooler (Supavisor :6543).
-    """
-    return AsyncConnectionPool(
-        settings.api_url,
-        min_size=min_size,
-        max_size=max_size,
-        kwargs={
-            "autocommit": True,
-            "prepare_threshold": None,
-            "connect_timeout": 10,
-            "application_name": "agentmarket-api",
-        },
-        timeout=10,
-        open=False,
-        name="agentmarket-requests",
-    )
 
 
 def set_caller(claims: dict[str, Any] | None) -> sql.Composed:
@@ -86,19 +51,23 @@ async def as_caller(
     # anything left open if we never get to COMMIT.
     begin = sql.SQL("begin; {}").format(set_caller(claims))
     try:
-        async with pool.connection() as conn:
-            await conn.execute(begin)
-            try:
-                yield conn
-            except BaseException:
-                if not conn.closed:
-                    await conn.execute("rollback")
-                raise
-            try:
-                await conn.execute("commit")
-            except psycopg.Error as exc:
-                # Whatever the cause, the write is not durable: never answer it as a success.
-                raise DatabaseUnavailable("The change could not be committed; try again.") from exc
+        # Our own SQLSTATEs (a private function refusing the caller) become their AppErrors.
+        with app_errors():
+            async with pool.connection() as conn:
+                await conn.execute(begin)
+                try:
+                    yield conn
+                except BaseException:
+                    if not conn.closed:
+                        await conn.execute("rollback")
+                    raise
+                try:
+                    await conn.execute("commit")
+                except psycopg.Error as exc:
+                    # Whatever the cause, the write is not durable: never answer it as a success.
+                    raise DatabaseUnavailable(
+                        "The change could not be committed; try again."
+                    ) from exc
     except psycopg.errors.ForeignKeyViolation as exc:
         if _is_missing_user(exc):
             raise UnknownUser() from exc

@@ -50,7 +50,7 @@ _KEY_LIKE = re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-*.•…]{6,}")
 
 
 @dataclass(frozen=True)
-class ChatRequest:
+class CompletionRequest:
     model: str
     messages: list[dict[str, str]]  # [{"role": "system"|"user"|"assistant", "content": str}]
     temperature: float | None = None
@@ -59,14 +59,14 @@ class ChatRequest:
 
     def __repr__(self) -> str:  # never print the key
         return (
-            f"ChatRequest(model={self.model!r}, messages=<{len(self.messages)}>, "
+            f"CompletionRequest(model={self.model!r}, messages=<{len(self.messages)}>, "
             f"temperature={self.temperature!r}, max_tokens={self.max_tokens!r}, "
             f"api_key={'<set>' if self.api_key else None})"
         )
 
 
 @dataclass(frozen=True)
-class Usage:
+class TokenUsage:
     prompt_tokens: int
     completion_tokens: int
 
@@ -87,7 +87,7 @@ class Retrying:
 
 @dataclass(frozen=True)
 class Completed:
-    usage: Usage | None  # None when the provider sent no usage chunk
+    usage: TokenUsage | None  # None when the provider sent no usage chunk
     model: str  # the model that answered, as reported by the provider
     finish_reason: str | None
 
@@ -232,7 +232,7 @@ def _provider_message(exc: openai.APIStatusError) -> str:
 
 
 def _status_error(
-    exc: openai.APIStatusError, request: ChatRequest, key: str, attempt: int
+    exc: openai.APIStatusError, request: CompletionRequest, key: str, attempt: int
 ) -> LLMError:
     status = exc.status_code
     detail = _sanitize(_provider_message(exc), key)
@@ -271,7 +271,7 @@ def _status_error(
     )
 
 
-def _classify(exc: BaseException, request: ChatRequest, key: str, attempt: int) -> LLMError:
+def _classify(exc: BaseException, request: CompletionRequest, key: str, attempt: int) -> LLMError:
     """Map an SDK/transport failure onto a stable error code (no key in anything kept)."""
     if isinstance(exc, openai.APIStatusError):
         return _status_error(exc, request, key, attempt)
@@ -374,7 +374,7 @@ class LLMClient:
 
     async def stream(
         self,
-        request: ChatRequest,
+        request: CompletionRequest,
         *,
         on_attempt: Callable[[AttemptInfo], None] | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
@@ -468,7 +468,7 @@ class LLMClient:
             raise
 
     async def _attempt(
-        self, client: openai.AsyncOpenAI, request: ChatRequest
+        self, client: openai.AsyncOpenAI, request: CompletionRequest
     ) -> AsyncGenerator[TextDelta | Completed, None]:
         stream = await client.chat.completions.create(
             model=request.model,
@@ -480,7 +480,7 @@ class LLMClient:
                 request.max_tokens if request.max_tokens is not None else openai.omit
             ),
         )
-        usage: Usage | None = None
+        usage: TokenUsage | None = None
         finish_reason: str | None = None
         model = request.model
         async with stream:
@@ -488,7 +488,7 @@ class LLMClient:
                 if chunk.model:
                     model = chunk.model
                 if chunk.usage is not None:
-                    usage = Usage(
+                    usage = TokenUsage(
                         prompt_tokens=chunk.usage.prompt_tokens,
                         completion_tokens=chunk.usage.completion_tokens,
                     )

@@ -36,9 +36,9 @@ import jwt
 import structlog
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from agentmarket.config import Settings
-from agentmarket.errors import AnonymousToken, InvalidToken, ServiceUnavailable
-from agentmarket.jsontext import json_problems
+from agentmarket.core.config import Settings
+from agentmarket.core.errors import AnonymousToken, InvalidToken, ServiceUnavailable
+from agentmarket.core.jsontext import json_problems
 
 log = structlog.get_logger(__name__)
 

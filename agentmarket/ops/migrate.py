@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from agentmarket import sqlsplit
+from agentmarket.ops import sqlsplit
 
 FILE_PATTERN = re.compile(r"^([0-9]+)_(.*)\.sql$")
 
@@ -48,7 +48,7 @@ class MigrationError(Exception):
     """A migration run that must not (or could not) go on."""
 
 
-class State(StrEnum):
+class MigrationState(StrEnum):
     APPLIED = "applied"
     PENDING = "pending"
     EDITED = "edited"  # applied, but the file changed since
@@ -78,7 +78,7 @@ class Applied:
 class Entry:
     version: str
     name: str
-    state: State
+    state: MigrationState
 
 
 def load_files(directory: Path) -> list[MigrationFile]:
@@ -126,13 +126,13 @@ def plan(files: list[MigrationFile], applied: list[Applied]) -> list[Entry]:
     for f in files:
         done = by_version.get(f.version)
         if done is None:
-            entries.append(Entry(f.version, f.name, State.PENDING))
+            entries.append(Entry(f.version, f.name, MigrationState.PENDING))
         elif fingerprint(done.statements) != fingerprint(f.statements):
-            entries.append(Entry(f.version, f.name, State.EDITED))
+            entries.append(Entry(f.version, f.name, MigrationState.EDITED))
         else:
-            entries.append(Entry(f.version, f.name, State.APPLIED))
+            entries.append(Entry(f.version, f.name, MigrationState.APPLIED))
     entries.extend(
-        Entry(a.version, a.name, State.MISSING) for a in applied if a.version not in local
+        Entry(a.version, a.name, MigrationState.MISSING) for a in applied if a.version not in local
     )
     return sorted(entries, key=lambda e: e.version)
 
@@ -237,21 +237,21 @@ def up(
     conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
     try:
         entries = plan(files, read_history(conn))
-        edited = [e for e in entries if e.state is State.EDITED]
+        edited = [e for e in entries if e.state is MigrationState.EDITED]
         if edited:
             names = ", ".join(f"{e.version}_{e.name}.sql" for e in edited)
             raise MigrationError(
                 f"already applied but changed since: {names}. Applied migrations are immutable; "
                 "revert the edit and put the change in a new migration file."
             )
-        missing = [e for e in entries if e.state is State.MISSING]
+        missing = [e for e in entries if e.state is MigrationState.MISSING]
         if missing:
             names = ", ".join(e.version for e in missing)
             raise MigrationError(
                 f"the database has migrations this checkout lacks: {names}. "
                 "Update the checkout before migrating."
             )
-        pending_versions = {e.version for e in entries if e.state is State.PENDING}
+        pending_versions = {e.version for e in entries if e.state is MigrationState.PENDING}
         pending = [f for f in files if f.version in pending_versions]
         if dry_run or not pending:
             return pending

@@ -1,0 +1,64 @@
+"""The one registry of our SQLSTATEs: the codes the private functions raise (`errcode = 'AM…'`
+in supabase/migrations) and the `AppError` each becomes. `as_caller` applies it to every
+transaction run as a caller; `tests/integration/test_sqlstate.py` fails if a migration raises an AM
+code missing here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Final
+
+import psycopg
+
+from agentmarket.core.errors import (
+    AgentNotFound,
+    AppError,
+    ConversationNotFound,
+    DeploymentLimitReached,
+    DeploymentNotConfigured,
+    DeploymentNotFound,
+    DeploymentPaused,
+    MessageNotFound,
+)
+
+__all__ = ["APP_ERRORS", "INTERNAL", "app_error", "app_errors"]
+
+
+def _not_configured(exc: psycopg.Error) -> AppError:
+    # The database decides readiness (from the signed missing list) and says why in DETAIL.
+    return DeploymentNotConfigured(f"Cannot activate: {exc.diag.message_detail}.")
+
+
+APP_ERRORS: Final[Mapping[str, Callable[[psycopg.Error], AppError]]] = {
+    "AMNF1": lambda _: AgentNotFound(),
+    "AMNF2": lambda _: DeploymentNotFound(),
+    "AMNF3": lambda _: ConversationNotFound(),
+    "AMNF4": lambda _: MessageNotFound(),
+    "AMPAU": lambda _: DeploymentPaused(),
+    "AMLIM": lambda _: DeploymentLimitReached(),
+    "AMCFG": _not_configured,
+}
+
+# Raised only when our own code is wrong (a config without a valid signature): never a caller's
+# mistake, so it stays a database error and the 500 handler logs it.
+INTERNAL: Final = frozenset({"AMSIG"})
+
+
+def app_error(exc: psycopg.Error) -> AppError | None:
+    """The AppError for one of our SQLSTATEs; None for anything else."""
+    make = APP_ERRORS.get(exc.sqlstate or "")
+    return make(exc) if make is not None else None
+
+
+@contextmanager
+def app_errors() -> Iterator[None]:
+    """Raise our SQLSTATEs as their AppErrors (anything else unchanged). `as_caller` wraps every
+    caller transaction in it; a service wraps a statement in it to act on the AppError at once."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        error = app_error(exc)
+        if error is None:
+            raise
+        raise error from exc

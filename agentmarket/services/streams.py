@@ -1,13 +1,12 @@
 """Reply streams: one LISTEN connection per functions instance, fanned out to its clients.
 
-Workers append each batch of text to the message and NOTIFY `agentmarket_chat_stream` in the same
-transaction (payload: message id `m`, event `e` delta|reset|done, generation `g`, offset `o`,
-text `d`). The `StreamHub` holds the instance's single session connection (API_DATABASE_DIRECT_URL,
-the functions' own login: a transaction pooler would drop notifications) and hands each
-notification to the subscribers of that message. `follow` turns a subscription plus the
-message's stored state into SSE-ready events with resumable ids `"<generation>.<offset>"`:
-subscribe first, then read the stored text, so nothing committed after the read can be missed and
-nothing before it is sent twice.
+Workers append each batch of text to the message and NOTIFY `CHAT_STREAM` in the same transaction
+(payload keys: `agentmarket.db.channels.StreamKey`). The `StreamHub` holds the instance's single
+session connection (API_DATABASE_DIRECT_URL, the functions' own login: a transaction pooler would
+drop notifications) and hands each notification to the subscribers of that message. `follow` turns
+a subscription plus the message's stored state into SSE-ready events with resumable ids
+`"<generation>.<offset>"`: subscribe first, then read the stored text, so nothing committed after
+the read can be missed and nothing before it is sent twice (docs/architecture.md#stream-protocol).
 """
 
 from __future__ import annotations
@@ -22,10 +21,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import psycopg
 import structlog
 
-CHANNEL = "agentmarket_chat_stream"
+from agentmarket.db.channels import CHAT_STREAM, StreamKey
+from agentmarket.db.listen import Listener
+
 log = structlog.get_logger("agentmarket.streaming")
 
 
@@ -56,24 +56,22 @@ class StreamHub:
     """The instance's LISTEN connection and its subscribers (message id → queues)."""
 
     def __init__(self, url: str, *, reconnect_delay: float = 1.0) -> None:
-        self.url = url
-        self.reconnect_delay = reconnect_delay
         self._subscribers: dict[uuid.UUID, set[Subscription]] = defaultdict(set)
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
+        self._listener = Listener(
+            url,
+            [CHAT_STREAM],
+            on_notify=lambda _, payload: self._dispatch(payload),
+            # Notifications may have been missed while reconnecting: every follower re-reads.
+            on_connect=lambda reconnected: self._resync_all() if reconnected else None,
+            application_name="agentmarket-api-listen",
+            reconnect_delay=reconnect_delay,
+        )
 
     async def start(self, *, wait: float = 10.0) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="stream-hub")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), wait)
+        await self._listener.start(wait=wait)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._listener.aclose()
 
     @contextlib.asynccontextmanager
     async def subscribe(self, message_id: uuid.UUID) -> AsyncIterator[Subscription]:
@@ -90,12 +88,12 @@ class StreamHub:
 
     @property
     def listening(self) -> bool:
-        return self._ready.is_set()
+        return self._listener.connected.is_set()
 
     def _dispatch(self, payload: str) -> None:
         try:
             data: dict[str, Any] = json.loads(payload)
-            message_id = uuid.UUID(data["m"])
+            message_id = uuid.UUID(data[StreamKey.MESSAGE])
         except (ValueError, KeyError, TypeError):
             log.warning("stream.bad_notification")
             return
@@ -103,11 +101,11 @@ class StreamHub:
         if not subscribers:
             return
         notice = Notice(
-            kind=data.get("e", "delta"),
-            generation=int(data.get("g", 0)),
-            offset=int(data.get("o", 0)),
-            text=str(data.get("d", "")),
-            status=data.get("s"),
+            kind=data.get(StreamKey.EVENT, "delta"),
+            generation=int(data.get(StreamKey.GENERATION, 0)),
+            offset=int(data.get(StreamKey.OFFSET, 0)),
+            text=str(data.get(StreamKey.TEXT, "")),
+            status=data.get(StreamKey.STATUS),
         )
         for subscription in subscribers:
             subscription.queue.put_nowait(notice)
@@ -116,27 +114,6 @@ class StreamHub:
         for subscribers in self._subscribers.values():
             for subscription in subscribers:
                 subscription.queue.put_nowait(Notice(kind="resync"))
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.url,
-                    autocommit=True,
-                    prepare_threshold=None,
-                    application_name="agentmarket-api-listen",
-                ) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    if self._ready.is_set():
-                        self._resync_all()  # notifications may have been missed meanwhile
-                    self._ready.set()
-                    async for notify in conn.notifies():
-                        self._dispatch(notify.payload)
-            except asyncio.CancelledError:
-                raise
-            except (psycopg.Error, OSError) as exc:
-                log.warning("stream.hub_disconnected", error=type(exc).__name__)
-                await asyncio.sleep(self.reconnect_delay)
 
 
 # --- following one message -----------------------------------------------------------------------

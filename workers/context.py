@@ -2,6 +2,7 @@
 
 * `bounded`: the conversation window sent to the model (the most recent turns within a character
   budget, starting with the user speaking).
+* `knowledge_question`: what the knowledge base is searched for (support agents: the last turn).
 * `admit`: whether the reply may reach the model at all, and with which API key (`ReplyRefused`
   ends it at once otherwise).
 * `max_tokens`: the platform's bound, or less when the deployment asks for less.
@@ -28,6 +29,7 @@ __all__ = [
     "bounded",
     "build_request",
     "chat_context",
+    "knowledge_question",
     "max_tokens",
 ]
 
@@ -67,6 +69,14 @@ def bounded(history: list[Turn], max_chars: int) -> list[Turn]:
     while kept and kept[0].role != "user":
         kept.pop(0)  # a window starts with the user speaking
     return kept
+
+
+def knowledge_question(context: JobContext, history: Sequence[Turn]) -> str | None:
+    """Support agents are given the knowledge-base entries most relevant to the message being
+    answered (the last turn); other kinds get none."""
+    if context.kind == "support" and history and history[-1].content:
+        return history[-1].content
+    return None
 
 
 def admit(context: JobContext, secrets: Sequence[StoredSecret], box: SecretBox) -> str | None:

@@ -34,7 +34,7 @@ from agentmarket.llm.client import (
     TextDelta,
 )
 from workers.config import WorkerConfig
-from workers.context import ModelDefaults, ReplyRefused, build_request
+from workers.context import ModelDefaults, ReplyRefused, build_request, knowledge_question
 from workers.lease import JobSignals, LeaseKeeper, lease_interval
 from workers.relay import Relay
 from workers.store import Job, JobContext, JobLost, Outcome, ReplyEvent, Store
@@ -122,6 +122,7 @@ class JobRunner:
             job.message_id,
             history_limit=self.config.history_messages,
             knowledge_limit=self.config.knowledge_entries,
+            knowledge_for=knowledge_question,
         )
         if loaded is None:
             raise JobLost()  # the conversation was deleted

@@ -14,7 +14,7 @@ only module of the worker that runs any. Rows come back as the typed records bel
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -34,6 +34,7 @@ __all__ = [
     "JobContext",
     "JobLost",
     "JobStore",
+    "KnowledgeQuestion",
     "LeaseState",
     "LoadedJob",
     "Outcome",
@@ -147,13 +148,22 @@ class ReplyEvent:
         check_event(self.name)
 
 
+# Given the reply's context and history: the question to look up in the knowledge base, or None.
+KnowledgeQuestion = Callable[[JobContext, Sequence[Turn]], str | None]
+
+
 class Store(Protocol):
     """What processing one job needs from the store (a fake one in unit tests)."""
 
     async def extend_lease(self, job_id: int) -> LeaseState: ...
 
     async def load_context(
-        self, message_id: uuid.UUID, *, history_limit: int, knowledge_limit: int
+        self,
+        message_id: uuid.UUID,
+        *,
+        history_limit: int,
+        knowledge_limit: int,
+        knowledge_for: KnowledgeQuestion,
     ) -> LoadedJob | None: ...
 
     async def append(self, job_id: int, delta: str) -> int | None: ...
@@ -242,10 +252,16 @@ class JobStore:
         return row is not None and bool(row[0])
 
     async def load_context(
-        self, message_id: uuid.UUID, *, history_limit: int, knowledge_limit: int
+        self,
+        message_id: uuid.UUID,
+        *,
+        history_limit: int,
+        knowledge_limit: int,
+        knowledge_for: KnowledgeQuestion,
     ) -> LoadedJob | None:
-        """What answering the reply needs; None when it is gone (its conversation was deleted).
-        Support agents also get the knowledge-base entries most relevant to the last turn."""
+        """What answering the reply needs, on one connection; None when it is gone (its
+        conversation was deleted). The knowledge base is searched for `knowledge_for`'s question,
+        if it asks one."""
         async with self.pool.connection() as conn:
             async with conn.cursor(row_factory=class_row(JobContext)) as cur:
                 await cur.execute(query("chat_job_context"), {"message_id": message_id})
@@ -268,9 +284,9 @@ class JobStore:
                     query("chat_job_secrets"), {"deployment_id": context.deployment_id}
                 )
                 secrets = await cur.fetchall()
-            question = history[-1].content if history else ""
+            question = knowledge_for(context, history)
             knowledge: list[KnowledgeEntry] = []
-            if context.kind == "support" and question:
+            if question:
                 knowledge = await _knowledge(conn, context.config, question, knowledge_limit)
         return LoadedJob(context, history, secrets, knowledge)
 

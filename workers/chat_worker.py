@@ -107,6 +107,7 @@ class ChatWorker:
 
     async def run(self) -> None:
         await self.pool.open(wait=True)
+        # Claim at once, without waiting for LISTEN: its (re)connect wakes the loop anyway.
         await self.listener.start(wait=0)
         log.info(
             "worker.started", worker_id=self.config.worker_id, concurrency=self.config.concurrency

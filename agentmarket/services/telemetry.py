@@ -29,6 +29,15 @@ EVENTS = frozenset(
     }
 )
 
+
+def check_event(name: str) -> str:
+    """`name` if it is a known product event (`EVENTS`); ValueError otherwise. Every writer of
+    private.telemetry_events checks here first (the worker writes its reply events itself)."""
+    if name not in EVENTS:
+        raise ValueError(f"unknown telemetry event {name!r}")
+    return name
+
+
 log = structlog.get_logger("agentmarket")
 
 

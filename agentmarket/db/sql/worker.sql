@@ -1,0 +1,109 @@
+-- The chat worker's statements (docs/architecture.md#queue-and-leases), run by workers/store.py
+-- as the worker's login (service_role). Every private.chat_* function acts only for the holder of
+-- the job's lease (`worker_id`).
+
+-- name: claim_chat_jobs
+-- Leases up to %(limit)s runnable jobs to this worker for %(lease_seconds)s seconds.
+select id, message_id, attempts, created_at, started_at, trace_id
+  from private.claim_chat_jobs(%(worker_id)s, %(limit)s, %(lease_seconds)s);
+
+-- name: chat_queue_depth
+-- Jobs waiting to be claimed (the queue depth gauge, sampled at each claim).
+select count(*) from private.chat_jobs where status = 'queued';
+
+-- name: extend_chat_lease
+-- Keeps the lease; `owned` is false once the job is no longer this worker's.
+select owned, cancel_requested
+  from private.extend_chat_lease(%(job_id)s, %(worker_id)s, %(lease_seconds)s);
+
+-- name: append_chat_delta
+-- A batch of text, appended and published; the new length, or null when the lease is lost.
+-- One statement, one round trip: the statement is its own transaction (autocommit) and the local
+-- synchronous_commit=off applies to its commit (partial text need not wait for the WAL flush).
+select private.append_chat_delta(%(job_id)s, %(worker_id)s, %(delta)s),
+       set_config('synchronous_commit', 'off', true);
+
+-- name: reset_chat_stream
+-- Starts the reply's text over (a retried model call after partial output).
+select private.reset_chat_stream(%(job_id)s, %(worker_id)s);
+
+-- name: finish_chat_job
+-- Writes the reply, its metrics, the conversation and the job; false when the lease is lost.
+select private.finish_chat_job(
+         p_job_id => %(job_id)s,
+         p_worker => %(worker_id)s,
+         p_status => %(status)s,
+         p_content => %(content)s,
+         p_error_code => %(error_code)s,
+         p_error_message => %(error_message)s,
+         p_model => %(model)s,
+         p_prompt_tokens => %(prompt_tokens)s,
+         p_completion_tokens => %(completion_tokens)s,
+         p_ttft_ms => %(ttft_ms)s,
+         p_latency_ms => %(latency_ms)s,
+         p_truncated => %(truncated)s);
+
+-- name: release_chat_job
+-- Hands the job back (the attempt does not count) for another worker.
+select private.release_chat_job(%(job_id)s, %(worker_id)s);
+
+-- name: record_chat_event
+-- A product event of a reply (names from agentmarket.services.telemetry.EVENTS), written in the
+-- transaction that finishes the job. The worker names the user itself: it acts for no caller.
+insert into private.telemetry_events (name, user_id, agent_id, deployment_id, properties)
+values (%(name)s, %(user_id)s, %(agent_id)s, %(deployment_id)s, %(properties)s);
+
+-- name: chat_job_context
+-- What answering the reply %(message_id)s needs: its conversation, deployment, agent and prompt.
+select m.id as message_id, m.conversation_id, m.reply_to, m.created_at as reply_created_at,
+       c.deployment_id, c.user_id, d.config, d.status as deployment_status, d.deleted_at,
+       coalesce(a.config_schema -> 'required', '[]'::jsonb) ? 'openai_api_key'
+         as requires_user_key,
+       a.id as agent_id, a.slug as agent_slug, a.name as agent_name, a.kind, a.model,
+       p.system_prompt
+  from public.agent_messages m
+  join public.agent_conversations c on c.id = m.conversation_id
+  join public.agent_deployments d on d.id = c.deployment_id
+  join public.marketplace_agents a on a.id = d.agent_id
+  left join private.agent_prompts p on p.agent_id = a.id
+ where m.id = %(message_id)s;
+
+-- name: chat_job_history
+-- The conversation's finished, non-empty turns before the reply, newest first.
+select role, content
+  from public.agent_messages
+ where conversation_id = %(conversation_id)s
+   and created_at <= %(until)s
+   and id <> %(reply_id)s
+   and status = 'completed'
+   and content <> ''
+ order by created_at desc, id desc
+ limit %(limit)s;
+
+-- name: chat_job_secrets
+-- The deployment's sealed secrets (opened by the worker with SECRETS_ENCRYPTION_KEY).
+select field, key_id, ciphertext
+  from private.deployment_secrets
+ where deployment_id = %(deployment_id)s;
+
+-- name: chat_job_knowledge
+-- Support agents: the knowledge-base entries of the deployment's config most relevant to the
+-- question, by Postgres full-text search (titles weigh more), best first.
+with question as (
+  select websearch_to_tsquery('english', %(question)s) as q,
+         to_tsquery('english', coalesce(nullif(array_to_string(
+           array(select quote_literal(w) || ':*'
+                   from regexp_split_to_table(lower(left(%(question)s, 500)), '[^[:alnum:]]+') w
+                  where length(w) > 2), ' | '), ''), 'nothing_matches_this')) as loose
+), entries as (
+  select e ->> 'title' as title, e ->> 'content' as content, ord,
+         setweight(to_tsvector('english', coalesce(e ->> 'title', '')), 'A')
+         || setweight(to_tsvector('english', coalesce(e ->> 'content', '')), 'B') as doc
+    from jsonb_array_elements(coalesce(%(config)s::jsonb -> 'knowledge_base', '[]'::jsonb))
+         with ordinality as kb(e, ord)
+)
+select title, content
+  from entries, question
+ where doc @@ question.q or doc @@ question.loose
+ order by ts_rank_cd(doc, question.q) + 0.5 * ts_rank_cd(doc, question.loose) desc, ord
+ limit %(limit)s;

@@ -1,0 +1,1 @@
+"""Unit tests of the chat worker (workers/), without a database."""

@@ -1,0 +1,301 @@
+"""One job from claim to finish, with a fake store and a fake model: completed, cancelled, failed,
+refused, lease lost, crashed and handed back."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from agentmarket.llm.client import Completed, LLMError, Retrying, TextDelta, TokenUsage
+from tests.unit.workers.fakes import (
+    BOX,
+    FakeModel,
+    FakeStore,
+    Step,
+    forever,
+    make_context,
+    make_job,
+    make_loaded,
+)
+from workers.config import WorkerConfig
+from workers.context import ModelDefaults
+from workers.job import JobRunner
+from workers.lease import JobSignals
+from workers.relay import MAX_REPLY_CHARS
+from workers.store import Job, ReplyEvent
+
+USAGE = TokenUsage(prompt_tokens=12, completion_tokens=3)
+
+
+def runner(store: FakeStore, model: FakeModel, **config: float) -> JobRunner:
+    return JobRunner(
+        store,
+        model,
+        BOX,
+        config=WorkerConfig(worker_id="w-test", **config),  # type: ignore[arg-type]
+        defaults=ModelDefaults(model="gpt-platform", max_tokens=1000),
+    )
+
+
+async def answer(
+    store: FakeStore, *steps: Step, signals: JobSignals | None = None, **config: float
+) -> list[MutableMapping[str, Any]]:
+    """Run one job; its log lines."""
+    with capture_logs() as logs:
+        await run(runner(store, FakeModel(*steps), **config), make_job(), signals or JobSignals())
+    return logs
+
+
+async def run(job_runner: JobRunner, job: Job, signals: JobSignals) -> None:
+    """In a task of its own, like the loop runs it (its log context stays there)."""
+    await asyncio.create_task(job_runner.run(job, signals))
+
+
+def events(logs: list[MutableMapping[str, Any]]) -> list[object]:
+    return [entry["event"] for entry in logs]
+
+
+async def test_a_completed_reply_is_relayed_and_finished_with_its_event() -> None:
+    store = FakeStore()
+    model = FakeModel(
+        TextDelta("Hel"),
+        TextDelta("lo"),
+        Completed(USAGE, model="gpt-x-2024", finish_reason="stop"),
+    )
+    job = make_job(attempts=2)
+
+    with capture_logs() as logs:
+        await run(runner(store, model), job, JobSignals())
+
+    assert store.stored == "Hello"
+    [finished] = store.finished
+    outcome = finished.outcome
+    assert (outcome.status, outcome.content, outcome.model) == ("completed", "Hello", "gpt-x-2024")
+    assert (outcome.prompt_tokens, outcome.completion_tokens) == (12, 3)
+    assert outcome.ttft_ms is not None and outcome.latency_ms >= outcome.ttft_ms
+    assert outcome.truncated is False and outcome.error_code is None
+    event = finished.event
+    assert event is not None and event.name == "agent.chat.response.received"
+    context = store.loaded.context if store.loaded else None
+    assert context is not None and event.user_id == context.user_id
+    assert event.properties["message_id"] == str(job.message_id)
+    assert event.properties["attempt"] == 2
+    assert event.properties["status"] == "completed"
+    assert model.requests[0].model == "gpt-agent"
+    assert model.closed
+    assert store.questions == [None]  # a chat agent: no knowledge-base search
+    assert events(logs) == ["job.finished"]
+
+
+async def test_a_reply_cut_by_the_models_token_limit_is_truncated() -> None:
+    store = FakeStore()
+
+    await answer(store, TextDelta("a"), Completed(None, model="", finish_reason="length"))
+
+    outcome = store.finished[0].outcome
+    assert outcome.truncated is True
+    assert outcome.model == "gpt-agent"  # the provider named none: the one asked for
+    assert outcome.prompt_tokens is None
+
+
+async def test_a_reply_past_the_stored_limit_is_cut_and_the_model_no_longer_read() -> None:
+    store = FakeStore()
+    model = FakeModel(TextDelta("x" * (MAX_REPLY_CHARS - 1)), TextDelta("yz"), TextDelta("never"))
+
+    with capture_logs():
+        await run(runner(store, model), make_job(), JobSignals())
+
+    outcome = store.finished[0].outcome
+    assert outcome.truncated is True
+    assert outcome.content == "x" * (MAX_REPLY_CHARS - 1) + "y"
+    assert store.stored == outcome.content
+    assert model.closed
+
+
+def test_reply_events_pass_the_telemetry_allow_list() -> None:
+    ids = (uuid.uuid4(), uuid.uuid4(), uuid.uuid4())
+
+    assert ReplyEvent("agent.chat.error", *ids).name == "agent.chat.error"
+    with pytest.raises(ValueError, match="unknown telemetry event"):
+        ReplyEvent("agent.chat.secret_leaked", *ids)
+
+
+async def test_a_retried_model_call_starts_the_reply_over() -> None:
+    store = FakeStore()
+
+    await answer(
+        store,
+        TextDelta("broken"),
+        Retrying(attempt=2, delay=0.0, error_code="upstream_unavailable"),
+        TextDelta("whole"),
+        Completed(USAGE, model="m", finish_reason="stop"),
+    )
+
+    assert store.resets == 1
+    assert store.stored == "whole"
+    assert store.finished[0].outcome.content == "whole"
+
+
+async def test_a_reply_cancelled_mid_stream_keeps_the_text_so_far() -> None:
+    store = FakeStore()
+    signals = JobSignals()
+
+    async def cancel() -> None:
+        signals.cancel.set()
+
+    model = FakeModel(
+        TextDelta("partial"), cancel, TextDelta(" never"), Completed(USAGE, "m", None)
+    )
+    with capture_logs():
+        await run(runner(store, model), make_job(), signals)
+
+    [finished] = store.finished
+    assert finished.outcome.status == "cancelled"
+    assert finished.outcome.content == "partial"
+    assert finished.event is not None and finished.event.properties["status"] == "cancelled"
+    assert model.closed  # the model's response is released at once
+
+
+async def test_a_model_failure_fails_the_reply_with_its_error_event() -> None:
+    store = FakeStore()
+    failure = LLMError(
+        "upstream_unavailable", "The model is unavailable.", transient=True, attempts=3
+    )
+
+    logs = await answer(store, TextDelta("par"), failure)
+
+    [finished] = store.finished
+    outcome = finished.outcome
+    assert (outcome.status, outcome.error_code) == ("failed", "upstream_unavailable")
+    assert outcome.error_message == "The model is unavailable."
+    assert outcome.content is None  # the stored text stays as relayed
+    event = finished.event
+    assert event is not None and event.name == "agent.chat.error"
+    assert event.properties["error_type"] == "upstream_unavailable"
+    assert event.properties["model_attempts"] == 3
+    assert events(logs) == ["job.failed"]
+
+
+async def test_a_lost_lease_mid_stream_writes_nothing_more() -> None:
+    store = FakeStore()
+    signals = JobSignals()
+
+    async def lose() -> None:
+        signals.lost.set()
+
+    logs = await answer(store, TextDelta("a"), lose, TextDelta("b"), signals=signals)
+
+    assert store.stored == "a"
+    assert store.finished == []
+    assert events(logs) == ["job.lease_lost"]
+
+
+async def test_the_lease_keeper_notices_a_lost_lease() -> None:
+    store = FakeStore()
+
+    async def stall() -> None:
+        store.owned = False  # another worker took the job over
+        await asyncio.sleep(0.7)  # past the keeper's first round (lease 1 s: every 0.5 s)
+
+    logs = await answer(store, TextDelta("a"), stall, TextDelta("b"), lease_seconds=1)
+
+    assert store.extensions == 1
+    assert store.finished == []
+    assert events(logs) == ["job.lease_lost"]
+
+
+async def test_a_lost_lease_at_a_write_or_at_the_finish_writes_nothing() -> None:
+    store = FakeStore(owned=False)
+    logs = await answer(store, TextDelta("a"))
+    assert store.finished == [] and events(logs) == ["job.lease_lost"]
+
+    store = FakeStore()
+
+    async def lose(delta: str) -> None:
+        store.owned = delta != "a"  # the first write lands; the finish does not
+
+    store.on_append = lose
+    logs = await answer(store, TextDelta("a"), Completed(None, "m", "stop"))
+    assert store.finished == [] and events(logs) == ["job.lease_lost"]
+
+
+async def test_a_deleted_conversation_is_dropped() -> None:
+    store = FakeStore(loaded=None)
+    model = FakeModel(TextDelta("a"))
+
+    with capture_logs() as logs:
+        await run(runner(store, model), make_job(), JobSignals())
+
+    assert model.requests == []
+    assert store.finished == []
+    assert events(logs) == ["job.lease_lost"]
+
+
+async def test_a_deleted_deployment_cancels_the_reply_without_an_event() -> None:
+    store = FakeStore(loaded=make_loaded(make_context(deleted_at=datetime.now(UTC))))
+    model = FakeModel(TextDelta("a"))
+
+    with capture_logs() as logs:
+        await run(runner(store, model), make_job(), JobSignals())
+
+    assert model.requests == []
+    [finished] = store.finished
+    assert (finished.outcome.status, finished.outcome.error_code) == (
+        "cancelled",
+        "deployment_deleted",
+    )
+    assert finished.event is None
+    assert events(logs) == ["job.cancelled"]
+
+
+async def test_a_missing_required_key_fails_the_reply_with_an_event() -> None:
+    store = FakeStore(loaded=make_loaded(make_context(requires_user_key=True)))
+
+    logs = await answer(store, TextDelta("a"))
+
+    [finished] = store.finished
+    assert (finished.outcome.status, finished.outcome.error_code) == ("failed", "missing_api_key")
+    assert finished.event is not None and finished.event.name == "agent.chat.error"
+    assert finished.event.properties["model_attempts"] is None
+    assert events(logs) == ["job.failed"]
+
+
+async def test_a_crash_fails_the_reply_as_an_internal_error() -> None:
+    store = FakeStore()
+
+    logs = await answer(store, TextDelta("a"), RuntimeError("bug"))
+
+    [finished] = store.finished
+    assert (finished.outcome.status, finished.outcome.error_code) == ("failed", "internal_error")
+    assert finished.event is None  # no context is trusted after a crash
+    assert events(logs) == ["job.crashed", "job.failed"]
+
+
+async def test_a_job_cancelled_from_outside_is_handed_back() -> None:
+    store = FakeStore()
+    job = make_job()
+    waiting = asyncio.Event()
+
+    async def park() -> None:
+        waiting.set()
+        await forever()
+
+    model = FakeModel(TextDelta("a"), park)
+    task = asyncio.create_task(runner(store, model).run(job, JobSignals()))
+    await asyncio.wait_for(waiting.wait(), 2)
+
+    with capture_logs() as logs:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    assert store.stored == "a"
+    assert store.released == [job.id]
+    assert store.finished == []
+    assert events(logs) == ["job.released"]

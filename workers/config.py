@@ -1,0 +1,26 @@
+"""The worker's tunables (docs/architecture.md#worker)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+__all__ = ["WorkerConfig"]
+
+
+@dataclass
+class WorkerConfig:
+    concurrency: int = 8
+    lease_seconds: int = 30
+    poll_interval: float = 1.0
+    grace_seconds: float = 20.0
+    history_messages: int = 20
+    history_chars: int = 24_000
+    knowledge_entries: int = 4
+    flush_interval: float = 0.1
+    flush_chars: int = 1_500
+    worker_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    )

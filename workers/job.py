@@ -1,0 +1,271 @@
+"""Answering one claimed job (docs/architecture.md#worker): load its context → admit → stream the
+model → relay the text → finish.
+
+* While the job runs, a `LeaseKeeper` extends its lease; losing it (another worker took over after
+  we stalled) stops the job without writing anything more (`JobLost`).
+* A cancellation (NOTIFY or the lease keeper) stops reading the model; the reply ends `cancelled`
+  with the text relayed so far.
+* `JobStore.finish` writes the reply, its metrics, the conversation, the job and the reply's
+  product event in one transaction, only while we hold the lease, so a reply is never written
+  twice.
+* Cancelled from outside (shutting down past the grace period), the job is handed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import psycopg
+import structlog
+
+from agentmarket.core import metrics
+from agentmarket.domain.secrets import SecretBox
+from agentmarket.llm.client import (
+    Completed,
+    CompletionRequest,
+    LLMError,
+    Retrying,
+    StreamEvent,
+    TextDelta,
+)
+from workers.config import WorkerConfig
+from workers.context import ModelDefaults, ReplyRefused, build_request, knowledge_question
+from workers.lease import JobSignals, LeaseKeeper, lease_interval
+from workers.relay import Relay
+from workers.store import Job, JobContext, JobLost, Outcome, ReplyEvent, Store
+
+__all__ = ["JobRunner", "Model"]
+
+log = structlog.get_logger("agentmarket.worker")
+
+
+class Model(Protocol):
+    """The model client (agentmarket.llm.client.LLMClient, or a fake one in tests)."""
+
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamEvent, None]: ...
+
+
+@dataclass(frozen=True)
+class Streamed:
+    status: str  # completed | cancelled
+    completed: Completed | None  # the model's final event, when it was read
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: Store,
+        llm: Model,
+        box: SecretBox,
+        *,
+        config: WorkerConfig,
+        defaults: ModelDefaults,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.store = store
+        self.llm = llm
+        self.box = box
+        self.config = config
+        self.defaults = defaults
+        self._clock = clock
+
+    def _elapsed_ms(self, started: float) -> int:
+        return int((self._clock() - started) * 1000)
+
+    async def run(self, job: Job, signals: JobSignals) -> None:
+        """Answer `job`, keeping its lease meanwhile; never raises but CancelledError."""
+        structlog.contextvars.bind_contextvars(
+            job_id=job.id, message_id=str(job.message_id), trace_id=job.trace_id
+        )
+        started = self._clock()
+        interval = lease_interval(self.config.lease_seconds)
+        try:
+            async with LeaseKeeper(self.store, job.id, signals, interval=interval):
+                await self._attempt(job, signals, started)
+        finally:
+            structlog.contextvars.unbind_contextvars("job_id", "message_id", "trace_id")
+
+    async def _attempt(self, job: Job, signals: JobSignals, started: float) -> None:
+        try:
+            await self._answer(job, signals, started)
+        except JobLost:
+            log.warning("job.lease_lost", attempt=job.attempts)
+        except asyncio.CancelledError:
+            # Shutting down past the grace period: give the job back for another worker.
+            await asyncio.shield(self._release(job))
+            raise
+        except Exception as exc:
+            log.error("job.crashed", exc_info=exc)
+            await self._finish_unanswered(
+                job,
+                started,
+                "internal_error",
+                "Something went wrong while answering; send the message again.",
+                None,
+            )
+
+    async def _release(self, job: Job) -> None:
+        try:
+            await self.store.release(job.id)
+        except psycopg.Error as exc:
+            log.warning("job.release_failed", job_id=job.id, error=type(exc).__name__)
+            return
+        log.info("job.released", job_id=job.id)
+
+    async def _answer(self, job: Job, signals: JobSignals, started: float) -> None:
+        loaded = await self.store.load_context(
+            job.message_id,
+            history_limit=self.config.history_messages,
+            knowledge_limit=self.config.knowledge_entries,
+            knowledge_for=knowledge_question,
+        )
+        if loaded is None:
+            raise JobLost()  # the conversation was deleted
+        ctx = loaded.context
+        structlog.contextvars.bind_contextvars(
+            deployment_id=str(ctx.deployment_id), agent=ctx.agent_slug
+        )
+        try:
+            request = build_request(
+                loaded, self.box, defaults=self.defaults, history_chars=self.config.history_chars
+            )
+        except ReplyRefused as refused:
+            await self._finish_unanswered(
+                job, started, refused.code, refused.message, ctx, status=refused.status
+            )
+            return
+        relay = Relay(
+            lambda delta: self.store.append(job.id, delta),
+            lambda: self.store.reset(job.id),
+            started=started,
+            flush_interval=self.config.flush_interval,
+            flush_chars=self.config.flush_chars,
+            clock=self._clock,
+        )
+        try:
+            streamed = await self._stream(request, relay, signals)
+        except LLMError as exc:
+            await self._finish_unanswered(
+                job, started, exc.error_code, exc.message, ctx, model_attempts=exc.attempts
+            )
+            return
+        await relay.flush()
+        await self._finish_answered(job, ctx, request, relay, streamed, started)
+
+    async def _stream(
+        self, request: CompletionRequest, relay: Relay, signals: JobSignals
+    ) -> Streamed:
+        """Relay the model's reply until it completes, is cancelled or reaches the length limit."""
+        completed: Completed | None = None
+        async with contextlib.aclosing(self.llm.stream(request)) as events:
+            async for event in events:
+                if signals.lost.is_set():
+                    raise JobLost()
+                if signals.cancel.is_set():
+                    return Streamed("cancelled", completed)
+                if isinstance(event, TextDelta):
+                    if not await relay.add(event.text):
+                        break  # cut at the stored limit
+                elif isinstance(event, Retrying):
+                    await relay.restart()
+                elif isinstance(event, Completed):
+                    completed = event
+        return Streamed("completed", completed)
+
+    async def _finish_answered(
+        self,
+        job: Job,
+        ctx: JobContext,
+        request: CompletionRequest,
+        relay: Relay,
+        streamed: Streamed,
+        started: float,
+    ) -> None:
+        completed = streamed.completed
+        usage = completed.usage if completed else None
+        outcome = Outcome(
+            status=streamed.status,
+            latency_ms=self._elapsed_ms(started),
+            content=relay.text,
+            model=(completed.model if completed else None) or request.model,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            ttft_ms=relay.ttft_ms,
+            truncated=completed.finish_reason == "length" if completed else relay.truncated,
+        )
+        event = ReplyEvent(
+            "agent.chat.response.received",
+            user_id=ctx.user_id,
+            agent_id=ctx.agent_id,
+            deployment_id=ctx.deployment_id,
+            properties={
+                "message_id": str(job.message_id),
+                "status": outcome.status,
+                "latency_ms": outcome.latency_ms,
+                "ttft_ms": outcome.ttft_ms,
+                "prompt_tokens": outcome.prompt_tokens,
+                "completion_tokens": outcome.completion_tokens,
+                "model": outcome.model,
+                "attempt": job.attempts,
+                "truncated": outcome.truncated,
+            },
+        )
+        if not await self.store.finish(job.id, outcome, event):
+            raise JobLost()
+        metrics.CHAT_RESPONSE_TIME.observe(outcome.latency_ms / 1000)
+        if usage:
+            metrics.CHAT_TOKENS.labels(kind="prompt").inc(usage.prompt_tokens)
+            metrics.CHAT_TOKENS.labels(kind="completion").inc(usage.completion_tokens)
+        log.info(
+            "job.finished",
+            status=outcome.status,
+            latency_ms=outcome.latency_ms,
+            ttft_ms=outcome.ttft_ms,
+            attempt=job.attempts,
+            completion_tokens=outcome.completion_tokens,
+            truncated=outcome.truncated,
+        )
+
+    async def _finish_unanswered(
+        self,
+        job: Job,
+        started: float,
+        code: str,
+        message: str,
+        ctx: JobContext | None,
+        *,
+        model_attempts: int | None = None,
+        status: str = "failed",
+    ) -> None:
+        """End the reply without an answer: `failed` (counted as an error) or `cancelled`."""
+        latency_ms = self._elapsed_ms(started)
+        if status == "failed":
+            metrics.CHAT_ERRORS.labels(error_type=code).inc()
+        outcome = Outcome(status, latency_ms, error_code=code, error_message=message)
+        event = None
+        if ctx is not None and status == "failed":
+            event = ReplyEvent(
+                "agent.chat.error",
+                user_id=ctx.user_id,
+                agent_id=ctx.agent_id,
+                deployment_id=ctx.deployment_id,
+                properties={
+                    "message_id": str(job.message_id),
+                    "error_type": code,
+                    "attempt": job.attempts,
+                    "model_attempts": model_attempts,
+                },
+            )
+        try:
+            await self.store.finish(job.id, outcome, event)
+        except psycopg.Error as exc:
+            log.error("job.finish_failed", error=type(exc).__name__)
+            return
+        log.warning(
+            f"job.{status}", error_code=code, latency_ms=latency_ms, model_attempts=model_attempts
+        )

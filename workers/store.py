@@ -1,0 +1,315 @@
+"""The job store: every statement the worker runs (docs/architecture.md#queue-and-leases).
+
+The SQL lives in `agentmarket/db/sql/worker.sql` (named queries, named parameters); this is the
+only module of the worker that runs any. Rows come back as the typed records below. Every
+`private.*_chat_*` call acts only while this worker (`worker_id`) holds the job's lease.
+
+* `claim` leases jobs (SKIP LOCKED) and samples the queue depth on the same connection.
+* `append` is one statement and one round trip: its own transaction, committed with
+  synchronous_commit off (partial text need not wait for the WAL flush; the finish is durable).
+* `finish` writes the reply, its metrics, the conversation and the job, plus the reply's product
+  event (`ReplyEvent`), in one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from psycopg import AsyncConnection
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from agentmarket.db.queries import query
+from agentmarket.domain.agents import KnowledgeEntry, Turn
+from agentmarket.services.telemetry import check_event
+
+__all__ = [
+    "Claimed",
+    "Job",
+    "JobContext",
+    "JobLost",
+    "JobStore",
+    "KnowledgeQuestion",
+    "LeaseState",
+    "LoadedJob",
+    "Outcome",
+    "ReplyEvent",
+    "Store",
+    "StoredSecret",
+]
+
+
+class JobLost(Exception):
+    """The lease is gone: another worker owns this reply now (or its conversation was deleted)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed job (the columns of private.chat_jobs the worker uses)."""
+
+    id: int
+    message_id: uuid.UUID
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    trace_id: str | None
+
+    @property
+    def pickup_seconds(self) -> float | None:
+        """Queued → first claimed, for a first attempt (None for a retry)."""
+        if self.attempts != 1 or self.started_at is None:
+            return None
+        return (self.started_at - self.created_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class Claimed:
+    jobs: list[Job]
+    queue_depth: int | None  # jobs still queued after the claim
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    owned: bool  # false once the job is no longer this worker's
+    cancel_requested: bool
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """The reply being written, its conversation, deployment, agent and prompt."""
+
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    reply_to: uuid.UUID | None
+    reply_created_at: datetime
+    deployment_id: uuid.UUID
+    user_id: uuid.UUID
+    config: dict[str, Any]
+    deployment_status: str
+    deleted_at: datetime | None
+    requires_user_key: bool
+    agent_id: uuid.UUID
+    agent_slug: str
+    agent_name: str
+    kind: str
+    model: str
+    system_prompt: str | None
+
+
+@dataclass(frozen=True)
+class StoredSecret:
+    """A deployment secret as stored: sealed under key `key_id`."""
+
+    field: str
+    key_id: str
+    ciphertext: bytes
+
+
+@dataclass(frozen=True)
+class LoadedJob:
+    context: JobContext
+    history: list[Turn]  # oldest first: the most recent finished turns, up to the limit
+    secrets: list[StoredSecret]
+    knowledge: list[KnowledgeEntry]  # support agents: the entries most relevant to the question
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a reply ends: its final status and what private.finish_chat_job stores with it."""
+
+    status: str  # completed | failed | cancelled
+    latency_ms: int
+    content: str | None = None  # None keeps the text relayed so far
+    error_code: str | None = None
+    error_message: str | None = None
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_ms: int | None = None
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class ReplyEvent:
+    """A product event about a reply; the name must be one of services.telemetry.EVENTS."""
+
+    name: str
+    user_id: uuid.UUID
+    agent_id: uuid.UUID
+    deployment_id: uuid.UUID
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_event(self.name)
+
+
+# Given the reply's context and history: the question to look up in the knowledge base, or None.
+KnowledgeQuestion = Callable[[JobContext, Sequence[Turn]], str | None]
+
+
+class Store(Protocol):
+    """What processing one job needs from the store (a fake one in unit tests)."""
+
+    async def extend_lease(self, job_id: int) -> LeaseState: ...
+
+    async def load_context(
+        self,
+        message_id: uuid.UUID,
+        *,
+        history_limit: int,
+        knowledge_limit: int,
+        knowledge_for: KnowledgeQuestion,
+    ) -> LoadedJob | None: ...
+
+    async def append(self, job_id: int, delta: str) -> int | None: ...
+
+    async def reset(self, job_id: int) -> None: ...
+
+    async def finish(self, job_id: int, outcome: Outcome, event: ReplyEvent | None) -> bool: ...
+
+    async def release(self, job_id: int) -> bool: ...
+
+
+class JobStore:
+    """The queue and the replies in Postgres, for the worker `worker_id` (its own login's pool:
+    autocommit connections)."""
+
+    def __init__(self, pool: AsyncConnectionPool, *, worker_id: str, lease_seconds: int) -> None:
+        self.pool = pool
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+
+    def _lease(self, job_id: int) -> dict[str, Any]:
+        return {"job_id": job_id, "worker_id": self.worker_id}
+
+    async def claim(self, limit: int) -> Claimed:
+        """Lease up to `limit` runnable jobs; sample the queue depth."""
+        params = {"worker_id": self.worker_id, "limit": limit, "lease_seconds": self.lease_seconds}
+        async with self.pool.connection() as conn:
+            async with conn.cursor(row_factory=class_row(Job)) as cur:
+                await cur.execute(query("claim_chat_jobs"), params)
+                jobs = await cur.fetchall()
+            counted = await conn.execute(query("chat_queue_depth"))
+            depth = await counted.fetchone()
+        return Claimed(jobs, None if depth is None else int(depth[0]))
+
+    async def extend_lease(self, job_id: int) -> LeaseState:
+        params = {**self._lease(job_id), "lease_seconds": self.lease_seconds}
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query("extend_chat_lease"), params)
+            row = await cur.fetchone()
+        if row is None:
+            return LeaseState(owned=False, cancel_requested=False)
+        return LeaseState(owned=bool(row[0]), cancel_requested=bool(row[1]))
+
+    async def append(self, job_id: int, delta: str) -> int | None:
+        """Append and publish a batch of text: the reply's new length, None if the lease is lost."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                query("append_chat_delta"), {**self._lease(job_id), "delta": delta}
+            )
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    async def reset(self, job_id: int) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(query("reset_chat_stream"), self._lease(job_id))
+
+    async def finish(self, job_id: int, outcome: Outcome, event: ReplyEvent | None) -> bool:
+        """End the job with `outcome`, and record `event` with it: one transaction, only while
+        the lease is ours. False (nothing written) when it is not."""
+        params = {
+            **self._lease(job_id),
+            "status": outcome.status,
+            "content": outcome.content,
+            "error_code": outcome.error_code,
+            "error_message": outcome.error_message,
+            "model": outcome.model,
+            "prompt_tokens": outcome.prompt_tokens,
+            "completion_tokens": outcome.completion_tokens,
+            "ttft_ms": outcome.ttft_ms,
+            "latency_ms": outcome.latency_ms,
+            "truncated": outcome.truncated,
+        }
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(query("finish_chat_job"), params)
+            row = await cur.fetchone()
+            finished = row is not None and bool(row[0])
+            if finished and event is not None:
+                await _record(conn, event)
+        return finished
+
+    async def release(self, job_id: int) -> bool:
+        """Hand the job back for another worker (the attempt does not count)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query("release_chat_job"), self._lease(job_id))
+            row = await cur.fetchone()
+        return row is not None and bool(row[0])
+
+    async def load_context(
+        self,
+        message_id: uuid.UUID,
+        *,
+        history_limit: int,
+        knowledge_limit: int,
+        knowledge_for: KnowledgeQuestion,
+    ) -> LoadedJob | None:
+        """What answering the reply needs, on one connection; None when it is gone (its
+        conversation was deleted). The knowledge base is searched for `knowledge_for`'s question,
+        if it asks one."""
+        async with self.pool.connection() as conn:
+            async with conn.cursor(row_factory=class_row(JobContext)) as cur:
+                await cur.execute(query("chat_job_context"), {"message_id": message_id})
+                context = await cur.fetchone()
+            if context is None:
+                return None
+            async with conn.cursor(row_factory=class_row(Turn)) as cur:
+                await cur.execute(
+                    query("chat_job_history"),
+                    {
+                        "conversation_id": context.conversation_id,
+                        "until": context.reply_created_at,
+                        "reply_id": context.message_id,
+                        "limit": history_limit,
+                    },
+                )
+                history = list(reversed(await cur.fetchall()))
+            async with conn.cursor(row_factory=class_row(StoredSecret)) as cur:
+                await cur.execute(
+                    query("chat_job_secrets"), {"deployment_id": context.deployment_id}
+                )
+                secrets = await cur.fetchall()
+            question = knowledge_for(context, history)
+            knowledge: list[KnowledgeEntry] = []
+            if question:
+                knowledge = await _knowledge(conn, context.config, question, knowledge_limit)
+        return LoadedJob(context, history, secrets, knowledge)
+
+
+async def _knowledge(
+    conn: AsyncConnection[Any], config: dict[str, Any], question: str, limit: int
+) -> list[KnowledgeEntry]:
+    async with conn.cursor(row_factory=class_row(KnowledgeEntry)) as cur:
+        await cur.execute(
+            query("chat_job_knowledge"),
+            {"question": question, "config": Jsonb(config), "limit": limit},
+        )
+        return await cur.fetchall()
+
+
+async def _record(conn: AsyncConnection[Any], event: ReplyEvent) -> None:
+    await conn.execute(
+        query("record_chat_event"),
+        {
+            "name": check_event(event.name),
+            "user_id": event.user_id,
+            "agent_id": event.agent_id,
+            "deployment_id": event.deployment_id,
+            "properties": Jsonb(dict(event.properties)),
+        },
+    )

@@ -1,4 +1,5 @@
-"""FastAPI dependencies: settings, the caller, and the per-request transaction as the caller."""
+"""FastAPI dependencies: settings, the caller, and the caller's session (`CallerSession`: the
+per-request transaction as the caller, which the services take)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-import psycopg
 import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,13 +15,37 @@ from psycopg_pool import AsyncConnectionPool
 from agentmarket.core.auth import TokenVerifier, User, bearer_token
 from agentmarket.core.config import Settings
 from agentmarket.core.errors import AnonymousToken, Unauthorized
-from agentmarket.db.caller import CallerSession, as_caller
+from agentmarket.db.caller import CallerSession
 from agentmarket.domain.secrets import SecretBox
 from agentmarket.domain.signing import DeploymentSigner
 from agentmarket.services.catalog import CatalogCache
 from agentmarket.services.limits import ChatLimits
 from agentmarket.services.streams import StreamHub
 from agentmarket.services.telemetry import EventSink
+
+__all__ = [
+    "AppSettings",
+    "AppState",
+    "Box",
+    "Cache",
+    "Caller",
+    "CurrentUser",
+    "Events",
+    "Signer",
+    "State",
+    "UserSession",
+    "app_settings",
+    "app_state",
+    "bearer_scheme",
+    "caller_session",
+    "current_user",
+    "get_box",
+    "get_cache",
+    "get_events",
+    "get_signer",
+    "optional_user",
+    "user_session",
+]
 
 
 @dataclass
@@ -103,28 +127,24 @@ async def caller_session(
     state: State, user: Annotated[User | None, Depends(optional_user)]
 ) -> AsyncIterator[CallerSession]:
     """The caller's transaction (anon when signed out), opened only if the route needs it."""
-    session = CallerSession(state.pool, user.claims if user else None)
-    try:
+    async with CallerSession(state.pool, user.claims if user else None) as session:
         yield session
-    except BaseException as exc:
-        await session.close(exc)
-        raise
-    await session.close()
 
 
-async def user_conn(
+async def user_session(
     state: State, user: Annotated[User, Depends(current_user)]
-) -> AsyncIterator[psycopg.AsyncConnection]:
-    """A connection inside one transaction as the signed-in user (401 when signed out)."""
-    async with as_caller(state.pool, user.claims) as conn:
-        yield conn
+) -> AsyncIterator[CallerSession]:
+    """The signed-in user's transaction (401 when signed out), opened only if the route needs
+    it."""
+    async with CallerSession(state.pool, user.claims) as session:
+        yield session
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
 # scope="function": the transaction commits when the route returns, before the status line is
 # sent, so a client told 2xx can read its write at once and a failed COMMIT is a 503, not a 2xx.
 Caller = Annotated[CallerSession, Depends(caller_session, scope="function")]
-UserConn = Annotated[psycopg.AsyncConnection, Depends(user_conn, scope="function")]
+UserSession = Annotated[CallerSession, Depends(user_session, scope="function")]
 Box = Annotated[SecretBox, Depends(get_box)]
 AppSettings = Annotated[Settings, Depends(app_settings)]
 Cache = Annotated[CatalogCache, Depends(get_cache)]

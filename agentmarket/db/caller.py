@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from types import TracebackType
 from typing import Any
 
 import psycopg
@@ -19,6 +20,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from agentmarket.core.errors import DatabaseUnavailable, UnknownUser
 from agentmarket.db.sqlstate import app_errors
+
+__all__ = ["ANON_CLAIMS", "CallerSession", "as_caller", "set_caller"]
 
 ANON_CLAIMS: dict[str, Any] = {"role": "anon"}
 
@@ -86,11 +89,13 @@ def _is_missing_user(exc: psycopg.errors.ForeignKeyViolation) -> bool:
 
 
 class CallerSession:
-    """The caller's request transaction, opened on first use.
+    """The caller's request transaction, opened on first use, and short ones after it.
 
     Read paths that can be answered from a cache never touch the database; the first `conn()`
     opens the one transaction (as the caller) that the request then reuses. `close()` commits, or
-    rolls back when the request failed.
+    rolls back when the request failed. A service that must wait (on a model, on a stream) ends
+    the request transaction first with `commit()`, so no pooled connection or open transaction is
+    held while it waits, and reads afterwards in separate short transactions (`transaction()`).
     """
 
     def __init__(self, pool: AsyncConnectionPool, claims: dict[str, Any] | None) -> None:
@@ -104,12 +109,40 @@ class CallerSession:
         return None if self.claims is None else str(self.claims.get("sub"))
 
     async def conn(self) -> psycopg.AsyncConnection:
+        """The request transaction (as the caller), opened on first use."""
         if self._conn is None:
             self._conn = await self._stack.enter_async_context(as_caller(self.pool, self.claims))
         return self._conn
 
+    async def commit(self) -> None:
+        """End the request transaction now (COMMIT, connection back to the pool); a failed COMMIT
+        raises `DatabaseUnavailable`. A later `conn()` would open a new one."""
+        stack, self._stack, self._conn = self._stack, AsyncExitStack(), None
+        await stack.aclose()
+
+    def transaction(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection]:
+        """A separate short transaction as the caller (e.g. a read while following a stream,
+        after the request transaction ended)."""
+        return as_caller(self.pool, self.claims)
+
     async def close(self, exc: BaseException | None = None) -> None:
+        """Commit the request transaction if one is open; roll it back instead when the request
+        failed with `exc`. A failed COMMIT raises `DatabaseUnavailable`."""
         if exc is None:
             await self._stack.aclose()
         else:
             await self._stack.__aexit__(type(exc), exc, exc.__traceback__)
+
+    async def __aenter__(self) -> CallerSession:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """`close()`: the request's outcome decides commit or rollback. An error raised while
+        ending the transaction (a failed COMMIT, a write by a vanished user) replaces the
+        request's own."""
+        await self.close(exc)

@@ -1,17 +1,26 @@
 """Sending messages, conversations and message reads. All as the caller, under RLS; the writes
-(send, cancel) go through private SECURITY DEFINER functions that check ownership in SQL."""
+(send, cancel) go through private SECURITY DEFINER functions that check ownership in SQL.
+
+A send commits the user message, the queued reply and the job first (counted and recorded as
+`agent.chat.message.sent` once committed), then waits for the reply (blocking) or hands back its
+events (streaming) through `agentmarket.services.replies`: no request holds a pooled connection or
+an open transaction while the model works.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import uuid
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
+from agentmarket.core.auth import User
+from agentmarket.core.config import Settings
 from agentmarket.core.errors import (
     ConversationNotFound,
     DeploymentNotFound,
@@ -19,8 +28,12 @@ from agentmarket.core.errors import (
     MessageNotFound,
     ValidationFailed,
 )
+from agentmarket.core.metrics import CHAT_MESSAGES
+from agentmarket.db.caller import CallerSession
+from agentmarket.db.queries import query
 from agentmarket.domain.models import (
     ChatExchange,
+    ChatMode,
     ChatRequest,
     Conversation,
     ConversationDetail,
@@ -28,86 +41,28 @@ from agentmarket.domain.models import (
     Feedback,
     FeedbackRequest,
     Message,
-    MessageError,
     MessagePage,
     NewConversation,
-    Usage,
 )
-from agentmarket.services.streams import StreamState
+from agentmarket.services import replies
+from agentmarket.services.limits import ChatLimits
+from agentmarket.services.replies import ReplyEvent, fetch_message, to_message
+from agentmarket.services.streams import StreamHub
+from agentmarket.services.telemetry import EventSink
 
-SEND = "select * from private.send_chat_message(%s, %s, %s, %s, %s)"
-STREAM_STATE = "select status, content, generation from private.message_stream_state(%s)"
-CANCEL = "select private.cancel_chat_message(%s)"
-
-MESSAGE_COLUMNS = """
-id, conversation_id, role, content, status, error_code, error_message, model, prompt_tokens,
-completion_tokens, ttft_ms, latency_ms, truncated, created_at, completed_at
-"""
-MESSAGES_BY_ID = f"select {MESSAGE_COLUMNS} from public.agent_messages where id = any(%s)"
-MESSAGE_BY_ID = f"select {MESSAGE_COLUMNS} from public.agent_messages where id = %s"
-MESSAGES_PAGE = f"""
-select {MESSAGE_COLUMNS}
-  from public.agent_messages
- where conversation_id = %(conversation_id)s
-   and (%(before_ts)s::timestamptz is null or (created_at, id) < (%(before_ts)s, %(before_id)s))
- order by created_at desc, id desc
- limit %(limit)s
-"""
-
-CONVERSATION_COLUMNS = "id, deployment_id, title, message_count, last_message_at, created_at"
-CONVERSATIONS_PAGE = f"""
-select {CONVERSATION_COLUMNS}, coalesce(last_message_at, created_at) as sort_at
-  from public.agent_conversations
- where deployment_id = %(deployment_id)s
-   and (%(after_ts)s::timestamptz is null
-        or (coalesce(last_message_at, created_at), id) < (%(after_ts)s, %(after_id)s))
- order by coalesce(last_message_at, created_at) desc, id desc
- limit %(limit)s
-"""
-CONVERSATION = f"""
-select {CONVERSATION_COLUMNS} from public.agent_conversations
- where id = %s and deployment_id = %s
-"""
-DEPLOYMENT_VISIBLE = "select 1 from public.agent_deployments where id = %s"
-CREATE_CONVERSATION = "select private.create_conversation(%s, %s)"
-DELETE_CONVERSATION = "select private.delete_conversation(%s, %s)"
-UPSERT_FEEDBACK = """
-insert into public.message_feedback (message_id, user_id, rating, comment)
-values (%s, auth.uid(), %s, %s)
-on conflict (message_id, user_id) do update
-   set rating = excluded.rating, comment = excluded.comment
-returning message_id, rating, comment
-"""
-DELETE_FEEDBACK = "delete from public.message_feedback where message_id = %s"
-ASSISTANT_MESSAGE = "select 1 from public.agent_messages where id = %s and role = 'assistant'"
-
-
-def to_message(row: dict[str, Any]) -> Message:
-    usage = (
-        Usage(prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"])
-        if row["prompt_tokens"] is not None and row["completion_tokens"] is not None
-        else None
-    )
-    error = (
-        MessageError(code=row["error_code"], message=row["error_message"] or "")
-        if row["error_code"]
-        else None
-    )
-    return Message(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        role=row["role"],
-        content=row["content"],
-        status=row["status"],
-        error=error,
-        usage=usage,
-        ttft_ms=row["ttft_ms"],
-        latency_ms=row["latency_ms"],
-        model=row["model"],
-        truncated=row["truncated"],
-        created_at=row["created_at"],
-        completed_at=row["completed_at"],
-    )
+__all__ = [
+    "Sent",
+    "cancel_message",
+    "create_conversation",
+    "decode_cursor",
+    "delete_conversation",
+    "encode_cursor",
+    "get_conversation",
+    "get_message",
+    "list_conversations",
+    "send_message",
+    "set_feedback",
+]
 
 
 # --- cursors -------------------------------------------------------------------------------------
@@ -131,19 +86,27 @@ def decode_cursor(cursor: str | None, name: str) -> tuple[datetime | None, uuid.
         ) from exc
 
 
-# --- messages ------------------------------------------------------------------------------------
+# --- sending -------------------------------------------------------------------------------------
 
 
-async def load_messages(
+@dataclass(frozen=True)
+class Sent:
+    """A send's answer: the exchange (the reply as it stands) and, when streaming, the reply's
+    events (the exchange's two messages first)."""
+
+    exchange: ChatExchange
+    stream: AsyncGenerator[ReplyEvent, None] | None = None
+
+
+async def _load_messages(
     conn: psycopg.AsyncConnection, ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, Message]:
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(MESSAGES_BY_ID, (ids,))
+        await cur.execute(query("chat_messages_by_id"), {"ids": ids})
         return {row["id"]: to_message(row) for row in await cur.fetchall()}
 
 
-async def send_message(
-    *,
+async def _store(
     conn: psycopg.AsyncConnection,
     deployment_id: uuid.UUID,
     request: ChatRequest,
@@ -152,19 +115,19 @@ async def send_message(
     """Store the user message and the queued reply, enqueue the job; (exchange, newly created)."""
     async with conn.cursor() as cur:
         await cur.execute(
-            SEND,
-            (
-                deployment_id,
-                request.conversation_id,
-                request.message,
-                request.client_message_id,
-                trace_id,
-            ),
+            query("chat_send_message"),
+            {
+                "deployment_id": deployment_id,
+                "conversation_id": request.conversation_id,
+                "message": request.message,
+                "client_message_id": request.client_message_id,
+                "trace_id": trace_id,
+            },
         )
         row = await cur.fetchone()
     assert row is not None
     conversation_id, user_id, reply_id, created = row
-    messages = await load_messages(conn, [user_id, reply_id])
+    messages = await _load_messages(conn, [user_id, reply_id])
     exchange = ChatExchange(
         conversation_id=conversation_id,
         user_message=messages[user_id],
@@ -173,40 +136,89 @@ async def send_message(
     return exchange, bool(created)
 
 
-async def get_message(*, conn: psycopg.AsyncConnection, message_id: uuid.UUID) -> Message:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(MESSAGE_BY_ID, (message_id,))
-        row = await cur.fetchone()
-    if row is None:
-        raise MessageNotFound()
-    return to_message(row)
+async def send_message(
+    *,
+    db: CallerSession,
+    user: User,
+    deployment_id: uuid.UUID,
+    request: ChatRequest,
+    mode: ChatMode,
+    trace_id: str | None,
+    limits: ChatLimits,
+    hub: StreamHub,
+    events: EventSink,
+    settings: Settings,
+) -> Sent:
+    """Send a message; the reply as it stands after waiting for it (blocking: up to
+    CHAT_WAIT_SECONDS), its events (streaming), or as queued (async).
+
+    The request transaction commits before any waiting; a repeated `client_message_id` answers
+    the original exchange and is not counted again."""
+    await limits.check_chat(user=user, deployment_id=deployment_id)
+    exchange, created = await _store(await db.conn(), deployment_id, request, trace_id)
+    await db.commit()
+    if created:
+        CHAT_MESSAGES.labels(mode=mode.value).inc()
+        events.record(
+            "agent.chat.message.sent",
+            user_id=str(user.id),
+            deployment_id=deployment_id,
+            message_id=str(exchange.user_message.id),
+            conversation_id=str(exchange.conversation_id),
+            message_length=len(request.message),
+            mode=mode.value,
+        )
+    reply = exchange.assistant_message
+    if mode is ChatMode.STREAMING:
+        stream = replies.follow_reply(
+            db=db,
+            hub=hub,
+            message_id=reply.id,
+            last_event_id=None,
+            ping_interval=settings.sse_ping_seconds,
+            created=[exchange.user_message, reply],
+        )
+        return Sent(exchange, stream)
+    if mode is ChatMode.BLOCKING and not reply.status.finished:
+        reply = await replies.wait_for_reply(
+            db=db, hub=hub, message_id=reply.id, wait=settings.chat_wait_seconds
+        )
+        exchange = exchange.model_copy(update={"assistant_message": reply})
+    return Sent(exchange)
 
 
-async def stream_state(*, conn: psycopg.AsyncConnection, message_id: uuid.UUID) -> StreamState:
-    """What a client (re)attaching to a reply's stream starts from (owner only)."""
-    cur = await conn.execute(STREAM_STATE, (message_id,))
-    row = await cur.fetchone()
-    if row is None:
-        raise MessageNotFound()
-    return StreamState(status=row[0], content=row[1], generation=row[2])
+# --- messages ------------------------------------------------------------------------------------
 
 
-async def cancel_message(*, conn: psycopg.AsyncConnection, message_id: uuid.UUID) -> Message:
-    await conn.execute(CANCEL, (message_id,))
-    return await get_message(conn=conn, message_id=message_id)
+async def get_message(*, db: CallerSession, message_id: uuid.UUID) -> Message:
+    return await fetch_message(await db.conn(), message_id)
+
+
+async def cancel_message(*, db: CallerSession, hub: StreamHub, message_id: uuid.UUID) -> Message:
+    """Stop a reply: a queued one is cancelled at once, a running one between chunks (its partial
+    text is kept). The message once finished, or as it stands after up to two seconds."""
+    conn = await db.conn()
+    await conn.execute(query("chat_cancel_message"), {"message_id": message_id})
+    message = await fetch_message(conn, message_id)
+    await db.commit()
+    if message.status.finished:
+        return message
+    return await replies.wait_for_reply(db=db, hub=hub, message_id=message_id, wait=2.0)
 
 
 async def set_feedback(
-    *, conn: psycopg.AsyncConnection, message_id: uuid.UUID, request: FeedbackRequest
+    *, db: CallerSession, message_id: uuid.UUID, request: FeedbackRequest
 ) -> Feedback:
+    conn = await db.conn()
+    params = {"message_id": message_id, "rating": request.rating, "comment": request.comment}
     async with conn.cursor() as cur:
-        await cur.execute(ASSISTANT_MESSAGE, (message_id,))
+        await cur.execute(query("chat_assistant_message"), params)
         if await cur.fetchone() is None:
             raise MessageNotFound("No reply of yours has this id.")
         if request.rating is None:
-            await cur.execute(DELETE_FEEDBACK, (message_id,))
+            await cur.execute(query("chat_delete_feedback"), params)
             return Feedback(message_id=message_id, rating=None, comment=None)
-        await cur.execute(UPSERT_FEEDBACK, (message_id, request.rating, request.comment))
+        await cur.execute(query("chat_upsert_feedback"), params)
         row = await cur.fetchone()
     assert row is not None
     return Feedback(message_id=row[0], rating=row[1], comment=row[2])
@@ -217,19 +229,20 @@ async def set_feedback(
 
 async def _require_deployment(conn: psycopg.AsyncConnection, deployment_id: uuid.UUID) -> None:
     async with conn.cursor() as cur:
-        await cur.execute(DEPLOYMENT_VISIBLE, (deployment_id,))
+        await cur.execute(query("chat_deployment_visible"), {"deployment_id": deployment_id})
         if await cur.fetchone() is None:
             raise DeploymentNotFound()
 
 
 async def list_conversations(
-    *, conn: psycopg.AsyncConnection, deployment_id: uuid.UUID, cursor: str | None, limit: int
+    *, db: CallerSession, deployment_id: uuid.UUID, cursor: str | None, limit: int
 ) -> ConversationList:
+    conn = await db.conn()
     await _require_deployment(conn, deployment_id)
     after_ts, after_id = decode_cursor(cursor, "cursor")
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            CONVERSATIONS_PAGE,
+            query("chat_conversations_page"),
             {
                 "deployment_id": deployment_id,
                 "after_ts": after_ts,
@@ -252,14 +265,21 @@ async def list_conversations(
 
 
 async def create_conversation(
-    *, conn: psycopg.AsyncConnection, deployment_id: uuid.UUID, request: NewConversation
+    *, db: CallerSession, deployment_id: uuid.UUID, request: NewConversation
 ) -> Conversation:
+    conn = await db.conn()
     await _require_deployment(conn, deployment_id)
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(CREATE_CONVERSATION, (deployment_id, request.title))
+        await cur.execute(
+            query("chat_create_conversation"),
+            {"deployment_id": deployment_id, "title": request.title},
+        )
         row = await cur.fetchone()
         assert row is not None
-        await cur.execute(CONVERSATION, (row["create_conversation"], deployment_id))
+        await cur.execute(
+            query("chat_conversation"),
+            {"conversation_id": row["create_conversation"], "deployment_id": deployment_id},
+        )
         created = await cur.fetchone()
     assert created is not None
     return Conversation.model_validate(created)
@@ -267,20 +287,24 @@ async def create_conversation(
 
 async def get_conversation(
     *,
-    conn: psycopg.AsyncConnection,
+    db: CallerSession,
     deployment_id: uuid.UUID,
     conversation_id: uuid.UUID,
     before: str | None,
     limit: int,
 ) -> ConversationDetail:
+    conn = await db.conn()
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(CONVERSATION, (conversation_id, deployment_id))
+        await cur.execute(
+            query("chat_conversation"),
+            {"conversation_id": conversation_id, "deployment_id": deployment_id},
+        )
         conversation = await cur.fetchone()
         if conversation is None:
             raise ConversationNotFound()
         before_ts, before_id = decode_cursor(before, "before")
         await cur.execute(
-            MESSAGES_PAGE,
+            query("chat_messages_page"),
             {
                 "conversation_id": conversation_id,
                 "before_ts": before_ts,
@@ -301,10 +325,14 @@ async def get_conversation(
 
 
 async def delete_conversation(
-    *, conn: psycopg.AsyncConnection, deployment_id: uuid.UUID, conversation_id: uuid.UUID
+    *, db: CallerSession, deployment_id: uuid.UUID, conversation_id: uuid.UUID
 ) -> None:
+    conn = await db.conn()
     async with conn.cursor() as cur:
-        await cur.execute(DELETE_CONVERSATION, (deployment_id, conversation_id))
+        await cur.execute(
+            query("chat_delete_conversation"),
+            {"deployment_id": deployment_id, "conversation_id": conversation_id},
+        )
         row = await cur.fetchone()
     if not row or not row[0]:
         raise ConversationNotFound()

@@ -9,6 +9,7 @@ with our signature over what we validated (`agentmarket.signing`), deriving the 
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -24,6 +25,8 @@ from agentmarket.core.errors import (
     InvalidConfig,
 )
 from agentmarket.core.metrics import DEPLOYMENTS
+from agentmarket.db.caller import CallerSession
+from agentmarket.db.queries import query
 from agentmarket.db.sqlstate import app_errors
 from agentmarket.domain import configschema
 from agentmarket.domain.models import (
@@ -39,28 +42,13 @@ from agentmarket.domain.signing import DeploymentSigner, config_text
 from agentmarket.services.catalog import agent_key
 from agentmarket.services.telemetry import track
 
-AGENT_FOR_DEPLOY = """
-select id, slug, name, config_schema, default_config
-  from public.marketplace_agents
- where (id = %(id)s or slug = %(slug)s) and is_published
-"""
-
-DEPLOYMENTS_WITH_AGENT = """
-select d.id, d.agent_id, d.name, d.config, d.status, d.status_reason, d.created_at,
-       d.updated_at, d.last_active_at,
-       a.slug as agent_slug, a.name as agent_name, a.kind as agent_kind, a.icon as agent_icon,
-       a.config_schema, a.default_config
-  from public.agent_deployments d
-  left join public.marketplace_agents a on a.id = d.agent_id
-"""
-LIST_DEPLOYMENTS = DEPLOYMENTS_WITH_AGENT + " order by d.created_at desc, d.id desc"
-ONE_DEPLOYMENT = DEPLOYMENTS_WITH_AGENT + " where d.id = %(id)s"
-
-SECRET_HINTS = "select deployment_id, field, hint from private.deployment_secret_hints(%s)"  # noqa: S105  # noqa: S105
-CREATE = "select * from private.create_deployment(%s, %s, %s, %s, %s)"
-UPDATE = "select * from private.update_deployment(%s, %s, %s, %s, %s, %s)"
-DELETE = "select private.delete_deployment(%s)"
-PUT_SECRET = "select private.put_deployment_secret(%s, %s, %s, %s, %s)"  # noqa: S105  # noqa: S105
+__all__ = [
+    "delete_deployment",
+    "deploy_agent",
+    "get_deployment",
+    "list_deployments",
+    "update_deployment",
+]
 
 
 async def _secret_hints(
@@ -69,7 +57,7 @@ async def _secret_hints(
     hints: dict[uuid.UUID, dict[str, str]] = defaultdict(dict)
     if ids:
         async with conn.cursor() as cur:
-            await cur.execute(SECRET_HINTS, (ids,))
+            await cur.execute(query("deployment_secret_hints"), {"ids": ids})
             for deployment_id, field, hint in await cur.fetchall():
                 hints[deployment_id][field] = hint
     return hints
@@ -108,22 +96,82 @@ async def _store_secrets(
     for field, value in sorted(secrets.items()):
         sealed = box.seal(value, aad=secret_aad(deployment_id, field))
         await conn.execute(
-            PUT_SECRET, (deployment_id, field, sealed.key_id, sealed.ciphertext, sealed.hint)
+            query("deployment_put_secret"),
+            {
+                "deployment_id": deployment_id,
+                "field": field,
+                "key_id": sealed.key_id,
+                "ciphertext": sealed.ciphertext,
+                "hint": sealed.hint,
+            },
         )
 
 
 async def _load(conn: psycopg.AsyncConnection, deployment_id: uuid.UUID) -> dict[str, Any]:
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(ONE_DEPLOYMENT, {"id": deployment_id})
+        await cur.execute(query("deployment_one"), {"id": deployment_id})
         row = await cur.fetchone()
     if row is None:
         raise DeploymentNotFound()
     return row
 
 
+async def _deployment_of(conn: psycopg.AsyncConnection, deployment_id: uuid.UUID) -> Deployment:
+    row = await _load(conn, deployment_id)
+    hints = await _secret_hints(conn, [deployment_id])
+    return _deployment(row, hints.get(deployment_id, {}))
+
+
+async def _agent_for_deploy(conn: psycopg.AsyncConnection, agent: str) -> dict[str, Any]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query("deployment_agent_for_deploy"), agent_key(agent))
+        row = await cur.fetchone()
+    if row is None:
+        raise AgentNotFound()
+    return row
+
+
+async def _create(
+    conn: psycopg.AsyncConnection,
+    request: DeployRequest,
+    box: SecretBox,
+    signer: DeploymentSigner,
+    user_id: uuid.UUID,
+    allow_http_urls: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate, create and seal: (the agent, the created row)."""
+    agent = await _agent_for_deploy(conn, request.agent_id)
+    validated = configschema.validate_config(
+        agent["config_schema"],
+        request.config,
+        defaults=agent["default_config"],
+        partial=True,
+        allow_http_urls=allow_http_urls,
+    )
+    text = config_text(validated.public)
+    missing = list(validated.missing_required)
+    signature = await signer.sign("create", user_id, agent["id"], text, missing)
+    with app_errors():
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                query("deployment_create"),
+                {
+                    "agent_id": agent["id"],
+                    "name": request.name or agent["name"],
+                    "config": text,
+                    "missing": missing,
+                    "signature": signature,
+                },
+            )
+            created = await cur.fetchone()
+    assert created is not None
+    await _store_secrets(conn, box, created["id"], validated.secrets)
+    return agent, created
+
+
 async def deploy_agent(
     *,
-    conn: psycopg.AsyncConnection,
+    db: CallerSession,
     request: DeployRequest,
     box: SecretBox,
     signer: DeploymentSigner,
@@ -133,65 +181,87 @@ async def deploy_agent(
     """Validate the config against the agent's schema, create the deployment, seal its secrets.
 
     `allow_http_urls` (the ALLOW_HTTP_URLS setting) lets `format: uri` fields hold http URLs."""
+    conn = await db.conn()
     try:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(AGENT_FOR_DEPLOY, agent_key(request.agent_id))
-            agent = await cur.fetchone()
-        if agent is None:
-            raise AgentNotFound()
-        validated = configschema.validate_config(
-            agent["config_schema"],
-            request.config,
-            defaults=agent["default_config"],
-            partial=True,
-            allow_http_urls=allow_http_urls,
-        )
-        text = config_text(validated.public)
-        missing = list(validated.missing_required)
-        signature = await signer.sign("create", user_id, agent["id"], text, missing)
-        with app_errors():
-            async with conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(
-                    CREATE,
-                    (agent["id"], request.name or agent["name"], text, missing, signature),
-                )
-                created = await cur.fetchone()
-        assert created is not None
-        await _store_secrets(conn, box, created["id"], validated.secrets)
+        agent, created = await _create(conn, request, box, signer, user_id, allow_http_urls)
     except (AgentNotFound, InvalidConfig, DeploymentLimitReached) as exc:
         DEPLOYMENTS.labels(result=exc.code).inc()
         raise
     DEPLOYMENTS.labels(result="success").inc()
     await track(
-        conn,
         "marketplace.agent.deployed",
+        db=db,
         agent_id=agent["id"],
         deployment_id=created["id"],
         slug=agent["slug"],
         status=created["status"],
     )
-    row = await _load(conn, created["id"])
-    hints = await _secret_hints(conn, [created["id"]])
-    return _deployment(row, hints.get(created["id"], {}))
+    return await _deployment_of(conn, created["id"])
 
 
-async def list_deployments(*, conn: psycopg.AsyncConnection) -> DeploymentList:
+async def list_deployments(*, db: CallerSession) -> DeploymentList:
+    conn = await db.conn()
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(LIST_DEPLOYMENTS)
+        await cur.execute(query("deployments_list"))
         rows = await cur.fetchall()
     hints = await _secret_hints(conn, [r["id"] for r in rows])
     return DeploymentList(data=[_deployment(r, hints.get(r["id"], {})) for r in rows])
 
 
-async def get_deployment(*, conn: psycopg.AsyncConnection, deployment_id: uuid.UUID) -> Deployment:
-    row = await _load(conn, deployment_id)
-    hints = await _secret_hints(conn, [deployment_id])
-    return _deployment(row, hints.get(deployment_id, {}))
+async def get_deployment(*, db: CallerSession, deployment_id: uuid.UUID) -> Deployment:
+    return await _deployment_of(await db.conn(), deployment_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    """A validated, signed configuration for `private.update_deployment` (all None: unchanged)."""
+
+    text: str | None = None
+    missing: list[str] | None = None
+    signature: bytes | None = None
+    secrets: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+async def _revalidate(
+    conn: psycopg.AsyncConnection,
+    current: dict[str, Any],
+    patch: DeploymentPatch,
+    signer: DeploymentSigner,
+    user_id: uuid.UUID,
+    allow_http_urls: bool,
+) -> _Config:
+    """The new or the stored configuration validated (and signed) again, or an unchanged one.
+
+    Activating (resuming a paused deployment, or finishing a configuring one) needs the stored
+    configuration validated again, like a new one."""
+    activating = patch.status == "active" and current["status"] in (
+        DeploymentStatus.PAUSED.value,
+        DeploymentStatus.CONFIGURING.value,
+    )
+    if patch.config is None and not activating:
+        return _Config()
+    schema = current["config_schema"]
+    if schema is None:
+        raise Conflict("This agent left the catalog: the deployment can be paused or deleted.")
+    deployment_id = current["id"]
+    stored = await _secret_hints(conn, [deployment_id])
+    validated = configschema.validate_config(
+        schema,
+        patch.config if patch.config is not None else current["config"],
+        defaults=current["default_config"] if patch.config is not None else None,
+        keep_secrets=stored.get(deployment_id, {}).keys(),
+        partial=True,
+        allow_http_urls=allow_http_urls,
+    )
+    text = config_text(validated.public)
+    missing = list(validated.missing_required)
+    signature = await signer.sign("update", user_id, deployment_id, text, missing)
+    return _Config(text, missing, signature, validated.secrets)
 
 
 async def update_deployment(
     *,
-    conn: psycopg.AsyncConnection,
+    db: CallerSession,
     deployment_id: uuid.UUID,
     patch: DeploymentPatch,
     box: SecretBox,
@@ -207,49 +277,33 @@ async def update_deployment(
     derives the status from what we validated (and signed) and the status asked for.
     `allow_http_urls` is as for `deploy_agent`.
     """
+    conn = await db.conn()
     current = await _load(conn, deployment_id)
-    schema = current["config_schema"]
-    # Activating (resuming a paused deployment, or finishing a configuring one) needs the
-    # stored configuration validated again, like a new one.
-    activating = patch.status == "active" and current["status"] in (
-        DeploymentStatus.PAUSED.value,
-        DeploymentStatus.CONFIGURING.value,
-    )
-    text: str | None = None
-    missing: list[str] | None = None
-    signature: bytes | None = None
-    secrets: dict[str, str] = {}
-    if patch.config is not None or activating:
-        if schema is None:
-            raise Conflict("This agent left the catalog: the deployment can be paused or deleted.")
-        stored = await _secret_hints(conn, [deployment_id])
-        validated = configschema.validate_config(
-            schema,
-            patch.config if patch.config is not None else current["config"],
-            defaults=current["default_config"] if patch.config is not None else None,
-            keep_secrets=stored.get(deployment_id, {}).keys(),
-            partial=True,
-            allow_http_urls=allow_http_urls,
-        )
-        secrets = validated.secrets
-        text = config_text(validated.public)
-        missing = list(validated.missing_required)
-        signature = await signer.sign("update", user_id, deployment_id, text, missing)
+    config = await _revalidate(conn, current, patch, signer, user_id, allow_http_urls)
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            UPDATE, (deployment_id, patch.name, text, missing, signature, patch.status)
+            query("deployment_update"),
+            {
+                "id": deployment_id,
+                "name": patch.name,
+                "config": config.text,
+                "missing": config.missing,
+                "signature": config.signature,
+                "status": patch.status,
+            },
         )
         updated = await cur.fetchone()
     if updated is None or updated["id"] is None:
         raise DeploymentNotFound()
-    await _store_secrets(conn, box, deployment_id, secrets)
-    return await get_deployment(conn=conn, deployment_id=deployment_id)
+    await _store_secrets(conn, box, deployment_id, config.secrets)
+    return await _deployment_of(conn, deployment_id)
 
 
-async def delete_deployment(*, conn: psycopg.AsyncConnection, deployment_id: uuid.UUID) -> None:
+async def delete_deployment(*, db: CallerSession, deployment_id: uuid.UUID) -> None:
     """Soft-delete the deployment and destroy its stored secrets."""
+    conn = await db.conn()
     async with conn.cursor() as cur:
-        await cur.execute(DELETE, (deployment_id,))
+        await cur.execute(query("deployment_delete"), {"id": deployment_id})
         row = await cur.fetchone()
     if not row or not row[0]:
         raise DeploymentNotFound()

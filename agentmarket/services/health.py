@@ -8,9 +8,9 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-# As the API login itself (outside any caller's transaction): it may read the applied versions
-# through this one definer function, and nothing else of the history or of any table.
-APPLIED_VERSIONS = "select private.applied_migrations()"
+from agentmarket.db.queries import query
+
+__all__ = ["POOL_WAIT_SECONDS", "Readiness", "readiness"]
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,10 @@ POOL_WAIT_SECONDS = 2.0
 async def readiness(*, pool: AsyncConnectionPool, versions: Sequence[str]) -> Readiness:
     """Ready when the database answers and has applied every migration version this build ships."""
     try:
+        # As the API login itself (outside any caller's transaction): it may read the applied
+        # versions through this one definer function, and nothing else.
         async with pool.connection(timeout=POOL_WAIT_SECONDS) as conn:
-            cur = await conn.execute(APPLIED_VERSIONS)
+            cur = await conn.execute(query("health_applied_migrations"))
             applied = {version for (version,) in await cur.fetchall()}
     except Exception:
         return Readiness(False, {"status": "unavailable", "database": "unreachable"})

@@ -1,7 +1,8 @@
 """Product events.
 
-`track` records a product event (`marketplace.agent.viewed`, …) both as a log line and as a row in
-private.telemetry_events, inside the caller's transaction.
+`track` records a product event (`marketplace.agent.deployed`, …) both as a log line and as a row
+in private.telemetry_events, inside the caller's transaction; `EventSink` batches the high-volume
+ones. Both insert with the one named query `telemetry_track_event`, and only events in `EVENTS`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import structlog
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from agentmarket.db.caller import set_caller
+from agentmarket.db.caller import CallerSession, set_caller
+from agentmarket.db.queries import query
+
+__all__ = ["EVENTS", "EventSink", "check_event", "track"]
 
 EVENTS = frozenset(
     {
@@ -41,26 +45,47 @@ def check_event(name: str) -> str:
 log = structlog.get_logger("agentmarket")
 
 
+def check_event(name: str) -> None:
+    """Raise ValueError for an event that is not in `EVENTS`."""
+    if name not in EVENTS:
+        raise ValueError(f"unknown telemetry event {name!r}")
+
+
+def _event_row(
+    name: str,
+    agent_id: uuid.UUID | None,
+    deployment_id: uuid.UUID | None,
+    properties: dict[str, Any],
+) -> dict[str, Any]:
+    """The parameters of `telemetry_track_event`."""
+    return {
+        "name": name,
+        "agent_id": agent_id,
+        "deployment_id": deployment_id,
+        "properties": Jsonb(properties),
+    }
+
+
 async def track(
-    conn: psycopg.AsyncConnection,
     name: str,
     *,
+    db: CallerSession,
     agent_id: uuid.UUID | None = None,
     deployment_id: uuid.UUID | None = None,
     **properties: Any,
 ) -> None:
-    """Record a product event: a log line now, a telemetry row when the transaction commits."""
-    if name not in EVENTS:
-        raise ValueError(f"unknown telemetry event {name!r}")
+    """Record a product event: a log line now, a telemetry row in the caller's request
+    transaction (written when it commits)."""
+    check_event(name)
     log.info(
         name,
         agent_id=str(agent_id) if agent_id else None,
         deployment_id=str(deployment_id) if deployment_id else None,
         **properties,
     )
+    conn = await db.conn()
     await conn.execute(
-        "select private.track_event(%s, %s, %s, %s)",
-        (name, agent_id, deployment_id, Jsonb(properties)),
+        query("telemetry_track_event"), _event_row(name, agent_id, deployment_id, properties)
     )
 
 
@@ -82,7 +107,7 @@ class EventSink:
         self.pool = pool
         self.interval = interval
         self.max_pending = max_pending
-        self._pending: list[tuple[str | None, tuple[Any, ...]]] = []
+        self._pending: list[tuple[str | None, dict[str, Any]]] = []
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
 
@@ -95,19 +120,18 @@ class EventSink:
         deployment_id: uuid.UUID | None = None,
         **properties: Any,
     ) -> None:
-        if name not in EVENTS:
-            raise ValueError(f"unknown telemetry event {name!r}")
+        check_event(name)
         log.info(name, agent_id=str(agent_id) if agent_id else None, **properties)
         if len(self._pending) >= self.max_pending:
             self._pending.pop(0)
             self.dropped += 1
-        self._pending.append((user_id, (name, agent_id, deployment_id, Jsonb(properties))))
+        self._pending.append((user_id, _event_row(name, agent_id, deployment_id, properties)))
 
     async def flush(self) -> int:
         batch, self._pending = self._pending, []
         if not batch:
             return 0
-        by_user: dict[str | None, list[tuple[Any, ...]]] = {}
+        by_user: dict[str | None, list[dict[str, Any]]] = {}
         for user_id, event in batch:
             by_user.setdefault(user_id, []).append(event)
         try:
@@ -115,7 +139,7 @@ class EventSink:
                 for user_id, events in by_user.items():
                     claims = None if user_id is None else {"sub": user_id, "role": "authenticated"}
                     await cur.execute(set_caller(claims))
-                    await cur.executemany(TRACK_EVENT, events)
+                    await cur.executemany(query("telemetry_track_event"), events)
         except psycopg.Error:
             log.warning("telemetry.flush_failed", events=len(batch))
             self._pending = (batch + self._pending)[-self.max_pending :]
@@ -138,6 +162,3 @@ class EventSink:
                 await self._task
             self._task = None
         await self.flush()
-
-
-TRACK_EVENT = "select private.track_event(%s, %s, %s, %s)"

@@ -8,24 +8,26 @@ from fastapi import APIRouter, Response, status
 
 from agentmarket.domain.models import Deployment, DeploymentList, DeploymentPatch
 from agentmarket.services import deployments
-from functions.deps import AppSettings, Box, CurrentUser, Signer, UserConn
+from functions.deps import AppSettings, Box, CurrentUser, Signer, UserSession
 from functions.openapi import problem_responses
+
+__all__ = ["router"]
 
 router = APIRouter(prefix="/api/deployments", tags=["deployments"])
 
 
 @router.get("", response_model=DeploymentList, responses=problem_responses(401))
-async def list_deployments(conn: UserConn) -> DeploymentList:
+async def list_deployments(db: UserSession) -> DeploymentList:
     """Your live deployments, newest first."""
-    return await deployments.list_deployments(conn=conn)
+    return await deployments.list_deployments(db=db)
 
 
 @router.get(
     "/{deployment_id}", response_model=Deployment, responses=problem_responses(401, 404, 422)
 )
-async def get_deployment(conn: UserConn, deployment_id: uuid.UUID) -> Deployment:
+async def get_deployment(db: UserSession, deployment_id: uuid.UUID) -> Deployment:
     """One of your deployments (secrets masked)."""
-    return await deployments.get_deployment(conn=conn, deployment_id=deployment_id)
+    return await deployments.get_deployment(db=db, deployment_id=deployment_id)
 
 
 @router.patch(
@@ -34,7 +36,7 @@ async def get_deployment(conn: UserConn, deployment_id: uuid.UUID) -> Deployment
     responses=problem_responses(400, 401, 404, 409, 413, 422),
 )
 async def update_deployment(
-    conn: UserConn,
+    db: UserSession,
     deployment_id: uuid.UUID,
     patch: DeploymentPatch,
     box: Box,
@@ -44,7 +46,7 @@ async def update_deployment(
 ) -> Deployment:
     """Rename, reconfigure (secrets left out keep their value), pause or resume."""
     return await deployments.update_deployment(
-        conn=conn,
+        db=db,
         deployment_id=deployment_id,
         patch=patch,
         box=box,
@@ -60,7 +62,7 @@ async def update_deployment(
     response_class=Response,
     responses=problem_responses(401, 404, 422),
 )
-async def delete_deployment(conn: UserConn, deployment_id: uuid.UUID) -> Response:
+async def delete_deployment(db: UserSession, deployment_id: uuid.UUID) -> Response:
     """Delete the deployment; its stored secrets are destroyed."""
-    await deployments.delete_deployment(conn=conn, deployment_id=deployment_id)
+    await deployments.delete_deployment(db=db, deployment_id=deployment_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

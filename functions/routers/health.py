@@ -9,6 +9,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agentmarket.services import health
 from functions.deps import State
 
+__all__ = ["router"]
+
 router = APIRouter(tags=["operations"])
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
@@ -15,19 +15,13 @@ from agentmarket.domain.models import (
     DeployRequest,
 )
 from agentmarket.services import catalog, deployments
-from agentmarket.services.catalog import Rendered
-from functions.deps import AppSettings, Box, Cache, Caller, CurrentUser, Events, Signer, UserConn
+from functions.cache import json_response
+from functions.deps import AppSettings, Box, Cache, Caller, CurrentUser, Events, Signer, UserSession
 from functions.openapi import problem_responses
 
+__all__ = ["router"]
+
 router = APIRouter(prefix="/api/marketplace", tags=["marketplace"])
-
-
-def json_response(request: Request, rendered: Rendered[Any]) -> Response:
-    """The pre-rendered JSON with a strong ETag; 304 when the client already has it."""
-    headers = {"ETag": rendered.etag, "Cache-Control": "public, max-age=0, must-revalidate"}
-    if rendered.etag in request.headers.get("if-none-match", ""):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    return Response(rendered.body, media_type="application/json", headers=headers)
 
 
 @router.get("/agents", response_model=AgentList, responses=problem_responses(401, 422))
@@ -39,8 +33,8 @@ async def list_agents(
     events: Events,
 ) -> Response:
     """Browse and search the published catalog."""
-    rendered = await catalog.list_agents(db=db, query=query, cache=cache, events=events)
-    return json_response(request, rendered)
+    agents = await catalog.list_agents(db=db, query=query, cache=cache, events=events)
+    return json_response(request, agents)
 
 
 @router.get("/categories", response_model=list[CategoryCount])
@@ -63,8 +57,8 @@ async def get_agent(
     events: Events,
 ) -> Response:
     """One agent with its configuration schema and example prompts (never its system prompt)."""
-    rendered = await catalog.get_agent(db=db, id_or_slug=agent, cache=cache, events=events)
-    return json_response(request, rendered)
+    detail = await catalog.get_agent(db=db, id_or_slug=agent, cache=cache, events=events)
+    return json_response(request, detail)
 
 
 @router.post(
@@ -74,7 +68,7 @@ async def get_agent(
     responses=problem_responses(400, 401, 404, 409, 413, 422),
 )
 async def deploy(
-    conn: UserConn,
+    db: UserSession,
     request: DeployRequest,
     box: Box,
     signer: Signer,
@@ -83,7 +77,7 @@ async def deploy(
 ) -> Deployment:
     """Deploy an agent to your workspace with a configuration validated against its schema."""
     return await deployments.deploy_agent(
-        conn=conn,
+        db=db,
         request=request,
         box=box,
         signer=signer,

@@ -1,0 +1,87 @@
+-- Chat (agentmarket.services.chat, agentmarket.services.replies), run as the caller under RLS;
+-- the writes (send, cancel, conversations) go through private SECURITY DEFINER functions that
+-- check ownership in SQL.
+
+-- name: chat_send_message
+-- Store the user message and the queued reply and enqueue the job:
+-- (conversation_id, user message id, reply id, newly created).
+select * from private.send_chat_message(
+         %(deployment_id)s, %(conversation_id)s, %(message)s, %(client_message_id)s,
+         %(trace_id)s);
+
+-- name: chat_stream_state
+-- What a client (re)attaching to a reply's stream starts from (owner only).
+select status, content, generation from private.message_stream_state(%(message_id)s);
+
+-- name: chat_cancel_message
+-- Stop a reply: a queued one at once, a running one between chunks.
+select private.cancel_chat_message(%(message_id)s);
+
+-- name: chat_messages_by_id
+-- Several messages by id.
+select id, conversation_id, role, content, status, error_code, error_message, model,
+       prompt_tokens, completion_tokens, ttft_ms, latency_ms, truncated, created_at, completed_at
+  from public.agent_messages
+ where id = any(%(ids)s);
+
+-- name: chat_message_by_id
+-- One message by id.
+select id, conversation_id, role, content, status, error_code, error_message, model,
+       prompt_tokens, completion_tokens, ttft_ms, latency_ms, truncated, created_at, completed_at
+  from public.agent_messages
+ where id = %(message_id)s;
+
+-- name: chat_messages_page
+-- A conversation's messages, newest first, before the (created_at, id) cursor if given.
+select id, conversation_id, role, content, status, error_code, error_message, model,
+       prompt_tokens, completion_tokens, ttft_ms, latency_ms, truncated, created_at, completed_at
+  from public.agent_messages
+ where conversation_id = %(conversation_id)s
+   and (%(before_ts)s::timestamptz is null or (created_at, id) < (%(before_ts)s, %(before_id)s))
+ order by created_at desc, id desc
+ limit %(limit)s;
+
+-- name: chat_conversations_page
+-- A deployment's conversations, most recent first, after the (sort_at, id) cursor if given.
+select id, deployment_id, title, message_count, last_message_at, created_at,
+       coalesce(last_message_at, created_at) as sort_at
+  from public.agent_conversations
+ where deployment_id = %(deployment_id)s
+   and (%(after_ts)s::timestamptz is null
+        or (coalesce(last_message_at, created_at), id) < (%(after_ts)s, %(after_id)s))
+ order by coalesce(last_message_at, created_at) desc, id desc
+ limit %(limit)s;
+
+-- name: chat_conversation
+-- One conversation of a deployment.
+select id, deployment_id, title, message_count, last_message_at, created_at
+  from public.agent_conversations
+ where id = %(conversation_id)s and deployment_id = %(deployment_id)s;
+
+-- name: chat_deployment_visible
+-- A row when the caller can see the deployment.
+select 1 from public.agent_deployments where id = %(deployment_id)s;
+
+-- name: chat_create_conversation
+-- A new empty conversation; its id.
+select private.create_conversation(%(deployment_id)s, %(title)s);
+
+-- name: chat_delete_conversation
+-- Delete a conversation and its messages; true when there was one to delete.
+select private.delete_conversation(%(deployment_id)s, %(conversation_id)s);
+
+-- name: chat_upsert_feedback
+-- The caller's rating of a reply, replacing an earlier one.
+insert into public.message_feedback (message_id, user_id, rating, comment)
+values (%(message_id)s, auth.uid(), %(rating)s, %(comment)s)
+on conflict (message_id, user_id) do update
+   set rating = excluded.rating, comment = excluded.comment
+returning message_id, rating, comment;
+
+-- name: chat_delete_feedback
+-- Withdraw the caller's rating of a reply.
+delete from public.message_feedback where message_id = %(message_id)s;
+
+-- name: chat_assistant_message
+-- A row when the caller can see this reply.
+select 1 from public.agent_messages where id = %(message_id)s and role = 'assistant';

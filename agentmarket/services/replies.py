@@ -1,0 +1,210 @@
+"""Replies as they are written: waiting for one, or following its stream, as the caller.
+
+A reply is written by a worker after the request that asked for it committed; whoever waits for
+it holds no pooled connection and no open transaction meanwhile. It waits on the instance's
+shared LISTEN fan-out (`StreamHub`) and reads the stored state in separate short transactions as
+the caller (`CallerSession.transaction()`), so RLS keeps everyone to their own replies.
+Formatting the events for a client (SSE) is the HTTP layer's business.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from agentmarket.core.errors import MessageNotFound
+from agentmarket.db.caller import CallerSession
+from agentmarket.db.queries import query
+from agentmarket.domain.models import Message, MessageError, Usage
+from agentmarket.services.streams import Event, StreamHub, StreamState, follow
+
+__all__ = [
+    "ReplyCreated",
+    "ReplyDeleted",
+    "ReplyEvent",
+    "ReplyFinished",
+    "fetch_message",
+    "fetch_stream_state",
+    "follow_reply",
+    "open_reply_stream",
+    "read_message",
+    "read_stream_state",
+    "to_message",
+    "wait_for_reply",
+]
+
+
+def to_message(row: dict[str, Any]) -> Message:
+    usage = (
+        Usage(prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"])
+        if row["prompt_tokens"] is not None and row["completion_tokens"] is not None
+        else None
+    )
+    error = (
+        MessageError(code=row["error_code"], message=row["error_message"] or "")
+        if row["error_code"]
+        else None
+    )
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        role=row["role"],
+        content=row["content"],
+        status=row["status"],
+        error=error,
+        usage=usage,
+        ttft_ms=row["ttft_ms"],
+        latency_ms=row["latency_ms"],
+        model=row["model"],
+        truncated=row["truncated"],
+        created_at=row["created_at"],
+        completed_at=row["completed_at"],
+    )
+
+
+# --- reads in a given transaction ----------------------------------------------------------------
+
+
+async def fetch_message(conn: psycopg.AsyncConnection, message_id: uuid.UUID) -> Message:
+    """One of the caller's messages (`MessageNotFound` otherwise)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query("chat_message_by_id"), {"message_id": message_id})
+        row = await cur.fetchone()
+    if row is None:
+        raise MessageNotFound()
+    return to_message(row)
+
+
+async def fetch_stream_state(conn: psycopg.AsyncConnection, message_id: uuid.UUID) -> StreamState:
+    """What a client (re)attaching to a reply's stream starts from (owner only)."""
+    cur = await conn.execute(query("chat_stream_state"), {"message_id": message_id})
+    row = await cur.fetchone()
+    if row is None:
+        raise MessageNotFound()
+    return StreamState(status=row[0], content=row[1], generation=row[2])
+
+
+# --- reads in a short transaction of their own ---------------------------------------------------
+
+
+async def read_message(*, db: CallerSession, message_id: uuid.UUID) -> Message:
+    async with db.transaction() as conn:
+        return await fetch_message(conn, message_id)
+
+
+async def read_stream_state(*, db: CallerSession, message_id: uuid.UUID) -> StreamState:
+    async with db.transaction() as conn:
+        return await fetch_stream_state(conn, message_id)
+
+
+# --- waiting -------------------------------------------------------------------------------------
+
+
+async def wait_for_reply(
+    *, db: CallerSession, hub: StreamHub, message_id: uuid.UUID, wait: float
+) -> Message:
+    """The reply once finished, or as it stands after `wait` seconds (call it after the request
+    transaction ended: it holds no connection while it waits)."""
+    deadline = time.monotonic() + wait
+    async with hub.subscribe(message_id) as subscription:
+        current = await read_message(db=db, message_id=message_id)
+        while not current.status.finished:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            notice = await subscription.next(remaining)
+            if notice is None:
+                return await read_message(db=db, message_id=message_id)  # as it stands now
+            if notice.kind in ("done", "resync"):
+                current = await read_message(db=db, message_id=message_id)
+    return current
+
+
+# --- following -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplyCreated:
+    """A message stored by the send that opened the stream. Its id "0.0": resuming from it
+    replays the reply from its start."""
+
+    message: Message
+    id: str = "0.0"
+
+
+@dataclass(frozen=True)
+class ReplyFinished:
+    """The last event: the finished reply (completed, failed or cancelled)."""
+
+    message: Message
+    id: str | None
+
+
+@dataclass(frozen=True)
+class ReplyDeleted:
+    """The last event when the reply's conversation was deleted while it was followed."""
+
+    id: str
+
+
+# Besides these, `Event`s of kind delta, reset and ping (never done: that is `ReplyFinished`).
+ReplyEvent = ReplyCreated | ReplyFinished | ReplyDeleted | Event
+
+
+async def follow_reply(
+    *,
+    db: CallerSession,
+    hub: StreamHub,
+    message_id: uuid.UUID,
+    last_event_id: str | None,
+    ping_interval: float,
+    created: list[Message] | None = None,
+) -> AsyncGenerator[ReplyEvent, None]:
+    """The events of one reply until it finishes, resuming after `last_event_id` if given; first
+    `created` (the messages of the send that opened the stream, if any)."""
+    async with hub.subscribe(message_id) as subscription:
+        for message in created or []:
+            yield ReplyCreated(message)
+        events = follow(
+            subscription,
+            lambda: read_stream_state(db=db, message_id=message_id),
+            last_event_id=last_event_id,
+            ping_interval=ping_interval,
+        )
+        last_id = "0.0"
+        try:
+            async for event in events:
+                if event.kind == "done":
+                    yield ReplyFinished(await read_message(db=db, message_id=message_id), event.id)
+                    return
+                yield event
+                last_id = event.id or last_id
+        except MessageNotFound:
+            # Its conversation was deleted while we followed it: a terminal event, not pings.
+            yield ReplyDeleted(last_id.rstrip("f") + "f")
+
+
+async def open_reply_stream(
+    *,
+    db: CallerSession,
+    hub: StreamHub,
+    message_id: uuid.UUID,
+    last_event_id: str | None,
+    ping_interval: float,
+) -> AsyncGenerator[ReplyEvent, None]:
+    """(Re)attach to a reply's stream: `MessageNotFound` now (in the request transaction) unless
+    it is one of the caller's replies; then its events, read after the request ended."""
+    await fetch_stream_state(await db.conn(), message_id)
+    return follow_reply(
+        db=db,
+        hub=hub,
+        message_id=message_id,
+        last_event_id=last_event_id,
+        ping_interval=ping_interval,
+    )

@@ -24,6 +24,8 @@ from agentmarket.core.config import (
 from agentmarket.db.pool import connect
 from agentmarket.ops import migrate, seed, tokens
 
+__all__ = ["build_parser", "main", "print_summary", "render_openapi"]
+
 
 def _settings() -> Settings:
     try:

@@ -14,6 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentmarket.core.errors import AppError, PayloadTooLarge, UnsupportedMediaType
 from functions.problems import PROBLEM_JSON, problem_body
 
+__all__ = ["RequestContextMiddleware"]
+
 log = structlog.get_logger("agentmarket.http")
 
 # A client may pass its own id (e.g. from a gateway); anything odd is replaced.

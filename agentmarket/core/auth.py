@@ -40,6 +40,8 @@ from agentmarket.core.config import Settings
 from agentmarket.core.errors import AnonymousToken, InvalidToken, ServiceUnavailable
 from agentmarket.core.jsontext import json_problems
 
+__all__ = ["ANON_ROLE", "MAX_TOKEN_LENGTH", "USER_ROLE", "TokenVerifier", "User", "bearer_token"]
+
 log = structlog.get_logger(__name__)
 
 HMAC_ALGORITHM: Final = "HS256"

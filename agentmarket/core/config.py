@@ -17,6 +17,25 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+__all__ = [
+    "API_LOGIN",
+    "DEV_DATABASE_URL",
+    "DEV_ENCRYPTION_KEY",
+    "DEV_JWT_SECRET",
+    "LOCAL_LOGIN_PASSWORDS",
+    "PLACEHOLDER_PREFIXES",
+    "WORKER_LOGIN",
+    "AppEnv",
+    "EncryptionKey",
+    "EnvProblem",
+    "MissingSetting",
+    "Settings",
+    "check_env",
+    "get_settings",
+    "local_login_url",
+    "parse_encryption_keys",
+]
+
 # Values in .env.example that are fine on a laptop and wrong anywhere else.
 DEV_DATABASE_URL = "postgresql://postgres:postgres@127.0.0.1:54322/postgres"
 # The JWT secret of Supabase's local stack (public, documented, useless outside a laptop).

@@ -23,6 +23,15 @@ from jsonschema.exceptions import ValidationError, best_match
 from agentmarket.core.errors import FieldError, InvalidConfig
 from agentmarket.domain.urls import url_problem
 
+__all__ = [
+    "CONFIG_POINTER",
+    "FORMAT_CHECKER",
+    "RefusedURL",
+    "ValidatedConfig",
+    "secret_fields",
+    "validate_config",
+]
+
 CONFIG_POINTER = "/config"
 
 _TYPE_NAMES = {

@@ -20,6 +20,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agentmarket.core.config import EncryptionKey
 
+__all__ = [
+    "KNOWN_PREFIXES",
+    "NONCE_BYTES",
+    "SealedSecret",
+    "SecretBox",
+    "SecretDecryptError",
+    "mask",
+    "secret_aad",
+]
+
 NONCE_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32

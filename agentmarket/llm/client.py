@@ -38,6 +38,21 @@ from tenacity.wait import wait_base, wait_exponential, wait_random
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
 
+__all__ = [
+    "MAX_CACHED_CLIENTS",
+    "MAX_DETAIL_CHARS",
+    "AttemptInfo",
+    "Completed",
+    "CompletionRequest",
+    "LLMClient",
+    "LLMError",
+    "Retrying",
+    "StreamEvent",
+    "TextDelta",
+    "TokenUsage",
+    "parse_retry_after",
+]
+
 log = structlog.get_logger("agentmarket.llm")
 
 # Distinct API keys whose SDK clients are kept; they share one connection pool, so evicting one

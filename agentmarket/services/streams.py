@@ -26,6 +26,17 @@ import structlog
 from agentmarket.db.channels import CHAT_STREAM, StreamKey
 from agentmarket.db.listen import Listener
 
+__all__ = [
+    "FINISHED",
+    "Event",
+    "Notice",
+    "StreamHub",
+    "StreamState",
+    "Subscription",
+    "follow",
+    "parse_event_id",
+]
+
 log = structlog.get_logger("agentmarket.streaming")
 
 

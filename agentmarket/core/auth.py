@@ -1,4 +1,4 @@
-"""Verifying Supabase access tokens locally (DESIGN §5).
+"""Verifying Supabase access tokens locally (docs/api.md#authentication).
 
 A token is trusted only if it is signed by one of two sources, chosen by its `alg` header:
 

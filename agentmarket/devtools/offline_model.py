@@ -1,4 +1,5 @@
-"""The offline model: an OpenAI-compatible HTTP server that needs no network (DESIGN §11).
+"""The offline model: an OpenAI-compatible HTTP server that needs no network
+(docs/operations.md#the-offline-model).
 
 `./scripts/dev` runs it when no `OPENAI_API_KEY` is set; end-to-end tests and benchmarks use it as
 a deterministic model and as a fault injector. Build the ASGI app with

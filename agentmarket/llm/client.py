@@ -1,4 +1,4 @@
-"""Streaming chat completions with retries (DESIGN §6).
+"""Streaming chat completions with retries (docs/operations.md#model-calls-and-retries).
 
 `LLMClient.stream` calls an OpenAI-compatible `chat.completions` endpoint with `stream=True` and
 yields `TextDelta`s, then one `Completed` carrying the token usage. Transient failures (timeouts,

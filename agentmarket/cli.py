@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import psycopg
 from pydantic import ValidationError
@@ -23,6 +23,8 @@ from agentmarket.core.config import (
 )
 from agentmarket.db.pool import connect
 from agentmarket.ops import migrate, seed, tokens
+
+__all__ = ["build_parser", "main", "print_summary", "render_openapi"]
 
 
 def _settings() -> Settings:
@@ -62,59 +64,72 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     directory = Path(args.dir) if args.dir else paths.migrations_dir()
     with _connect(settings) as conn:
         if args.action == "status":
-            entries = migrate.status(conn, directory)
-            width = max((len(e.version) for e in entries), default=7)
-            for e in entries:
-                print(f"{e.version:<{width}}  {e.state.value:<8}  {e.name}")
-            pending = sum(e.state is migrate.MigrationState.PENDING for e in entries)
-            bad = [
-                e
-                for e in entries
-                if e.state in (migrate.MigrationState.EDITED, migrate.MigrationState.MISSING)
-            ]
-            print(f"{len(entries)} migrations, {pending} pending, {len(bad)} in conflict")
-            return 1 if bad else 0
-
+            return _migrate_status(conn, directory)
         shim_needed = not args.no_shim and migrate.needs_local_shim(conn)
         if args.dry_run:
-            if shim_needed:
-                print("would apply sql/local_supabase.sql (plain PostgreSQL detected)")
-            try:
-                todo = migrate.up(conn, directory, dry_run=True)
-            except migrate.MigrationError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 1
-            for f in todo:
-                print(f"would apply {f.filename} ({len(f.statements)} statements)")
-            print("nothing to apply" if not todo else f"{len(todo)} to apply")
-            return 0
+            return _migrate_dry_run(conn, directory, shim_needed=shim_needed)
+        return _migrate_up(conn, directory, settings, args, shim_needed=shim_needed)
 
-        if args.backup:
-            migrate.backup(settings.direct_database_url, Path(args.backup))
-            print(f"backup written to {args.backup}")
-        if shim_needed:
-            migrate.apply_local_shim(conn, paths.local_shim_path())
-            print("applied sql/local_supabase.sql (plain PostgreSQL: Supabase roles and auth shim)")
-        try:
-            applied = migrate.up(
-                conn,
-                directory,
-                on_apply=lambda f: print(f"applied {f.filename} ({len(f.statements)} statements)"),
-            )
-        except migrate.MigrationError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        print("database is up to date" if not applied else f"{len(applied)} migrations applied")
-        if (
-            not args.no_shim
-            and settings.app_env is not AppEnv.PROD
-            and migrate.is_plain_postgres(conn)
-        ):
-            for role in migrate.enable_local_logins(conn, LOCAL_LOGIN_PASSWORDS):
-                print(f"local login {role} enabled with its development password (.env.example)")
-        if migrate.store_settings(conn, max_active_deployments=settings.max_active_deployments):
-            print(f"stored MAX_ACTIVE_DEPLOYMENTS={settings.max_active_deployments}")
-        return 0
+
+def _migrate_status(conn: psycopg.Connection, directory: Path) -> int:
+    entries = migrate.status(conn, directory)
+    width = max((len(e.version) for e in entries), default=7)
+    for e in entries:
+        print(f"{e.version:<{width}}  {e.state.value:<8}  {e.name}")
+    pending = sum(e.state is migrate.MigrationState.PENDING for e in entries)
+    bad = [
+        e
+        for e in entries
+        if e.state in (migrate.MigrationState.EDITED, migrate.MigrationState.MISSING)
+    ]
+    print(f"{len(entries)} migrations, {pending} pending, {len(bad)} in conflict")
+    return 1 if bad else 0
+
+
+def _migrate_dry_run(conn: psycopg.Connection, directory: Path, *, shim_needed: bool) -> int:
+    if shim_needed:
+        print("would apply sql/local_supabase.sql (plain PostgreSQL detected)")
+    try:
+        todo = migrate.up(conn, directory, dry_run=True)
+    except migrate.MigrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for f in todo:
+        print(f"would apply {f.filename} ({len(f.statements)} statements)")
+    print("nothing to apply" if not todo else f"{len(todo)} to apply")
+    return 0
+
+
+def _migrate_up(
+    conn: psycopg.Connection,
+    directory: Path,
+    settings: Settings,
+    args: argparse.Namespace,
+    *,
+    shim_needed: bool,
+) -> int:
+    if args.backup:
+        migrate.backup(settings.direct_database_url, Path(args.backup))
+        print(f"backup written to {args.backup}")
+    if shim_needed:
+        migrate.apply_local_shim(conn, paths.local_shim_path())
+        print("applied sql/local_supabase.sql (plain PostgreSQL: Supabase roles and auth shim)")
+    try:
+        applied = migrate.up(
+            conn,
+            directory,
+            on_apply=lambda f: print(f"applied {f.filename} ({len(f.statements)} statements)"),
+        )
+    except migrate.MigrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("database is up to date" if not applied else f"{len(applied)} migrations applied")
+    if not args.no_shim and settings.app_env is not AppEnv.PROD and migrate.is_plain_postgres(conn):
+        for role in migrate.enable_local_logins(conn, LOCAL_LOGIN_PASSWORDS):
+            print(f"local login {role} enabled with its development password (.env.example)")
+    if migrate.store_settings(conn, max_active_deployments=settings.max_active_deployments):
+        print(f"stored MAX_ACTIVE_DEPLOYMENTS={settings.max_active_deployments}")
+    return 0
 
 
 # --- seed ----------------------------------------------------------------------------------------
@@ -356,10 +371,30 @@ def cmd_offline_model(args: argparse.Namespace) -> int:
     return 0
 
 
+# What `add_subparsers()` returns (argparse does not export its type).
+_Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentmarket", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (
+        _add_migrate,
+        _add_seed,
+        _add_check_env,
+        _add_token,
+        _add_openapi,
+        _add_bench,
+        _add_rotate_secrets,
+        _add_worker,
+        _add_offline_model,
+        _add_serve,
+    ):
+        add(sub)
+    return parser
 
+
+def _add_migrate(sub: _Subparsers) -> None:
     p = sub.add_parser("migrate", help="apply or inspect database migrations")
     p.add_argument("action", nargs="?", choices=("up", "status"), default="up")
     p.add_argument("--dry-run", action="store_true", help="show what would be applied")
@@ -368,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="migrations directory (default supabase/migrations)")
     p.set_defaults(func=cmd_migrate)
 
+
+def _add_seed(sub: _Subparsers) -> None:
     p = sub.add_parser("seed", help="upsert the curated catalog from seeds/")
     p.add_argument("--dir", help="agent files directory (default seeds/agents)")
     p.add_argument("--summary", action="store_true", help="print the catalog summary")
@@ -376,20 +413,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sql-file", help="seed SQL path (default supabase/seed.sql)")
     p.set_defaults(func=cmd_seed)
 
+
+def _add_check_env(sub: _Subparsers) -> None:
     p = sub.add_parser("check-env", help="list missing or placeholder settings")
     p.set_defaults(func=cmd_check_env)
 
+
+def _add_token(sub: _Subparsers) -> None:
     p = sub.add_parser("token", help="create a local user and print an access token")
     p.add_argument("--email", required=True)
     p.add_argument("--admin", action="store_true", help="give the user the admin role")
     p.add_argument("--ttl", type=int, default=tokens.DEFAULT_TTL_SECONDS, help="seconds")
     p.set_defaults(func=cmd_token)
+
+
+def _add_openapi(sub: _Subparsers) -> None:
     p = sub.add_parser("openapi", help="print the HTTP API's OpenAPI spec")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write docs/openapi.json")
     mode.add_argument("--check", action="store_true", help="fail if docs/openapi.json drifted")
     p.set_defaults(func=cmd_openapi)
 
+
+def _add_bench(sub: _Subparsers) -> None:
     p = sub.add_parser("bench", help="run a benchmark (results to docs/benchmarks.md)")
     p.add_argument("scenario", choices=("catalog", "chat"))
     p.add_argument("--concurrency", type=int, default=32)
@@ -402,12 +448,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     p.set_defaults(func=cmd_bench)
 
+
+def _add_rotate_secrets(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "rotate-secrets", help="re-encrypt stored secrets with the first SECRETS_ENCRYPTION_KEY"
     )
     p.add_argument("--dry-run", action="store_true", help="count, change nothing")
     p.set_defaults(func=cmd_rotate_secrets)
 
+
+def _add_worker(sub: _Subparsers) -> None:
     p = sub.add_parser("worker", help="run the chat worker")
     p.add_argument("--concurrency", type=int, default=8, help="replies written at once")
     p.add_argument("--lease-seconds", type=int, default=30, help="job lease, renewed while working")
@@ -419,17 +469,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_worker)
 
+
+def _add_offline_model(sub: _Subparsers) -> None:
     from agentmarket.devtools import offline_model
 
     p = sub.add_parser("offline-model", help="run the offline OpenAI-compatible model server")
     offline_model.add_arguments(p)  # --host, --port, timing and fault options
     p.set_defaults(func=cmd_offline_model)
 
+
+def _add_serve(sub: _Subparsers) -> None:
     p = sub.add_parser("serve", help="run the HTTP functions (uvicorn)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(func=cmd_serve)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,8 @@ from functions.deps import AppState
 from functions.middleware import RequestContextMiddleware
 from functions.routers import chat, deployments, health, marketplace
 
+__all__ = ["MAX_BODY_BYTES", "create_app"]
+
 MAX_BODY_BYTES = 2 * 1024 * 1024  # a support agent's knowledge base can be large
 
 DESCRIPTION = """\

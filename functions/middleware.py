@@ -14,6 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentmarket.core.errors import AppError, PayloadTooLarge, UnsupportedMediaType
 from functions.problems import PROBLEM_JSON, problem_body
 
+__all__ = ["RequestContextMiddleware"]
+
 log = structlog.get_logger("agentmarket.http")
 
 # A client may pass its own id (e.g. from a gateway); anything odd is replaced.
@@ -31,6 +33,42 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
+def _request_id(headers: dict[str, str]) -> str:
+    supplied = headers.get("x-request-id", "")
+    return supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+
+
+def _unsupported_body(method: str, headers: dict[str, str]) -> bool:
+    """A POST, PUT or PATCH that carries a body that is not JSON."""
+    if method not in ("POST", "PUT", "PATCH") or _is_json(headers.get("content-type")):
+        return False
+    declared = headers.get("content-length")
+    return declared not in (None, "0") or "chunked" in headers.get("transfer-encoding", "")
+
+
+class _Response:
+    """What has been sent of the response; `send` adds the X-Request-ID header to it."""
+
+    def __init__(self, send: Send, request_id: str) -> None:
+        self._send = send
+        self._request_id = request_id
+        self.status = 500
+        self.started = False
+        self.ended = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.started = True
+            message["headers"] = [
+                *message.get("headers", []),
+                (b"x-request-id", self._request_id.encode()),
+            ]
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.ended = True
+        await self._send(message)
+
+
 class RequestContextMiddleware:
     """Binds request_id (echoed as X-Request-ID), enforces the body limit, logs the request."""
 
@@ -43,61 +81,28 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        supplied = headers.get("x-request-id", "")
-        request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        request_id = _request_id(headers)
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
-        status = 500
-        response_started = response_ended = False
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, response_started, response_ended
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                response_started = True
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
-                ]
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                response_ended = True
-            await send(message)
-
-        declared = headers.get("content-length")
+        response = _Response(send, request_id)
         try:
-            if scope["method"] in ("POST", "PUT", "PATCH") and not _is_json(
-                headers.get("content-type")
-            ):
-                has_body = declared not in (None, "0") or "chunked" in headers.get(
-                    "transfer-encoding", ""
-                )
-                if has_body:
-                    await self._send_problem(send_wrapper, UnsupportedMediaType(), request_id)
-                    return
-            if declared is not None:
-                # The server (h11/httptools) holds the client to its declared length.
-                if not declared.isdigit() or int(declared) > self.max_body_bytes:
-                    raise _TooLarge
-                await self.app(scope, receive, send_wrapper)
-            else:
-                # Chunked or absent: read it all (bounded) first, then replay it to the app.
-                await self.app(scope, await self._buffered(receive), send_wrapper)
+            await self._forward(scope, receive, response.send, headers, request_id)
         except _TooLarge:
             too_large = PayloadTooLarge(f"The request body exceeds {self.max_body_bytes} bytes.")
-            await self._send_problem(send_wrapper, too_large, request_id)
+            await self._send_problem(response.send, too_large, request_id)
         except Exception as exc:
             # Caught here rather than left to Starlette's ServerErrorMiddleware, which re-raises
             # into the server: that drops the keep-alive connection and prints a multi-line
             # traceback. One JSON line (traceback in its `exception` field) and a clean 500.
             log.error("unhandled_error", exc_info=exc, path=scope["path"])
-            if not response_started:
+            if not response.started:
                 await self._send_problem(
-                    send_wrapper, AppError("An unexpected error occurred."), request_id
+                    response.send, AppError("An unexpected error occurred."), request_id
                 )
-            elif not response_ended:
-                await send_wrapper({"type": "http.response.body", "body": b"", "more_body": False})
+            elif not response.ended:
+                await response.send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             route = scope.get("route")
             log.info(
@@ -105,10 +110,32 @@ class RequestContextMiddleware:
                 method=scope["method"],
                 path=scope["path"],
                 route=getattr(route, "path", None),
-                status=status,
+                status=response.status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 user_id=scope.get("state", {}).get("user_id"),
             )
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        request_id: str,
+    ) -> None:
+        """Refuse a body that is not JSON; hand the request to the app with its body bounded."""
+        if _unsupported_body(scope["method"], headers):
+            await self._send_problem(send, UnsupportedMediaType(), request_id)
+            return
+        declared = headers.get("content-length")
+        if declared is not None:
+            # The server (h11/httptools) holds the client to its declared length.
+            if not declared.isdigit() or int(declared) > self.max_body_bytes:
+                raise _TooLarge
+            await self.app(scope, receive, send)
+        else:
+            # Chunked or absent: read it all (bounded) first, then replay it to the app.
+            await self.app(scope, await self._buffered(receive), send)
 
     async def _buffered(self, receive: Receive) -> Receive:
         chunks: list[bytes] = []

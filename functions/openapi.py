@@ -8,6 +8,8 @@ from pydantic import BaseModel, Field
 
 from functions.problems import PROBLEM_JSON
 
+__all__ = ["DESCRIPTIONS", "FieldProblem", "Problem", "problem_responses"]
+
 
 class FieldProblem(BaseModel):
     path: str = Field(description="JSON Pointer to the offending field ('' = the whole body).")

@@ -24,6 +24,8 @@ from agentmarket.core.errors import (
     ValidationFailed,
 )
 
+__all__ = ["PROBLEM_JSON", "TYPE_BASE", "install", "problem_body", "problem_response"]
+
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://agentmarket.dev/problems/"
 

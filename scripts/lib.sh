@@ -19,19 +19,27 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-# The venv with the project installed (editable) and its dev tools. Re-installs only when
-# pyproject.toml changed since the last install.
+# The pinned dependencies (the dev extras included), from pyproject.toml by ./scripts/lock.
+LOCK="$ROOT/requirements/dev.lock"
+
+# The venv with exactly the locked dependencies and the project (editable, without resolving its
+# dependencies again). Re-installs only when pyproject.toml or the lock changed since the last
+# install; a package the lock no longer lists stays until the venv is recreated (rm -rf .venv).
 ensure_venv() {
-  local stamp="$VENV/.installed-pyproject"
+  local stamp="$VENV/.installed-lock" want
+  [ -f "$LOCK" ] || die "${LOCK#"$ROOT/"} is missing: run ./scripts/lock"
   if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV"
     "$PY" -m venv "$VENV" || die "python3 -m venv failed (apt-get install python3-venv?)"
   fi
-  if [ ! -f "$stamp" ] || ! cmp -s "$ROOT/pyproject.toml" "$stamp"; then
-    log "installing the project into .venv"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[dev]" >"$VENV/install.log" 2>&1 \
+  want="$(cat "$ROOT/pyproject.toml" "$LOCK" | cksum)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "installing the locked dependencies and the project into .venv"
+    { "$VENV/bin/pip" install --disable-pip-version-check -r "$LOCK" \
+        && "$VENV/bin/pip" install --disable-pip-version-check --no-deps -e "$ROOT"; } \
+      >"$VENV/install.log" 2>&1 \
       || { tail -n 30 "$VENV/install.log" >&2; die "pip install failed (log: $VENV/install.log)"; }
-    cp "$ROOT/pyproject.toml" "$stamp"
+    echo "$want" >"$stamp"
   fi
   export PATH="$VENV/bin:$PATH"
 }

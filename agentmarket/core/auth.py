@@ -1,4 +1,4 @@
-"""Verifying Supabase access tokens locally (DESIGN §5).
+"""Verifying Supabase access tokens locally (docs/api.md#authentication).
 
 A token is trusted only if it is signed by one of two sources, chosen by its `alg` header:
 
@@ -39,6 +39,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from agentmarket.core.config import Settings
 from agentmarket.core.errors import AnonymousToken, InvalidToken, ServiceUnavailable
 from agentmarket.core.jsontext import json_problems
+
+__all__ = ["ANON_ROLE", "MAX_TOKEN_LENGTH", "USER_ROLE", "TokenVerifier", "User", "bearer_token"]
 
 log = structlog.get_logger(__name__)
 

@@ -17,6 +17,25 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+__all__ = [
+    "API_LOGIN",
+    "DEV_DATABASE_URL",
+    "DEV_ENCRYPTION_KEY",
+    "DEV_JWT_SECRET",
+    "LOCAL_LOGIN_PASSWORDS",
+    "PLACEHOLDER_PREFIXES",
+    "WORKER_LOGIN",
+    "AppEnv",
+    "EncryptionKey",
+    "EnvProblem",
+    "MissingSetting",
+    "Settings",
+    "check_env",
+    "get_settings",
+    "local_login_url",
+    "parse_encryption_keys",
+]
+
 # Values in .env.example that are fine on a laptop and wrong anywhere else.
 DEV_DATABASE_URL = "postgresql://postgres:postgres@127.0.0.1:54322/postgres"
 # The JWT secret of Supabase's local stack (public, documented, useless outside a laptop).
@@ -237,33 +256,11 @@ def check_env(settings: Settings) -> list[EnvProblem]:
     strict = settings.app_env is AppEnv.PROD
     problems: list[EnvProblem] = []
 
-    def secret(name: str, value: SecretStr | None) -> str | None:
-        return value.get_secret_value() if value is not None else None
-
-    db = settings.database_url.get_secret_value()
-    if strict and db == DEV_DATABASE_URL:
+    if strict and settings.database_url.get_secret_value() == DEV_DATABASE_URL:
         problems.append(EnvProblem("DATABASE_URL", "still the local development database", True))
 
     problems.extend(_login_problems(settings, strict))
-
-    jwt_secret = secret("SUPABASE_JWT_SECRET", settings.supabase_jwt_secret)
-    if jwt_secret is None and not settings.supabase_url:
-        problems.append(
-            EnvProblem(
-                "SUPABASE_JWT_SECRET",
-                "no way to verify tokens: set SUPABASE_JWT_SECRET and/or SUPABASE_URL (JWKS)",
-                True,
-            )
-        )
-    elif jwt_secret is not None:
-        if strict and jwt_secret == DEV_JWT_SECRET:
-            problems.append(
-                EnvProblem("SUPABASE_JWT_SECRET", "still the public local-stack secret", True)
-            )
-        elif _is_placeholder(jwt_secret):
-            problems.append(EnvProblem("SUPABASE_JWT_SECRET", "is a placeholder", True))
-        elif len(jwt_secret) < 32:
-            problems.append(EnvProblem("SUPABASE_JWT_SECRET", "shorter than 32 characters", True))
+    problems.extend(_jwt_problems(settings, strict))
 
     if strict and settings.secrets_encryption_key.get_secret_value() == DEV_ENCRYPTION_KEY:
         problems.append(
@@ -275,31 +272,8 @@ def check_env(settings: Settings) -> list[EnvProblem]:
     if strict and not settings.supabase_url:
         problems.append(EnvProblem("SUPABASE_URL", "not set (token issuer is not checked)", True))
 
-    openai_key = secret("OPENAI_API_KEY", settings.openai_api_key)
-    if openai_key is None:
-        problems.append(
-            EnvProblem(
-                "OPENAI_API_KEY",
-                "not set: agents without a user-supplied key use the offline model"
-                if not strict
-                else "not set: agents without a user-supplied key cannot answer",
-                strict,
-            )
-        )
-    elif _is_placeholder(openai_key):
-        problems.append(EnvProblem("OPENAI_API_KEY", "is a placeholder", True))
-
-    for name, value in (
-        ("SUPABASE_ANON_KEY", settings.supabase_anon_key),
-        ("SUPABASE_SERVICE_ROLE_KEY", settings.supabase_service_role_key),
-    ):
-        raw = secret(name, value)
-        if raw is None:
-            problems.append(
-                EnvProblem(name, "not set (only needed by hosted-project scripts)", False)
-            )
-        elif _is_placeholder(raw):
-            problems.append(EnvProblem(name, "is a placeholder", strict))
+    problems.extend(_openai_problems(settings, strict))
+    problems.extend(_supabase_key_problems(settings, strict))
 
     if strict and settings.allow_http_urls:
         problems.append(
@@ -309,6 +283,66 @@ def check_env(settings: Settings) -> list[EnvProblem]:
     if settings.sentry_dsn is None:
         problems.append(EnvProblem("SENTRY_DSN", "not set: errors are not sent to Sentry", False))
 
+    return problems
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _jwt_problems(settings: Settings, strict: bool) -> list[EnvProblem]:
+    """Tokens must be verifiable (a secret and/or JWKS), with a real secret when there is one."""
+    name = "SUPABASE_JWT_SECRET"
+    jwt_secret = _secret(settings.supabase_jwt_secret)
+    if jwt_secret is None:
+        if settings.supabase_url:
+            return []
+        return [
+            EnvProblem(
+                name,
+                "no way to verify tokens: set SUPABASE_JWT_SECRET and/or SUPABASE_URL (JWKS)",
+                True,
+            )
+        ]
+    if strict and jwt_secret == DEV_JWT_SECRET:
+        return [EnvProblem(name, "still the public local-stack secret", True)]
+    if _is_placeholder(jwt_secret):
+        return [EnvProblem(name, "is a placeholder", True)]
+    if len(jwt_secret) < 32:
+        return [EnvProblem(name, "shorter than 32 characters", True)]
+    return []
+
+
+def _openai_problems(settings: Settings, strict: bool) -> list[EnvProblem]:
+    openai_key = _secret(settings.openai_api_key)
+    if openai_key is None:
+        return [
+            EnvProblem(
+                "OPENAI_API_KEY",
+                "not set: agents without a user-supplied key use the offline model"
+                if not strict
+                else "not set: agents without a user-supplied key cannot answer",
+                strict,
+            )
+        ]
+    if _is_placeholder(openai_key):
+        return [EnvProblem("OPENAI_API_KEY", "is a placeholder", True)]
+    return []
+
+
+def _supabase_key_problems(settings: Settings, strict: bool) -> list[EnvProblem]:
+    problems: list[EnvProblem] = []
+    for name, value in (
+        ("SUPABASE_ANON_KEY", settings.supabase_anon_key),
+        ("SUPABASE_SERVICE_ROLE_KEY", settings.supabase_service_role_key),
+    ):
+        raw = _secret(value)
+        if raw is None:
+            problems.append(
+                EnvProblem(name, "not set (only needed by hosted-project scripts)", False)
+            )
+        elif _is_placeholder(raw):
+            problems.append(EnvProblem(name, "is a placeholder", strict))
     return problems
 
 

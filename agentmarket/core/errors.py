@@ -10,6 +10,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+__all__ = [
+    "AgentNotFound",
+    "AnonymousToken",
+    "AppError",
+    "BadRequest",
+    "Conflict",
+    "ConversationNotFound",
+    "DatabaseUnavailable",
+    "DeploymentLimitReached",
+    "DeploymentNotConfigured",
+    "DeploymentNotFound",
+    "DeploymentPaused",
+    "FieldError",
+    "Forbidden",
+    "InvalidConfig",
+    "InvalidToken",
+    "MalformedJSON",
+    "MessageNotFound",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "ServiceUnavailable",
+    "Unauthorized",
+    "UnknownUser",
+    "UnsupportedMediaType",
+    "ValidationFailed",
+]
+
 
 @dataclass(frozen=True)
 class FieldError:

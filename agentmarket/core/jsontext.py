@@ -16,6 +16,17 @@ import math
 import re
 from typing import Any, Final
 
+__all__ = [
+    "DEPTH_MESSAGE",
+    "MAX_DEPTH",
+    "NON_FINITE_MESSAGE",
+    "NUL_MESSAGE",
+    "SURROGATE_MESSAGE",
+    "Path",
+    "json_problems",
+    "text_problem",
+]
+
 MAX_DEPTH: Final = 64
 
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")

@@ -8,6 +8,17 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+__all__ = [
+    "CHAT_ERRORS",
+    "CHAT_MESSAGES",
+    "CHAT_RESPONSE_TIME",
+    "CHAT_TOKENS",
+    "CHAT_TTFT",
+    "DEPLOYMENTS",
+    "QUEUE_DEPTH",
+    "QUEUE_PICKUP",
+]
+
 DEPLOYMENTS = Counter(
     "marketplace_deployments",
     "Deploy requests by outcome.",

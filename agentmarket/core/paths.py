@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = ["local_shim_path", "migrations_dir", "project_root", "seed_sql_path", "seeds_dir"]
+
 
 def project_root() -> Path:
     """The checkout holding `supabase/` and `seeds/`.

@@ -30,6 +30,22 @@ import psycopg
 from agentmarket.core import paths
 from agentmarket.core.config import Settings
 
+__all__ = [
+    "ChatRun",
+    "Result",
+    "as_json",
+    "bench_chat_streams",
+    "bench_chat_throughput",
+    "bench_direct",
+    "bench_http",
+    "bench_wrk",
+    "chat_report",
+    "report",
+    "run_catalog",
+    "run_chat",
+    "write_section",
+]
+
 CATALOG_QUERY = (
     "select id, slug, name, tagline, description, category, tags, kind, pricing_model,"
     " price_cents, currency, icon, featured, deploy_count, created_at, updated_at, total_count"

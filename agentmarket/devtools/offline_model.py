@@ -1,4 +1,5 @@
-"""The offline model: an OpenAI-compatible HTTP server that needs no network (DESIGN §11).
+"""The offline model: an OpenAI-compatible HTTP server that needs no network
+(docs/operations.md#the-offline-model).
 
 `./scripts/dev` runs it when no `OPENAI_API_KEY` is set; end-to-end tests and benchmarks use it as
 a deterministic model and as a fault injector. Build the ASGI app with
@@ -377,89 +378,22 @@ def _is_number(value: Any) -> bool:
 
 
 def _parse_chat_request(body: Any) -> _ChatRequest:
+    """The request's fields, checked in the order OpenAI reports them; raises _BadRequest."""
     if not isinstance(body, dict):
         raise _BadRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if model is None:
-        raise _BadRequest("you must provide a model parameter", "model")
-    if not isinstance(model, str) or not model:
-        raise _BadRequest("Invalid type for 'model': expected a non-empty string.", "model")
-    if "messages" not in body:
-        raise _BadRequest(
-            "Missing required parameter: 'messages'.", "messages", "missing_required_parameter"
-        )
-    messages = body["messages"]
-    if not isinstance(messages, list):
-        raise _BadRequest(
-            "Invalid type for 'messages': expected an array.", "messages", "invalid_type"
-        )
-    if not messages:
-        raise _BadRequest("[] is too short - 'messages'", "messages", "empty_array")
-    texts: list[tuple[str, str]] = []
-    for i, message in enumerate(messages):
-        where = f"messages.[{i}]"
-        if not isinstance(message, dict):
-            raise _BadRequest(f"Invalid type for '{where}': expected an object.", where)
-        role = message.get("role")
-        if role not in ROLES:
-            raise _BadRequest(
-                f"Invalid value for '{where}.role': expected one of {', '.join(sorted(ROLES))}.",
-                f"{where}.role",
-                "invalid_value",
-            )
-        content = message.get("content")
-        if "content" not in message and role != "assistant":
-            raise _BadRequest(
-                f"Missing required parameter: '{where}.content'.",
-                f"{where}.content",
-                "missing_required_parameter",
-            )
-        valid = isinstance(content, str) or (content is None and role == "assistant")
-        if isinstance(content, list):
-            valid = all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in content)
-        if not valid:
-            raise _BadRequest(
-                f"Invalid type for '{where}.content': expected a string or an array of parts.",
-                f"{where}.content",
-                "invalid_type",
-            )
-        texts.append((role, _content_text(content)))
-
+    model = _parse_model(body)
+    messages = _parse_messages(body)
+    texts = [_message_text(i, message) for i, message in enumerate(messages)]
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _BadRequest("Invalid type for 'stream': expected a boolean.", "stream")
-    stream_options = body.get("stream_options")
-    include_usage = False
-    if stream_options is not None:
-        if not stream:
-            raise _BadRequest(
-                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                "stream_options",
-            )
-        if not isinstance(stream_options, dict):
-            raise _BadRequest(
-                "Invalid type for 'stream_options': expected an object.", "stream_options"
-            )
-        usage_flag = stream_options.get("include_usage")
-        if usage_flag is not None and not isinstance(usage_flag, bool):
-            raise _BadRequest(
-                "Invalid type for 'stream_options.include_usage': expected a boolean.",
-                "stream_options.include_usage",
-            )
-        include_usage = bool(usage_flag)
+    include_usage = _parse_include_usage(body, stream=bool(stream))
     temperature = body.get("temperature")
     if temperature is not None and (not _is_number(temperature) or not 0 <= temperature <= 2):
         raise _BadRequest(
             "Invalid 'temperature': expected a number between 0 and 2.", "temperature"
         )
-    max_tokens: int | None = None
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = body.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise _BadRequest(f"Invalid '{name}': expected an integer >= 1.", name)
-        max_tokens = value if max_tokens is None else min(max_tokens, value)
+    max_tokens = _parse_max_tokens(body)
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise _BadRequest("Invalid type for 'user': expected a string.", "user")
@@ -471,6 +405,97 @@ def _parse_chat_request(body: Any) -> _ChatRequest:
         include_usage=include_usage,
         max_tokens=max_tokens,
     )
+
+
+def _parse_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if model is None:
+        raise _BadRequest("you must provide a model parameter", "model")
+    if not isinstance(model, str) or not model:
+        raise _BadRequest("Invalid type for 'model': expected a non-empty string.", "model")
+    return model
+
+
+def _parse_messages(body: dict[str, Any]) -> list[Any]:
+    if "messages" not in body:
+        raise _BadRequest(
+            "Missing required parameter: 'messages'.", "messages", "missing_required_parameter"
+        )
+    messages = body["messages"]
+    if not isinstance(messages, list):
+        raise _BadRequest(
+            "Invalid type for 'messages': expected an array.", "messages", "invalid_type"
+        )
+    if not messages:
+        raise _BadRequest("[] is too short - 'messages'", "messages", "empty_array")
+    return messages
+
+
+def _message_text(i: int, message: Any) -> tuple[str, str]:
+    """(role, text) of `messages[i]`, after checking its role and content."""
+    where = f"messages.[{i}]"
+    if not isinstance(message, dict):
+        raise _BadRequest(f"Invalid type for '{where}': expected an object.", where)
+    role = message.get("role")
+    if role not in ROLES:
+        raise _BadRequest(
+            f"Invalid value for '{where}.role': expected one of {', '.join(sorted(ROLES))}.",
+            f"{where}.role",
+            "invalid_value",
+        )
+    content = message.get("content")
+    if "content" not in message and role != "assistant":
+        raise _BadRequest(
+            f"Missing required parameter: '{where}.content'.",
+            f"{where}.content",
+            "missing_required_parameter",
+        )
+    valid = isinstance(content, str) or (content is None and role == "assistant")
+    if isinstance(content, list):
+        valid = all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in content)
+    if not valid:
+        raise _BadRequest(
+            f"Invalid type for '{where}.content': expected a string or an array of parts.",
+            f"{where}.content",
+            "invalid_type",
+        )
+    return role, _content_text(content)
+
+
+def _parse_include_usage(body: dict[str, Any], *, stream: bool) -> bool:
+    """`stream_options.include_usage` (only allowed on a stream)."""
+    stream_options = body.get("stream_options")
+    if stream_options is None:
+        return False
+    if not stream:
+        raise _BadRequest(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
+        )
+    if not isinstance(stream_options, dict):
+        raise _BadRequest(
+            "Invalid type for 'stream_options': expected an object.", "stream_options"
+        )
+    usage_flag = stream_options.get("include_usage")
+    if usage_flag is not None and not isinstance(usage_flag, bool):
+        raise _BadRequest(
+            "Invalid type for 'stream_options.include_usage': expected a boolean.",
+            "stream_options.include_usage",
+        )
+    return bool(usage_flag)
+
+
+def _parse_max_tokens(body: dict[str, Any]) -> int | None:
+    """The smaller of `max_tokens` and `max_completion_tokens`, when either is given."""
+    max_tokens: int | None = None
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _BadRequest(f"Invalid '{name}': expected an integer >= 1.", name)
+        max_tokens = value if max_tokens is None else min(max_tokens, value)
+    return max_tokens
 
 
 # Errors
@@ -739,6 +764,45 @@ class OfflineModel:
 
     async def chat_completions(self, request: Request) -> Response:
         record = self._new_record()
+        checked = await self._checked_request(request, record)
+        if isinstance(checked, Response):
+            return checked
+        chat, markers = checked
+
+        identity = conversation_identity(chat.messages)
+        attempt = self._next_attempt(identity)
+        outcome = self._decide(identity, attempt, markers)
+        record.conversation, record.attempt, record.outcome = identity, attempt, str(outcome)
+        record.status = _STATUS[outcome.kind]
+        if outcome.kind == "cut" and not chat.stream:
+            record.status = 500
+        headers = {
+            "x-request-id": f"req_{uuid.uuid4().hex}",
+            "openai-model": chat.model,
+            "x-offline-conversation": identity,
+            "x-offline-attempt": str(attempt),
+            "x-offline-outcome": str(outcome),
+        }
+
+        latency = markers.latency_ms if markers.latency_ms is not None else self.config.latency_ms
+        pause = latency / 1000
+        if outcome.kind == "timeout":
+            pause += self.config.hang_seconds
+        if await _sleep_unless_disconnected(request.receive, pause):
+            record.client_disconnected = True
+        if outcome.kind not in ("ok", "cut") or (outcome.kind == "cut" and not chat.stream):
+            return _fault_response(outcome, chat.model, headers)
+
+        reply = _Reply.build(chat, markers, self.config)
+        if not chat.stream:
+            return await reply.respond(request.receive, record, headers)
+        cut_after = self.config.cut_after_tokens if outcome.kind == "cut" else None
+        return reply.stream(record, headers, cut_after=cut_after)
+
+    async def _checked_request(
+        self, request: Request, record: RequestRecord
+    ) -> tuple[_ChatRequest, Markers] | Response:
+        """The request and its markers once the key, body and model pass; else the error."""
         key = self._authorized(request)
         if request.headers.get("authorization"):
             _, _, raw_key = request.headers["authorization"].partition(" ")
@@ -771,125 +835,128 @@ class OfflineModel:
         if chat.model not in self.config.models:
             record.outcome, record.status = "404", 404
             return _model_not_found(chat.model)
+        return chat, markers
 
-        identity = conversation_identity(chat.messages)
-        attempt = self._next_attempt(identity)
-        outcome = self._decide(identity, attempt, markers)
-        record.conversation, record.attempt, record.outcome = identity, attempt, str(outcome)
-        record.status = _STATUS[outcome.kind]
-        if outcome.kind == "cut" and not chat.stream:
-            record.status = 500
-        headers = {
-            "x-request-id": f"req_{uuid.uuid4().hex}",
-            "openai-model": chat.model,
-            "x-offline-conversation": identity,
-            "x-offline-attempt": str(attempt),
-            "x-offline-outcome": str(outcome),
-        }
 
-        latency = markers.latency_ms if markers.latency_ms is not None else self.config.latency_ms
-        pause = latency / 1000
-        if outcome.kind == "timeout":
-            pause += self.config.hang_seconds
-        if await _sleep_unless_disconnected(request.receive, pause):
-            record.client_disconnected = True
-        if outcome.kind not in ("ok", "cut") or (outcome.kind == "cut" and not chat.stream):
-            return _fault_response(outcome, chat.model, headers)
+@dataclass(frozen=True)
+class _Reply:
+    """A successful answer to one request: its tokens, its timing and the ids its chunks carry."""
 
-        reply = _build_reply(chat.texts)[0]
-        tokens = split_tokens(reply)
+    chat: _ChatRequest
+    tokens: list[str]  # already cut to the request's max_tokens
+    finish_reason: str
+    ttft: float  # seconds before the first token
+    gap: float  # seconds between tokens
+    prompt_tokens: int
+    completion_id: str
+    created: int
+
+    @classmethod
+    def build(cls, chat: _ChatRequest, markers: Markers, config: OfflineModelConfig) -> _Reply:
+        tokens = split_tokens(_build_reply(chat.texts)[0])
         finish_reason = "stop"
         if chat.max_tokens is not None and len(tokens) > chat.max_tokens:
             tokens, finish_reason = tokens[: chat.max_tokens], "length"
-        ttft = (markers.ttft_ms if markers.ttft_ms is not None else self.config.ttft_ms) / 1000
-        tps = markers.tps if markers.tps is not None else self.config.tokens_per_second
-        gap = 1 / tps if tps > 0 else 0.0
-        prompt_tokens = _prompt_tokens(chat.texts)
-        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        created = int(time.time())
+        ttft = (markers.ttft_ms if markers.ttft_ms is not None else config.ttft_ms) / 1000
+        tps = markers.tps if markers.tps is not None else config.tokens_per_second
+        return cls(
+            chat=chat,
+            tokens=tokens,
+            finish_reason=finish_reason,
+            ttft=ttft,
+            gap=1 / tps if tps > 0 else 0.0,
+            prompt_tokens=_prompt_tokens(chat.texts),
+            completion_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            created=int(time.time()),
+        )
 
-        if not chat.stream:
-            wait = ttft + gap * max(0, len(tokens) - 1)
-            if await _sleep_unless_disconnected(request.receive, wait):
-                record.client_disconnected = True
-            record.tokens_sent = len(tokens)
-            return JSONResponse(
-                {
-                    "id": completion_id,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": chat.model,
-                    "system_fingerprint": SYSTEM_FINGERPRINT,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {
-                                "role": "assistant",
-                                "content": "".join(tokens),
-                                "refusal": None,
-                            },
-                            "logprobs": None,
-                            "finish_reason": finish_reason,
-                        }
-                    ],
-                    "usage": _usage(prompt_tokens, len(tokens)),
-                },
-                headers=headers,
-            )
-
-        cut = outcome.kind == "cut"
-        if cut:
-            tokens = tokens[: self.config.cut_after_tokens]
-
-        def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
-            data: dict[str, Any] = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": chat.model,
+    async def respond(
+        self, receive: Receive, record: RequestRecord, headers: dict[str, str]
+    ) -> JSONResponse:
+        """The whole reply in one `chat.completion`, after the time its stream would take."""
+        wait = self.ttft + self.gap * max(0, len(self.tokens) - 1)
+        if await _sleep_unless_disconnected(receive, wait):
+            record.client_disconnected = True
+        record.tokens_sent = len(self.tokens)
+        return JSONResponse(
+            {
+                "id": self.completion_id,
+                "object": "chat.completion",
+                "created": self.created,
+                "model": self.chat.model,
                 "system_fingerprint": SYSTEM_FINGERPRINT,
                 "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                ],
-            }
-            if chat.include_usage:
-                data["usage"] = None
-            return _sse(data)
-
-        async def events() -> AsyncIterator[bytes]:
-            yield chunk({"role": "assistant", "content": ""}, None)
-            if ttft > 0:
-                await asyncio.sleep(ttft)
-            for i, token in enumerate(tokens):
-                if i and gap:
-                    await asyncio.sleep(gap)
-                elif not gap:
-                    await asyncio.sleep(0)  # let other requests (and disconnects) through
-                yield chunk({"content": token}, None)
-                record.tokens_sent += 1
-            if cut:
-                return
-            yield chunk({}, finish_reason)
-            if chat.include_usage:
-                yield _sse(
                     {
-                        "id": completion_id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": chat.model,
-                        "system_fingerprint": SYSTEM_FINGERPRINT,
-                        "choices": [],
-                        "usage": _usage(prompt_tokens, len(tokens)),
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": "".join(self.tokens),
+                            "refusal": None,
+                        },
+                        "logprobs": None,
+                        "finish_reason": self.finish_reason,
                     }
-                )
-            yield b"data: [DONE]\n\n"
+                ],
+                "usage": _usage(self.prompt_tokens, len(self.tokens)),
+            },
+            headers=headers,
+        )
 
+    def stream(
+        self, record: RequestRecord, headers: dict[str, str], *, cut_after: int | None
+    ) -> _EventStream:
+        """The reply as server-sent events; with `cut_after`, that many tokens and no end."""
+        cut = cut_after is not None
+        tokens = self.tokens[:cut_after] if cut_after is not None else self.tokens
         return _EventStream(
-            events(),
+            self._events(tokens, record, cut=cut),
             headers={**headers, "cache-control": "no-cache"},
             record=record,
             complete=not cut,
         )
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None) -> bytes:
+        data: dict[str, Any] = {
+            "id": self.completion_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.chat.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if self.chat.include_usage:
+            data["usage"] = None
+        return _sse(data)
+
+    async def _events(
+        self, tokens: list[str], record: RequestRecord, *, cut: bool
+    ) -> AsyncIterator[bytes]:
+        yield self._chunk({"role": "assistant", "content": ""}, None)
+        if self.ttft > 0:
+            await asyncio.sleep(self.ttft)
+        for i, token in enumerate(tokens):
+            if i and self.gap:
+                await asyncio.sleep(self.gap)
+            elif not self.gap:
+                await asyncio.sleep(0)  # let other requests (and disconnects) through
+            yield self._chunk({"content": token}, None)
+            record.tokens_sent += 1
+        if cut:
+            return
+        yield self._chunk({}, self.finish_reason)
+        if self.chat.include_usage:
+            yield _sse(
+                {
+                    "id": self.completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": self.created,
+                    "model": self.chat.model,
+                    "system_fingerprint": SYSTEM_FINGERPRINT,
+                    "choices": [],
+                    "usage": _usage(self.prompt_tokens, len(tokens)),
+                }
+            )
+        yield b"data: [DONE]\n\n"
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

@@ -23,6 +23,15 @@ from jsonschema.exceptions import ValidationError, best_match
 from agentmarket.core.errors import FieldError, InvalidConfig
 from agentmarket.domain.urls import url_problem
 
+__all__ = [
+    "CONFIG_POINTER",
+    "FORMAT_CHECKER",
+    "RefusedURL",
+    "ValidatedConfig",
+    "secret_fields",
+    "validate_config",
+]
+
 CONFIG_POINTER = "/config"
 
 _TYPE_NAMES = {
@@ -274,50 +283,50 @@ def _describe_alternatives(error: ValidationError, path: str) -> Iterator[FieldE
 
 
 def _message(keyword: str, value: Any) -> str:
-    match keyword:
-        case "type":
-            names = [value] if isinstance(value, str) else list(value)
-            return "must be " + " or ".join(_TYPE_NAMES.get(n, n) for n in names)
-        case "enum":
-            if isinstance(value, Sequence) and 0 < len(value) <= _MAX_ENUM_LISTED:
-                return "must be one of: " + ", ".join(
-                    v if isinstance(v, str) else json.dumps(v) for v in value
-                )
-            return "is not one of the allowed values"
-        case "const":
-            return f"must be {json.dumps(value)}"
-        case "format":
-            return f"must be a valid {_FORMAT_NAMES.get(str(value), str(value))}"
-        case "pattern":
-            return "is not in the expected format"
-        case "minLength":
-            return "must not be empty" if value == 1 else f"must be at least {value} characters"
-        case "maxLength":
-            return f"must be at most {value} characters"
-        case "minimum":
-            return f"must be at least {_show(value)}"
-        case "maximum":
-            return f"must be at most {_show(value)}"
-        case "exclusiveMinimum":
-            return f"must be greater than {_show(value)}"
-        case "exclusiveMaximum":
-            return f"must be less than {_show(value)}"
-        case "multipleOf":
-            return f"must be a multiple of {_show(value)}"
-        case "minItems":
-            return f"must have at least {value} item{'' if value == 1 else 's'}"
-        case "maxItems":
-            return f"must have at most {value} item{'' if value == 1 else 's'}"
-        case "uniqueItems":
-            return "must not contain duplicates"
-        case "minProperties":
-            return f"must have at least {value} field{'' if value == 1 else 's'}"
-        case "maxProperties":
-            return f"must have at most {value} field{'' if value == 1 else 's'}"
-        case "unevaluatedProperties":
-            return "has fields that are not allowed"
-        case _:
-            return "is invalid"
+    """Our message for a failed keyword whose schema value is `value`."""
+    describe = _KEYWORD_MESSAGES.get(keyword)
+    return describe(value) if describe is not None else "is invalid"
+
+
+def _type_message(value: Any) -> str:
+    names = [value] if isinstance(value, str) else list(value)
+    return "must be " + " or ".join(_TYPE_NAMES.get(n, n) for n in names)
+
+
+def _enum_message(value: Any) -> str:
+    if isinstance(value, Sequence) and 0 < len(value) <= _MAX_ENUM_LISTED:
+        return "must be one of: " + ", ".join(
+            v if isinstance(v, str) else json.dumps(v) for v in value
+        )
+    return "is not one of the allowed values"
+
+
+def _count(value: Any, noun: str) -> str:
+    return f"{value} {noun}{'' if value == 1 else 's'}"
+
+
+_KEYWORD_MESSAGES: dict[str, Callable[[Any], str]] = {
+    "type": _type_message,
+    "enum": _enum_message,
+    "const": lambda value: f"must be {json.dumps(value)}",
+    "format": lambda value: f"must be a valid {_FORMAT_NAMES.get(str(value), str(value))}",
+    "pattern": lambda _: "is not in the expected format",
+    "minLength": lambda value: (
+        "must not be empty" if value == 1 else f"must be at least {value} characters"
+    ),
+    "maxLength": lambda value: f"must be at most {value} characters",
+    "minimum": lambda value: f"must be at least {_show(value)}",
+    "maximum": lambda value: f"must be at most {_show(value)}",
+    "exclusiveMinimum": lambda value: f"must be greater than {_show(value)}",
+    "exclusiveMaximum": lambda value: f"must be less than {_show(value)}",
+    "multipleOf": lambda value: f"must be a multiple of {_show(value)}",
+    "minItems": lambda value: f"must have at least {_count(value, 'item')}",
+    "maxItems": lambda value: f"must have at most {_count(value, 'item')}",
+    "uniqueItems": lambda _: "must not contain duplicates",
+    "minProperties": lambda value: f"must have at least {_count(value, 'field')}",
+    "maxProperties": lambda value: f"must have at most {_count(value, 'field')}",
+    "unevaluatedProperties": lambda _: "has fields that are not allowed",
+}
 
 
 def _missing_properties(error: ValidationError) -> list[str]:

@@ -21,6 +21,43 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agentmarket.core.jsontext import json_problems, text_problem
 
+__all__ = [
+    "AgentDetail",
+    "AgentList",
+    "AgentQuery",
+    "AgentRef",
+    "AgentSort",
+    "AgentSummary",
+    "CategoryCount",
+    "ChatExchange",
+    "ChatMode",
+    "ChatRequest",
+    "Conversation",
+    "ConversationDetail",
+    "ConversationList",
+    "DeployRequest",
+    "Deployment",
+    "DeploymentList",
+    "DeploymentPatch",
+    "DeploymentStatus",
+    "Feedback",
+    "FeedbackRequest",
+    "JSONObject",
+    "Kind",
+    "Message",
+    "MessageError",
+    "MessagePage",
+    "MessageRole",
+    "MessageStatus",
+    "Model",
+    "Name",
+    "NewConversation",
+    "PricingModel",
+    "RequestBody",
+    "Text",
+    "Usage",
+]
+
 
 def _storable(value: str) -> str:
     # PostgreSQL text holds neither NUL nor lone surrogates; refuse them as bad input instead of

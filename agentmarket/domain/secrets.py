@@ -1,4 +1,5 @@
-"""Deployment secrets at rest: AES-256-GCM with rotatable keys (DESIGN §4, §10).
+"""Deployment secrets at rest: AES-256-GCM with rotatable keys (the keys and their rotation:
+docs/operations.md#checking-the-environment; what callers see: docs/api.md#the-deployment-object).
 
 A sealed secret is `(key_id, nonce || ciphertext+tag)`. The first key of `SECRETS_ENCRYPTION_KEY`
 seals; every listed key opens, so a new key can be put first while rows sealed with the old one are
@@ -19,6 +20,16 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agentmarket.core.config import EncryptionKey
+
+__all__ = [
+    "KNOWN_PREFIXES",
+    "NONCE_BYTES",
+    "SealedSecret",
+    "SecretBox",
+    "SecretDecryptError",
+    "mask",
+    "secret_aad",
+]
 
 NONCE_BYTES = 12
 TAG_BYTES = 16

@@ -30,6 +30,16 @@ from psycopg_pool import AsyncConnectionPool
 
 from agentmarket.core.errors import DatabaseUnavailable
 
+__all__ = [
+    "VERSION",
+    "DeploymentSigner",
+    "Operation",
+    "config_text",
+    "netstring",
+    "payload",
+    "sign",
+]
+
 VERSION = "agentmarket.deployment.v1"
 KEY_QUERY = "select private.api_signing_key()"
 

@@ -15,6 +15,16 @@ import ipaddress
 from typing import Final
 from urllib.parse import urlsplit
 
+__all__ = [
+    "CREDENTIALS",
+    "HTTPS_ONLY",
+    "HTTP_OR_HTTPS",
+    "INVALID",
+    "LOCALHOST",
+    "NON_PUBLIC",
+    "url_problem",
+]
+
 INVALID: Final = "must be a valid URL"
 HTTPS_ONLY: Final = "must be an https:// URL"
 HTTP_OR_HTTPS: Final = "must be an http:// or https:// URL"

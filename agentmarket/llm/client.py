@@ -1,4 +1,4 @@
-"""Streaming chat completions with retries (DESIGN §6).
+"""Streaming chat completions with retries (docs/operations.md#model-calls-and-retries).
 
 `LLMClient.stream` calls an OpenAI-compatible `chat.completions` endpoint with `stream=True` and
 yields `TextDelta`s, then one `Completed` carrying the token usage. Transient failures (timeouts,
@@ -37,6 +37,21 @@ from tenacity.wait import wait_base, wait_exponential, wait_random
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
+
+__all__ = [
+    "MAX_CACHED_CLIENTS",
+    "MAX_DETAIL_CHARS",
+    "AttemptInfo",
+    "Completed",
+    "CompletionRequest",
+    "LLMClient",
+    "LLMError",
+    "Retrying",
+    "StreamEvent",
+    "TextDelta",
+    "TokenUsage",
+    "parse_retry_after",
+]
 
 log = structlog.get_logger("agentmarket.llm")
 
@@ -305,6 +320,68 @@ class _Backoff(wait_base):
         return delay
 
 
+class _AttemptLog:
+    """The attempts of one `LLMClient.stream` call: each gets one `llm.attempt` log line and one
+    `on_attempt` call, when it succeeds, is retried, or ends the call."""
+
+    def __init__(self, model: str, on_attempt: Callable[[AttemptInfo], None] | None) -> None:
+        self._model = model
+        self._on_attempt = on_attempt
+        self.number = 0  # the current attempt's number (0 before the first)
+        self.error: LLMError | None = None  # why the current attempt failed, if it did
+        self._started = time.monotonic()
+        self._unreported = False  # the current attempt has no llm.attempt line yet
+
+    def start(self, number: int) -> None:
+        self.number = number
+        self._started = time.monotonic()
+        self.error = None
+        self._unreported = True
+
+    def succeeded(self) -> None:
+        self._report("ok")
+        self._unreported = False
+
+    def failed(self, error: LLMError) -> LLMError:
+        self.error = error
+        return error
+
+    def retrying(self, next_number: int, delay: float) -> Retrying:
+        """Report the failed attempt as retried; the event announcing attempt `next_number`."""
+        error = self.error
+        assert error is not None
+        self._report("retrying", error, delay)
+        self._unreported = False
+        return Retrying(next_number, delay, error.error_code)
+
+    def ended(self, outcome: str, error: LLMError | None) -> None:
+        """The call ends with an exception: report the current attempt unless it already was."""
+        if self._unreported:
+            self._report(outcome, error)
+
+    def _report(
+        self, outcome: str, error: LLMError | None = None, delay: float | None = None
+    ) -> None:
+        duration = time.monotonic() - self._started
+        status = error.status if error is not None else None
+        code = error.error_code if error is not None else None
+        log_method = log.info if outcome in ("ok", "cancelled") else log.warning
+        log_method(
+            "llm.attempt",
+            attempt=self.number,
+            outcome=outcome,
+            error_code=code,
+            delay=round(delay, 3) if delay is not None else None,
+            status=status,
+            model=self._model,
+            duration_ms=round(duration * 1000),
+        )
+        if self._on_attempt is not None:
+            self._on_attempt(
+                AttemptInfo(self.number, self._started, outcome, code, delay, status, duration)
+            )
+
+
 _CAUGHT: Final = (openai.APIError, httpx.RequestError, _StreamCut)
 
 
@@ -383,30 +460,7 @@ class LLMClient:
         if not key:
             raise LLMError("no_api_key", _MESSAGES["no_api_key"], transient=False, attempts=0)
         client = self._client_for(key)
-
-        def report(
-            attempt: int,
-            started: float,
-            outcome: str,
-            error: LLMError | None = None,
-            delay: float | None = None,
-        ) -> None:
-            duration = time.monotonic() - started
-            status = error.status if error is not None else None
-            code = error.error_code if error is not None else None
-            log_method = log.info if outcome in ("ok", "cancelled") else log.warning
-            log_method(
-                "llm.attempt",
-                attempt=attempt,
-                outcome=outcome,
-                error_code=code,
-                delay=round(delay, 3) if delay is not None else None,
-                status=status,
-                model=request.model,
-                duration_ms=round(duration * 1000),
-            )
-            if on_attempt is not None:
-                on_attempt(AttemptInfo(attempt, started, outcome, code, delay, status, duration))
+        attempts = _AttemptLog(request.model, on_attempt)
 
         # tenacity decides whether and how long to wait; the wait itself happens here, after the
         # Retrying event, so the caller hears about a retry before the pause rather than after it.
@@ -422,49 +476,35 @@ class LLMClient:
             retry=retry_if_exception(_is_transient),
             reraise=True,
         )
-        attempt_no = 0
-        started = time.monotonic()
-        error: LLMError | None = None
-        unreported = False  # an attempt has started and has no llm.attempt line yet
         try:
             async for attempt in retrying:
                 if pending_delays:
                     delay = pending_delays.pop()
-                    assert error is not None
-                    report(attempt_no, started, "retrying", error, delay)
-                    unreported = False
-                    yield Retrying(attempt.retry_state.attempt_number, delay, error.error_code)
+                    yield attempts.retrying(attempt.retry_state.attempt_number, delay)
                     await self._sleep(delay)
-                attempt_no = attempt.retry_state.attempt_number
-                started = time.monotonic()
-                error = None
-                unreported = True
+                attempts.start(attempt.retry_state.attempt_number)
                 try:
                     async with contextlib.aclosing(self._attempt(client, request)) as events:
                         async for event in events:
                             if isinstance(event, Completed):
-                                report(attempt_no, started, "ok")
-                                unreported = False
+                                attempts.succeeded()
                             yield event
                     return
                 except _CAUGHT as exc:
-                    error = _classify(exc, request, key, attempt_no)
+                    error = attempts.failed(_classify(exc, request, key, attempts.number))
                 # Hand the failure to tenacity, which retries, or re-raises it (reraise=True).
                 # The SDK exception is not chained: its text or request could carry the key.
                 with attempt:
                     raise error from None
         except LLMError as exc:
-            if unreported:
-                report(attempt_no, started, "failed", exc)
+            attempts.ended("failed", exc)
             raise
         except (GeneratorExit, asyncio.CancelledError):
             # The consumer stopped (a cancelled reply) or the task was cancelled.
-            if unreported:
-                report(attempt_no, started, "cancelled", error)
+            attempts.ended("cancelled", attempts.error)
             raise
         except Exception:
-            if unreported:
-                report(attempt_no, started, "error", error)
+            attempts.ended("error", attempts.error)
             raise
 
     async def _attempt(

@@ -21,6 +21,28 @@ from psycopg import sql
 
 from agentmarket.ops import sqlsplit
 
+__all__ = [
+    "Applied",
+    "Entry",
+    "MigrationError",
+    "MigrationFile",
+    "MigrationState",
+    "apply_local_shim",
+    "backup",
+    "enable_local_logins",
+    "ensure_history_table",
+    "fingerprint",
+    "history_exists",
+    "is_plain_postgres",
+    "load_files",
+    "needs_local_shim",
+    "plan",
+    "read_history",
+    "status",
+    "store_settings",
+    "up",
+]
+
 FILE_PATTERN = re.compile(r"^([0-9]+)_(.*)\.sql$")
 
 # The statements the Supabase CLI runs before a push (kept identical so both tools agree).

@@ -14,6 +14,8 @@ import psycopg
 
 from agentmarket.domain.secrets import SecretBox, SecretDecryptError, secret_aad
 
+__all__ = ["RotationResult", "rotate_secrets"]
+
 PENDING = """
 select deployment_id, field
   from private.deployment_secrets

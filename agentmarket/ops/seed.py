@@ -27,6 +27,18 @@ from pydantic import (
     model_validator,
 )
 
+__all__ = [
+    "AgentSeed",
+    "CatalogSummary",
+    "SeedError",
+    "SeedResult",
+    "apply",
+    "load_catalog",
+    "render_agent",
+    "render_sql",
+    "summary",
+]
+
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=64)]
 
 # Columns written by the seed, in order. Everything else (id, deploy_count, timestamps) is the

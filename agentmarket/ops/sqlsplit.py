@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = ["split"]
+
 _TAG_CHARS = "_"
 
 

@@ -16,6 +16,8 @@ import jwt
 import psycopg
 from psycopg.types.json import Jsonb
 
+__all__ = ["DEFAULT_TTL_SECONDS", "LocalUser", "ensure_user", "mint_access_token"]
+
 DEFAULT_TTL_SECONDS = 3600
 
 

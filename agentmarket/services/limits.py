@@ -12,6 +12,8 @@ import uuid
 
 from agentmarket.core.auth import User
 
+__all__ = ["ChatLimits"]
+
 
 class ChatLimits:
     async def check_chat(self, *, user: User, deployment_id: uuid.UUID) -> None:

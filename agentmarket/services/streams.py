@@ -26,6 +26,17 @@ import structlog
 from agentmarket.db.channels import CHAT_STREAM, StreamKey
 from agentmarket.db.listen import Listener
 
+__all__ = [
+    "FINISHED",
+    "Event",
+    "Notice",
+    "StreamHub",
+    "StreamState",
+    "Subscription",
+    "follow",
+    "parse_event_id",
+]
+
 log = structlog.get_logger("agentmarket.streaming")
 
 
@@ -169,70 +180,106 @@ async def follow(
     follow cover everything: deltas already in the stored text are trimmed by offset.
     """
     state = await read_state()
-    generation = state.generation
-    sent = 0
-    if last_event_id:
-        resume = parse_event_id(last_event_id)
-        if resume is not None and resume[0] == generation and resume[1] <= len(state.content):
-            sent = resume[1]
-        elif resume is None or resume[0] == generation or resume[1] > 0:
-            # From an earlier attempt, or not an id of this stream at all (malformed, or past the
-            # text): start over, and say so, so the client drops whatever it has shown.
-            yield Event("reset", id=f"{generation}.0")
-    if len(state.content) > sent:
-        yield Event("delta", id=f"{generation}.{len(state.content)}", text=state.content[sent:])
-        sent = len(state.content)
-    if state.status in FINISHED:
-        yield Event("done", id=f"{generation}.{sent}f")
-        return
-
-    while True:
+    cursor = _Cursor(state.generation)
+    for event in cursor.resume(state, last_event_id):
+        yield event
+    while not cursor.finished:
         notice = await subscription.next(ping_interval)
         if notice is None:
             yield Event("ping")
             continue
         if notice.kind == "resync":
-            state = await read_state()
-            if state.generation != generation:
-                generation, sent = state.generation, 0
-                yield Event("reset", id=f"{generation}.0")
-            if len(state.content) > sent:
-                yield Event(
-                    "delta", id=f"{generation}.{len(state.content)}", text=state.content[sent:]
-                )
-                sent = len(state.content)
-            if state.status in FINISHED:
-                yield Event("done", id=f"{generation}.{sent}f")
-                return
-            continue
-        if notice.generation < generation:
+            events = cursor.resync(await read_state())
+        elif notice.generation < cursor.generation:
             continue  # from an attempt that has been superseded
-        if notice.generation > generation:
-            if sent > 0:
-                yield Event("reset", id=f"{notice.generation}.0")
-            generation, sent = notice.generation, 0
+        else:
+            if (reset := cursor.follow_generation(notice.generation)) is not None:
+                yield reset
+            events = await cursor.apply(notice, read_state)
+        for event in events:
+            yield event
+
+
+class _Cursor:
+    """What one client has been sent: the generation it follows and how much of its text."""
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.sent = 0  # characters of this generation's text sent
+        self.finished = False  # the final `done` has been produced
+
+    def resume(self, state: StreamState, last_event_id: str | None) -> list[Event]:
+        """The first events: after the client's `last_event_id`, or from the start."""
+        events: list[Event] = []
+        if last_event_id:
+            resume = parse_event_id(last_event_id)
+            if (
+                resume is not None
+                and resume[0] == self.generation
+                and resume[1] <= len(state.content)
+            ):
+                self.sent = resume[1]
+            elif resume is None or resume[0] == self.generation or resume[1] > 0:
+                # From an earlier attempt, or not an id of this stream at all (malformed, or past
+                # the text): start over, and say so, so the client drops whatever it has shown.
+                events.append(Event("reset", id=f"{self.generation}.0"))
+        return self._catch_up(events, state)
+
+    def resync(self, state: StreamState) -> list[Event]:
+        """After notifications may have been lost: whatever the stored state adds."""
+        events: list[Event] = []
+        if state.generation != self.generation:
+            self.generation, self.sent = state.generation, 0
+            events.append(Event("reset", id=f"{self.generation}.0"))
+        return self._catch_up(events, state)
+
+    def follow_generation(self, generation: int) -> Event | None:
+        """Move on to a newer generation (a retried reply); a `reset` if text was sent."""
+        if generation <= self.generation:
+            return None
+        reset = Event("reset", id=f"{generation}.0") if self.sent > 0 else None
+        self.generation, self.sent = generation, 0
+        return reset
+
+    async def apply(
+        self, notice: Notice, read_state: Callable[[], Awaitable[StreamState]]
+    ) -> list[Event]:
+        """The events for a notice of the current generation."""
         if notice.kind == "reset":
-            continue
+            return []
         if notice.kind == "done":
-            state = await read_state()
-            if len(state.content) > sent and state.generation == generation:
-                yield Event(
-                    "delta", id=f"{generation}.{len(state.content)}", text=state.content[sent:]
-                )
-                sent = len(state.content)
-            yield Event("done", id=f"{generation}.{sent}f")
-            return
+            events = self._stored(await read_state())
+            self.finished = True
+            return [*events, self._done()]
         end = notice.offset + len(notice.text)
-        if end <= sent:
-            continue  # already in the stored text we sent
-        if notice.offset > sent:
+        if end <= self.sent:
+            return []  # already in the stored text we sent
+        if notice.offset > self.sent:
             # A gap can only mean a lost notification: take the stored text instead.
-            state = await read_state()
-            if state.generation == generation and len(state.content) > sent:
-                yield Event(
-                    "delta", id=f"{generation}.{len(state.content)}", text=state.content[sent:]
-                )
-                sent = len(state.content)
-            continue
-        yield Event("delta", id=f"{generation}.{end}", text=notice.text[sent - notice.offset :])
-        sent = end
+            return self._stored(await read_state())
+        event = Event(
+            "delta", id=f"{self.generation}.{end}", text=notice.text[self.sent - notice.offset :]
+        )
+        self.sent = end
+        return [event]
+
+    def _catch_up(self, events: list[Event], state: StreamState) -> list[Event]:
+        """`events`, then the stored text not sent yet, then `done` if the message finished."""
+        events.extend(self._stored(state))
+        if state.status in FINISHED:
+            self.finished = True
+            events.append(self._done())
+        return events
+
+    def _stored(self, state: StreamState) -> list[Event]:
+        """The stored text past what was sent, when it is of the generation followed."""
+        if state.generation != self.generation or len(state.content) <= self.sent:
+            return []
+        event = Event(
+            "delta", id=f"{self.generation}.{len(state.content)}", text=state.content[self.sent :]
+        )
+        self.sent = len(state.content)
+        return [event]
+
+    def _done(self) -> Event:
+        return Event("done", id=f"{self.generation}.{self.sent}f")

@@ -45,12 +45,6 @@ def check_event(name: str) -> str:
 log = structlog.get_logger("agentmarket")
 
 
-def check_event(name: str) -> None:
-    """Raise ValueError for an event that is not in `EVENTS`."""
-    if name not in EVENTS:
-        raise ValueError(f"unknown telemetry event {name!r}")
-
-
 def _event_row(
     name: str,
     agent_id: uuid.UUID | None,

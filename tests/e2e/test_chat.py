@@ -57,56 +57,63 @@ def test_three_modes_and_the_conversation_reloads_in_order(stack: Stack) -> None
         assert second["status"] == "completed"
         assert second["content"].startswith("Echo: second")
 
-        with client.stream(
-            "POST",
-            chat,
-            json={"message": "third", "conversation_id": conversation},
-            headers={"Accept": "text/event-stream"},
-        ) as stream:
-            assert stream.headers["content-type"].startswith("text/event-stream")
-            events = list(sse_events(stream))
-        names = [name for _, name, _ in events if name != "ping"]
-        assert names[:2] == ["message.created", "message.created"]
-        assert names[-1] == "message.completed"
-        # Every event but ping carries an id; resuming from message.created's replays it all.
-        assert all(event_id for event_id, name, _ in events if name != "ping")
-        assert [event_id for event_id, _, _ in events[:2]] == ["0.0", "0.0"]
-        deltas = "".join(str(data["delta"]) for _, name, data in events if name == "message.delta")
-        final = events[-1][2]["message"]
-        assert isinstance(final, dict)
-        assert deltas == final["content"]
-        assert final["content"].startswith("Echo: third")
-        with client.stream(
-            "GET", f"/api/messages/{final['id']}/stream", headers={"Last-Event-ID": "0.0"}
-        ) as replay:
-            replayed = list(sse_events(replay))
-        assert (
-            "".join(str(d["delta"]) for _, n, d in replayed if n == "message.delta")
-            == (final["content"])
-        )
-        # The model saw the whole conversation: 5 messages + the system prompt.
-        assert "turn 3" in final["content"]
+        _stream_third_and_replay_it(client, chat, conversation)
+        _reload_the_conversation(client, deployment, conversation)
 
-        detail = client.get(f"/api/agents/{deployment}/conversations/{conversation}").json()
-        messages = detail["messages"]["data"]
-        assert [(m["role"], m["status"]) for m in messages] == [
-            ("user", "completed"),
-            ("assistant", "completed"),
-        ] * 3
-        assert [m["content"] for m in messages[::2]] == ["hello there", "second", "third"]
-        assert detail["message_count"] == 6
-        assert detail["title"] == "hello there"
 
-        page = client.get(
-            f"/api/agents/{deployment}/conversations/{conversation}", params={"limit": 4}
-        ).json()["messages"]
-        assert page["has_more"] is True
-        older = client.get(
-            f"/api/agents/{deployment}/conversations/{conversation}",
-            params={"limit": 4, "before": page["next_cursor"]},
-        ).json()["messages"]
-        assert [m["id"] for m in older["data"] + page["data"]] == [m["id"] for m in messages]
-        assert older["has_more"] is False
+def _stream_third_and_replay_it(client: httpx.Client, chat: str, conversation: str) -> None:
+    with client.stream(
+        "POST",
+        chat,
+        json={"message": "third", "conversation_id": conversation},
+        headers={"Accept": "text/event-stream"},
+    ) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        events = list(sse_events(stream))
+    names = [name for _, name, _ in events if name != "ping"]
+    assert names[:2] == ["message.created", "message.created"]
+    assert names[-1] == "message.completed"
+    # Every event but ping carries an id; resuming from message.created's replays it all.
+    assert all(event_id for event_id, name, _ in events if name != "ping")
+    assert [event_id for event_id, _, _ in events[:2]] == ["0.0", "0.0"]
+    deltas = "".join(str(data["delta"]) for _, name, data in events if name == "message.delta")
+    final = events[-1][2]["message"]
+    assert isinstance(final, dict)
+    assert deltas == final["content"]
+    assert final["content"].startswith("Echo: third")
+    with client.stream(
+        "GET", f"/api/messages/{final['id']}/stream", headers={"Last-Event-ID": "0.0"}
+    ) as replay:
+        replayed = list(sse_events(replay))
+    assert (
+        "".join(str(d["delta"]) for _, n, d in replayed if n == "message.delta")
+        == (final["content"])
+    )
+    # The model saw the whole conversation: 5 messages + the system prompt.
+    assert "turn 3" in final["content"]
+
+
+def _reload_the_conversation(client: httpx.Client, deployment: str, conversation: str) -> None:
+    detail = client.get(f"/api/agents/{deployment}/conversations/{conversation}").json()
+    messages = detail["messages"]["data"]
+    assert [(m["role"], m["status"]) for m in messages] == [
+        ("user", "completed"),
+        ("assistant", "completed"),
+    ] * 3
+    assert [m["content"] for m in messages[::2]] == ["hello there", "second", "third"]
+    assert detail["message_count"] == 6
+    assert detail["title"] == "hello there"
+
+    page = client.get(
+        f"/api/agents/{deployment}/conversations/{conversation}", params={"limit": 4}
+    ).json()["messages"]
+    assert page["has_more"] is True
+    older = client.get(
+        f"/api/agents/{deployment}/conversations/{conversation}",
+        params={"limit": 4, "before": page["next_cursor"]},
+    ).json()["messages"]
+    assert [m["id"] for m in older["data"] + page["data"]] == [m["id"] for m in messages]
+    assert older["has_more"] is False
 
 
 def test_ten_conversations_at_once(stack: Stack) -> None:

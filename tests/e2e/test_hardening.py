@@ -98,67 +98,76 @@ create constraint trigger slow_commit after insert on public.agent_messages
 def test_every_acknowledged_write_is_readable_at_once_under_concurrency(stack: Stack) -> None:
     with psycopg.connect(stack.db_url, autocommit=True) as conn:
         conn.execute(SLOW_COMMIT)
-    misses: list[str] = []
-    lock = threading.Lock()
-
-    def miss(what: str, response: httpx.Response) -> None:
-        with lock:
-            misses.append(f"{what}: {response.status_code} {response.text[:200]}")
-
-    def round_trip(client: httpx.Client, reader: httpx.Client, i: int) -> None:
-        created = client.post(
-            "/api/marketplace/deploy",
-            json={"agent_id": "sql-sidekick", "name": f"slow-commit {i}", "config": {}},
-        )
-        assert created.status_code == 201, created.text
-        deployment = created.json()["id"]
-        if (r := reader.get(f"/api/deployments/{deployment}")).status_code != 200:
-            miss("deploy", r)
-        base = f"/api/agents/{deployment}"
-        conversation = client.post(f"{base}/conversations", json={"title": f"slow-commit {i}"})
-        assert conversation.status_code == 201, conversation.text
-        conversation_id = conversation.json()["id"]
-        if (r := reader.get(f"{base}/conversations/{conversation_id}")).status_code != 200:
-            miss("conversation", r)
-        sent = client.post(
-            f"{base}/chat",
-            json={
-                "message": f"slow-commit {i}",
-                "conversation_id": conversation_id,
-                "mode": "async",
-            },
-        )
-        assert sent.status_code == 202, sent.text
-        for message in (sent.json()["user_message"], sent.json()["assistant_message"]):
-            if (r := reader.get(f"/api/messages/{message['id']}")).status_code != 200:
-                miss("chat", r)
-        renamed = client.patch(
-            f"/api/deployments/{deployment}", json={"name": f"slow-commit renamed {i}"}
-        )
-        assert renamed.status_code == 200, renamed.text
-        if (r := reader.get(f"/api/deployments/{deployment}")).json().get(
-            "name"
-        ) != f"slow-commit renamed {i}":
-            miss("patch", r)
-        deleted = client.delete(f"/api/deployments/{deployment}")
-        assert deleted.status_code == 204, deleted.text
-        if (r := reader.get(f"/api/deployments/{deployment}")).status_code != 404:
-            miss("delete", r)
-        # A send after the acknowledged delete is refused, never accepted.
-        late = reader.post(f"{base}/chat", json={"message": "too late", "mode": "async"})
-        if late.status_code != 404:
-            miss("send after delete", late)
+    misses = _Misses()
 
     def worker(n: int) -> None:
         # Read-backs go over another connection, as a second tab or instance would.
         email = f"rw{n}@example.com"
         with stack.client(email) as client, stack.client(email) as reader:
             for i in range(5):
-                round_trip(client, reader, i)
+                _round_trip(client, reader, i, misses)
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(worker, range(8)))
-    assert misses == []
+    assert misses.found == []
+
+
+class _Misses:
+    """Read-backs that did not see an acknowledged write, collected from many threads."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, what: str, response: httpx.Response) -> None:
+        with self._lock:
+            self.found.append(f"{what}: {response.status_code} {response.text[:200]}")
+
+
+def _round_trip(client: httpx.Client, reader: httpx.Client, i: int, miss: _Misses) -> None:
+    """Deploy, open a conversation, chat, rename, delete: each read back at once by `reader`."""
+    created = client.post(
+        "/api/marketplace/deploy",
+        json={"agent_id": "sql-sidekick", "name": f"slow-commit {i}", "config": {}},
+    )
+    assert created.status_code == 201, created.text
+    deployment = created.json()["id"]
+    if (r := reader.get(f"/api/deployments/{deployment}")).status_code != 200:
+        miss("deploy", r)
+    base = f"/api/agents/{deployment}"
+    conversation = client.post(f"{base}/conversations", json={"title": f"slow-commit {i}"})
+    assert conversation.status_code == 201, conversation.text
+    conversation_id = conversation.json()["id"]
+    if (r := reader.get(f"{base}/conversations/{conversation_id}")).status_code != 200:
+        miss("conversation", r)
+    sent = client.post(
+        f"{base}/chat",
+        json={
+            "message": f"slow-commit {i}",
+            "conversation_id": conversation_id,
+            "mode": "async",
+        },
+    )
+    assert sent.status_code == 202, sent.text
+    for message in (sent.json()["user_message"], sent.json()["assistant_message"]):
+        if (r := reader.get(f"/api/messages/{message['id']}")).status_code != 200:
+            miss("chat", r)
+    renamed = client.patch(
+        f"/api/deployments/{deployment}", json={"name": f"slow-commit renamed {i}"}
+    )
+    assert renamed.status_code == 200, renamed.text
+    if (r := reader.get(f"/api/deployments/{deployment}")).json().get(
+        "name"
+    ) != f"slow-commit renamed {i}":
+        miss("patch", r)
+    deleted = client.delete(f"/api/deployments/{deployment}")
+    assert deleted.status_code == 204, deleted.text
+    if (r := reader.get(f"/api/deployments/{deployment}")).status_code != 404:
+        miss("delete", r)
+    # A send after the acknowledged delete is refused, never accepted.
+    late = reader.post(f"{base}/chat", json={"message": "too late", "mode": "async"})
+    if late.status_code != 404:
+        miss("send after delete", late)
 
 
 def test_deleting_a_deployment_stops_its_running_reply_and_ends_its_stream(stack: Stack) -> None:

@@ -1,4 +1,5 @@
-"""The offline model (DESIGN §11): OpenAI-compatible replies, streaming, faults, timing, records.
+"""The offline model (docs/operations.md#the-offline-model): OpenAI-compatible replies,
+streaming, faults, timing, records.
 
 Most tests run in-process through httpx.ASGITransport (which buffers whole responses); the ones
 about what a client sees on the wire (a cut stream, a client timeout, a client that goes away) run

@@ -127,8 +127,9 @@ def _migrate_up(
     if not args.no_shim and settings.app_env is not AppEnv.PROD and migrate.is_plain_postgres(conn):
         for role in migrate.enable_local_logins(conn, LOCAL_LOGIN_PASSWORDS):
             print(f"local login {role} enabled with its development password (.env.example)")
-    if migrate.store_settings(conn, max_active_deployments=settings.max_active_deployments):
-        print(f"stored MAX_ACTIVE_DEPLOYMENTS={settings.max_active_deployments}")
+    for column in migrate.store_settings(conn, **migrate.stored_settings(settings)):
+        name = migrate.STORED_SETTINGS[column]
+        print(f"stored {name.upper()}={getattr(settings, name)}")
     return 0
 
 

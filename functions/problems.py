@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,14 +18,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from agentmarket.core.errors import (
     AppError,
     BadRequest,
+    DeploymentTotalLimit,
     FieldError,
+    LimitExceeded,
     MalformedJSON,
     MethodNotAllowed,
     NotFound,
     ValidationFailed,
 )
+from agentmarket.core.metrics import RATE_LIMIT_REJECTIONS
 
 __all__ = ["PROBLEM_JSON", "TYPE_BASE", "install", "problem_body", "problem_response"]
+
+log = structlog.get_logger("agentmarket.http")
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://agentmarket.dev/problems/"
@@ -94,9 +100,21 @@ def _message(error: dict[str, Any]) -> str:
     return str(error.get("msg", "is invalid"))
 
 
+def _count_rejection(exc: LimitExceeded | DeploymentTotalLimit) -> None:
+    """One metric sample and one log line per refusal by a limit (the user id comes from the
+    request's bound context; never the message text)."""
+    limit = exc.limit if isinstance(exc, LimitExceeded) else "deployments_total"
+    RATE_LIMIT_REJECTIONS.labels(limit=limit).inc()
+    log.info(
+        "limit.rejected", limit=limit, code=exc.code, retry_after=exc.headers.get("Retry-After")
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def app_error(request: Request, exc: AppError) -> JSONResponse:
+        if isinstance(exc, LimitExceeded | DeploymentTotalLimit):
+            _count_rejection(exc)
         return problem_response(request, exc)
 
     @app.exception_handler(RequestValidationError)

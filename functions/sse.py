@@ -49,9 +49,14 @@ async def _text(
 
 
 def reply_response(
-    message_id: uuid.UUID, events: AsyncGenerator[ReplyEvent, None]
+    message_id: uuid.UUID,
+    events: AsyncGenerator[ReplyEvent, None],
+    *,
+    headers: dict[str, str] | None = None,
 ) -> StreamingResponse:
-    """The reply's events as a text/event-stream response."""
+    """The reply's events as a text/event-stream response (with extra `headers`, e.g. quotas)."""
     return StreamingResponse(
-        _text(message_id, events), media_type="text/event-stream", headers=SSE_HEADERS
+        _text(message_id, events),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, **(headers or {})},
     )

@@ -114,8 +114,18 @@ class Settings(BaseSettings):
     openai_max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
     secrets_encryption_key: SecretStr = SecretStr(DEV_ENCRYPTION_KEY)
     sentry_dsn: SecretStr | None = None
-    rate_limit_chat_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 20
-    max_active_deployments: Annotated[int, Field(ge=1, le=1_000)] = 10
+    # Limits (docs/api.md#limits). Those marked (db) are enforced by the database and stored in
+    # private.app_settings by `agentmarket migrate`; the others by each functions instance.
+    rate_limit_chat_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 20  # (db)
+    rate_limit_deploy_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 10  # (db)
+    rate_limit_conversations_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 30  # (db)
+    chat_max_in_flight_per_user: Annotated[int, Field(ge=1, le=10_000)] = 4  # (db)
+    platform_tokens_per_user_per_day: Annotated[int, Field(ge=0, le=10**12)] = 100_000  # (db)
+    max_active_deployments: Annotated[int, Field(ge=1, le=1_000)] = 10  # (db)
+    max_deployments_per_user: Annotated[int, Field(ge=1, le=100_000)] = 25  # (db)
+    max_open_streams_per_user: Annotated[int, Field(ge=1, le=10_000)] = 20
+    max_knowledge_base_bytes: Annotated[int, Field(ge=1_024, le=100_000_000)] = 262_144
+    max_page_bytes: Annotated[int, Field(ge=65_536, le=100_000_000)] = 1_048_576
     catalog_cache_seconds: Annotated[float, Field(ge=0, le=3_600)] = 5.0
     chat_wait_seconds: Annotated[float, Field(ge=0, le=600)] = 60.0
     sse_ping_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0

@@ -8,7 +8,7 @@ else in the shared library knows about HTTP.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
     "AgentNotFound",
@@ -22,10 +22,12 @@ __all__ = [
     "DeploymentNotConfigured",
     "DeploymentNotFound",
     "DeploymentPaused",
+    "DeploymentTotalLimit",
     "FieldError",
     "Forbidden",
     "InvalidConfig",
     "InvalidToken",
+    "LimitExceeded",
     "MalformedJSON",
     "MessageNotFound",
     "MethodNotAllowed",
@@ -33,6 +35,9 @@ __all__ = [
     "PayloadTooLarge",
     "RateLimited",
     "ServiceUnavailable",
+    "TokenBudgetExhausted",
+    "TooManyInFlight",
+    "TooManyStreams",
     "Unauthorized",
     "UnknownUser",
     "UnsupportedMediaType",
@@ -211,12 +216,57 @@ class InvalidConfig(ValidationFailed):
     code = "invalid_config"
 
 
-class RateLimited(AppError):
+class LimitExceeded(AppError):
+    """A limit refused the request; retry after the time in the Retry-After header.
+
+    `limit` names the limit (the `limit` label of ratelimit_rejections_total)."""
+
+    code = "limit_exceeded"
+    status = 429
+    title = "Too many requests"
+    limit: str = "unknown"
+
+    def __init__(
+        self, detail: str | None = None, *, limit: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(detail, **kwargs)
+        if limit is not None:
+            self.limit = limit
+
+
+class RateLimited(LimitExceeded):
     """Too many requests; retry after the time in the Retry-After header."""
 
     code = "rate_limited"
-    status = 429
-    title = "Too many requests"
+
+
+class TooManyInFlight(LimitExceeded):
+    """You have too many replies being written; wait for one to finish, then send again."""
+
+    code = "too_many_in_flight"
+    limit = "in_flight"
+
+
+class TokenBudgetExhausted(LimitExceeded):
+    """Today's token budget on the platform's model key is spent; it renews at midnight UTC (or
+    add your own API key to the deployment)."""
+
+    code = "token_budget_exhausted"
+    limit = "platform_tokens"
+
+
+class TooManyStreams(LimitExceeded):
+    """You have too many streams open; close one, then try again."""
+
+    code = "too_many_streams"
+    limit = "streams"
+
+
+class DeploymentTotalLimit(Conflict):
+    """You have reached the maximum number of deployments (paused ones included); delete one
+    first."""
+
+    code = "deployment_limit"
 
 
 class ServiceUnavailable(AppError):

@@ -17,6 +17,7 @@ __all__ = [
     "DEPLOYMENTS",
     "QUEUE_DEPTH",
     "QUEUE_PICKUP",
+    "RATE_LIMIT_REJECTIONS",
 ]
 
 DEPLOYMENTS = Counter(
@@ -43,4 +44,9 @@ QUEUE_PICKUP = Histogram(
     "agent_chat_queue_pickup_seconds",
     "Time from enqueue to a worker claiming the job (first attempts).",
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
+)
+RATE_LIMIT_REJECTIONS = Counter(
+    "ratelimit_rejections",
+    "Requests refused by a limit (docs/api.md#limits), by limit.",
+    ["limit"],
 )

@@ -5,6 +5,7 @@ code missing here."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Final
@@ -19,10 +20,48 @@ from agentmarket.core.errors import (
     DeploymentNotConfigured,
     DeploymentNotFound,
     DeploymentPaused,
+    DeploymentTotalLimit,
+    LimitExceeded,
     MessageNotFound,
+    RateLimited,
+    TokenBudgetExhausted,
+    TooManyInFlight,
 )
 
-__all__ = ["APP_ERRORS", "INTERNAL", "app_error", "app_errors"]
+__all__ = ["APP_ERRORS", "INTERNAL", "app_error", "app_errors", "quota_headers"]
+
+
+def quota_headers(
+    policy: str, limit: int, window: int, remaining: int, reset: int
+) -> dict[str, str]:
+    """The IETF RateLimit headers (draft-ietf-httpapi-ratelimit-headers, structured fields):
+    `RateLimit-Policy: "chat";q=20;w=60` and `RateLimit: "chat";r=5;t=3`."""
+    policy_field = f'"{policy}";q={limit}' + (f";w={window}" if window > 0 else "")
+    return {
+        "RateLimit-Policy": policy_field,
+        "RateLimit": f'"{policy}";r={max(remaining, 0)};t={max(reset, 0)}',
+    }
+
+
+def _limit(
+    error: type[LimitExceeded] | type[DeploymentTotalLimit],
+) -> Callable[[psycopg.Error], AppError]:
+    """A refusal whose DETAIL is the JSON of private.raise_limit: the policy, its quota and window
+    and when to retry, as Retry-After and RateLimit headers."""
+
+    def make(exc: psycopg.Error) -> AppError:
+        try:
+            info = json.loads(exc.diag.message_detail or "{}")
+            policy, retry = str(info["policy"]), max(int(info["retry_after"]), 1)
+            quota, window = int(info["limit"]), int(info["window"])
+        except (ValueError, KeyError, TypeError):
+            return error()
+        headers = {"Retry-After": str(retry), **quota_headers(policy, quota, window, 0, retry)}
+        if issubclass(error, LimitExceeded):
+            return error(headers=headers, limit=policy)
+        return error(headers=headers)
+
+    return make
 
 
 def _not_configured(exc: psycopg.Error) -> AppError:
@@ -38,6 +77,10 @@ APP_ERRORS: Final[Mapping[str, Callable[[psycopg.Error], AppError]]] = {
     "AMPAU": lambda _: DeploymentPaused(),
     "AMLIM": lambda _: DeploymentLimitReached(),
     "AMCFG": _not_configured,
+    "AMRLM": _limit(RateLimited),
+    "AMINF": _limit(TooManyInFlight),
+    "AMBUD": _limit(TokenBudgetExhausted),
+    "AMDPT": _limit(DeploymentTotalLimit),
 }
 
 # Raised only when our own code is wrong (a config without a valid signature): never a caller's

@@ -19,9 +19,11 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from agentmarket.core.config import Settings
 from agentmarket.ops import sqlsplit
 
 __all__ = [
+    "STORED_SETTINGS",
     "Applied",
     "Entry",
     "MigrationError",
@@ -40,6 +42,7 @@ __all__ = [
     "read_history",
     "status",
     "store_settings",
+    "stored_settings",
     "up",
 ]
 
@@ -216,19 +219,51 @@ def _can_login(conn: psycopg.Connection, role: str) -> bool | None:
     return None if row is None else bool(row[0])
 
 
-def store_settings(conn: psycopg.Connection, *, max_active_deployments: int) -> bool:
-    """Write the limits the database enforces itself into `private.app_settings` (the deployment
-    functions read the cap there, never from their caller). False when the table is not there
-    yet; True when a value changed."""
-    exists = conn.execute("SELECT to_regclass('private.app_settings') IS NOT NULL").fetchone()
-    if not exists or not exists[0]:
-        return False
-    cur = conn.execute(
-        "UPDATE private.app_settings SET max_active_deployments = %s"
-        " WHERE max_active_deployments IS DISTINCT FROM %s",
-        (max_active_deployments, max_active_deployments),
-    )
-    return cur.rowcount > 0
+# The settings the database enforces itself, by private.app_settings column (docs/api.md#limits).
+STORED_SETTINGS: dict[str, str] = {
+    "max_active_deployments": "max_active_deployments",
+    "chat_per_minute": "rate_limit_chat_per_minute",
+    "deploy_per_minute": "rate_limit_deploy_per_minute",
+    "conversations_per_minute": "rate_limit_conversations_per_minute",
+    "max_in_flight_per_user": "chat_max_in_flight_per_user",
+    "platform_tokens_per_day": "platform_tokens_per_user_per_day",
+    "max_deployments_per_user": "max_deployments_per_user",
+}
+
+
+def stored_settings(settings: Settings) -> dict[str, int]:
+    """The values of `STORED_SETTINGS` in `settings`, by column."""
+    return {column: int(getattr(settings, name)) for column, name in STORED_SETTINGS.items()}
+
+
+def store_settings(conn: psycopg.Connection, **values: int) -> list[str]:
+    """Write the limits the database enforces itself into `private.app_settings` (its functions
+    read them there, never from their caller): keyword = column (`STORED_SETTINGS`). Only the
+    columns the table has are written (an older schema lacks the newer ones). Returns the
+    columns whose value changed."""
+    unknown = set(values) - set(STORED_SETTINGS)
+    if unknown:
+        raise ValueError(f"not a stored setting: {sorted(unknown)}")
+    present = {
+        name
+        for (name,) in conn.execute(
+            "SELECT column_name::text FROM information_schema.columns"
+            " WHERE table_schema = 'private' AND table_name = 'app_settings'"
+        ).fetchall()
+    }
+    changed: list[str] = []
+    for column, value in values.items():
+        if column not in present:
+            continue
+        cur = conn.execute(
+            sql.SQL(
+                "UPDATE private.app_settings SET {col} = %s WHERE {col} IS DISTINCT FROM %s"
+            ).format(col=sql.Identifier(column)),
+            (value, value),
+        )
+        if cur.rowcount > 0:
+            changed.append(column)
+    return changed
 
 
 def backup(database_url: str, target: Path) -> None:

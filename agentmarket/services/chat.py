@@ -13,7 +13,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
@@ -31,6 +31,7 @@ from agentmarket.core.errors import (
 from agentmarket.core.metrics import CHAT_MESSAGES
 from agentmarket.db.caller import CallerSession
 from agentmarket.db.queries import query
+from agentmarket.db.sqlstate import quota_headers
 from agentmarket.domain.models import (
     ChatExchange,
     ChatMode,
@@ -45,7 +46,6 @@ from agentmarket.domain.models import (
     NewConversation,
 )
 from agentmarket.services import replies
-from agentmarket.services.limits import ChatLimits
 from agentmarket.services.replies import ReplyEvent, fetch_message, to_message
 from agentmarket.services.streams import StreamHub
 from agentmarket.services.telemetry import EventSink
@@ -96,6 +96,8 @@ class Sent:
 
     exchange: ChatExchange
     stream: AsyncGenerator[ReplyEvent, None] | None = None
+    # RateLimit-Policy / RateLimit: the tighter of the user's and the deployment's quotas.
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 async def _load_messages(
@@ -111,8 +113,9 @@ async def _store(
     deployment_id: uuid.UUID,
     request: ChatRequest,
     trace_id: str | None,
-) -> tuple[ChatExchange, bool]:
-    """Store the user message and the queued reply, enqueue the job; (exchange, newly created)."""
+) -> tuple[ChatExchange, bool, dict[str, str]]:
+    """Store the user message and the queued reply, enqueue the job, under the limits the
+    database checks in the same statement; (exchange, newly created, quota headers)."""
     async with conn.cursor() as cur:
         await cur.execute(
             query("chat_send_message"),
@@ -126,14 +129,14 @@ async def _store(
         )
         row = await cur.fetchone()
     assert row is not None
-    conversation_id, user_id, reply_id, created = row
+    conversation_id, user_id, reply_id, created, policy, quota, remaining, reset = row
     messages = await _load_messages(conn, [user_id, reply_id])
     exchange = ChatExchange(
         conversation_id=conversation_id,
         user_message=messages[user_id],
         assistant_message=messages[reply_id],
     )
-    return exchange, bool(created)
+    return exchange, bool(created), quota_headers(policy, quota, 60, remaining, reset)
 
 
 async def send_message(
@@ -144,7 +147,6 @@ async def send_message(
     request: ChatRequest,
     mode: ChatMode,
     trace_id: str | None,
-    limits: ChatLimits,
     hub: StreamHub,
     events: EventSink,
     settings: Settings,
@@ -154,8 +156,7 @@ async def send_message(
 
     The request transaction commits before any waiting; a repeated `client_message_id` answers
     the original exchange and is not counted again."""
-    await limits.check_chat(user=user, deployment_id=deployment_id)
-    exchange, created = await _store(await db.conn(), deployment_id, request, trace_id)
+    exchange, created, headers = await _store(await db.conn(), deployment_id, request, trace_id)
     await db.commit()
     if created:
         CHAT_MESSAGES.labels(mode=mode.value).inc()
@@ -178,13 +179,13 @@ async def send_message(
             ping_interval=settings.sse_ping_seconds,
             created=[exchange.user_message, reply],
         )
-        return Sent(exchange, stream)
+        return Sent(exchange, stream, headers)
     if mode is ChatMode.BLOCKING and not reply.status.finished:
         reply = await replies.wait_for_reply(
             db=db, hub=hub, message_id=reply.id, wait=settings.chat_wait_seconds
         )
         exchange = exchange.model_copy(update={"assistant_message": reply})
-    return Sent(exchange)
+    return Sent(exchange, headers=headers)
 
 
 # --- messages ------------------------------------------------------------------------------------

@@ -66,18 +66,18 @@ async def send_chat(
         request=body,
         mode=mode,
         trace_id=getattr(request.state, "request_id", None),
-        limits=state.limits,
         hub=state.hub,
         events=events,
         settings=state.settings,
     )
     exchange = sent.exchange
     if sent.stream is not None:
-        return reply_response(exchange.assistant_message.id, sent.stream)
+        return reply_response(exchange.assistant_message.id, sent.stream, headers=sent.headers)
     done = exchange.assistant_message.status.finished
     return JSONResponse(
         exchange.model_dump(mode="json"),
         status_code=status.HTTP_200_OK if done else status.HTTP_202_ACCEPTED,
+        headers=sent.headers,
     )
 
 

@@ -39,7 +39,7 @@ def settings(db_url: str) -> Settings:
         catalog_cache_seconds=0,  # tests see every write at once; caching has its own test
     )
     with psycopg.connect(db_url, autocommit=True) as conn:
-        migrate.store_settings(conn, max_active_deployments=settings.max_active_deployments)
+        migrate.store_settings(conn, **migrate.stored_settings(settings))
     return settings
 
 

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from agentmarket.core.config import DEV_JWT_SECRET
+from agentmarket.ops import migrate
 from agentmarket.ops.tokens import ensure_user, mint_access_token
 from tests.conftest import Server
 from tests.procs import free_port
@@ -100,11 +101,42 @@ class Stack:
         return data
 
 
+# Limits out of the way of tests about something else; the limits' own tests set theirs.
+GENEROUS_LIMITS = {
+    "chat_per_minute": 100_000,
+    "deploy_per_minute": 100_000,
+    "conversations_per_minute": 100_000,
+    "max_in_flight_per_user": 10_000,
+    "platform_tokens_per_day": 0,
+    "max_deployments_per_user": 100_000,
+}
+
+
+def set_limits(db_url: str, *, agent_rate: int | None = 10_000, **limits: int) -> None:
+    """Store limits in the stack's database (as `agentmarket migrate` does) and, unless
+    `agent_rate` is None, set every agent's rate_limit_per_minute to it."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        migrate.store_settings(conn, **limits)
+        if agent_rate is not None:
+            conn.execute(
+                "update public.marketplace_agents set rate_limit_per_minute = %s", (agent_rate,)
+            )
+
+
 @pytest.fixture(scope="module")
-def stack(pg_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack_limits() -> dict[str, int]:
+    """The limits a module's stack runs with (override in a module to test them)."""
+    return GENEROUS_LIMITS
+
+
+@pytest.fixture(scope="module")
+def stack(
+    pg_server: Server, tmp_path_factory: pytest.TempPathFactory, stack_limits: dict[str, int]
+) -> Iterator[Stack]:
     name = pg_server.create()
     logs = tmp_path_factory.mktemp("e2e-logs")
     db_url = pg_server.uri_for(name)
+    set_limits(db_url, **stack_limits)
     model_port, api_port = free_port(), free_port()
     env = {
         **os.environ,

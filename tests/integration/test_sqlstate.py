@@ -16,7 +16,8 @@ from agentmarket.db.caller import as_caller
 from agentmarket.db.pool import create_pool
 from agentmarket.ops.tokens import ensure_user
 
-OUR_CODE = re.compile(r"errcode\s*=\s*'(AM[A-Z0-9]{3})'")
+# `raise … using errcode = 'AM…'`, or a refusal by a limit: `private.raise_limit('AM…', …)`.
+OUR_CODE = re.compile(r"(?:errcode\s*=\s*|raise_limit\(\s*)'(AM[A-Z0-9]{3})'")
 
 
 def _raised_in_migrations() -> set[str]:

@@ -77,14 +77,16 @@ set search_path = ''
 as $$
 declare
   now_ timestamptz := clock_timestamp();
-  emission interval := make_interval(secs => p_period_seconds::double precision / p_limit);
-  period interval := make_interval(secs => p_period_seconds);
+  emission interval;
+  period interval;
   new_tat timestamptz;
   current_tat timestamptz;
 begin
   if p_limit is null or p_limit < 1 or p_period_seconds is null or p_period_seconds < 1 then
     raise exception 'invalid rate limit' using errcode = '22023';
   end if;
+  emission := make_interval(secs => p_period_seconds::double precision / p_limit);
+  period := make_interval(secs => p_period_seconds);
   insert into private.rate_limits as r (key, tat)
   values (p_key, now_ + emission)
   on conflict (key) do update

@@ -42,7 +42,7 @@ router = APIRouter(tags=["chat"])
     response_model=ChatExchange,
     responses={
         202: {"model": ChatExchange, "description": "Accepted; the reply is still being written"},
-        **problem_responses(400, 401, 404, 409, 413, 415, 422),
+        **problem_responses(400, 401, 404, 409, 413, 415, 422, 429),
     },
 )
 async def send_chat(

@@ -284,10 +284,31 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 # --- bench ---------------------------------------------------------------------------------------
 
 
+def _bench_limits(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from agentmarket.devtools import bench, bench_limits
+
+    command = (
+        f"agentmarket bench limits --concurrency {args.concurrency} --requests {args.requests}"
+    )
+    run = bench_limits.run_limits(
+        settings.database_url.get_secret_value(), concurrency=args.concurrency, sends=args.requests
+    )
+    measured = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    section = bench_limits.limits_report(f"./scripts/dev setup && {command} --write", run, measured)
+    print(section)
+    if args.write:
+        print(f"wrote {bench.write_section(section, 'Limits: what they add to a chat send')}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from agentmarket.devtools import bench
 
     settings = _settings()
+    if args.scenario == "limits":
+        return _bench_limits(args, settings)
     if args.scenario == "chat":
         command = (
             f"agentmarket bench chat --levels {args.levels} --turns {args.turns} "
@@ -438,7 +459,7 @@ def _add_openapi(sub: _Subparsers) -> None:
 
 def _add_bench(sub: _Subparsers) -> None:
     p = sub.add_parser("bench", help="run a benchmark (results to docs/benchmarks.md)")
-    p.add_argument("scenario", choices=("catalog", "chat"))
+    p.add_argument("scenario", choices=("catalog", "chat", "limits"))
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--requests", type=int, default=5000, help="for the Python clients")
     p.add_argument("--seconds", type=int, default=10, help="for wrk")

@@ -6,7 +6,8 @@
 --     every period/N. One statement takes a request (INSERT … ON CONFLICT DO UPDATE … WHERE it fits):
 --     no read-then-write race, and a refused request changes nothing.
 --   * A row whose TAT has passed holds no state (the full burst is available again); takes delete a
---     few of those now and then, so stale keys go without a cron job.
+--     few of those now and then, so stale keys go without a cron job. The table is UNLOGGED (see
+--     below).
 --   * The limits themselves are the operator's settings, stored by `agentmarket migrate` in
 --     private.app_settings (like the deployment cap): the functions read them there, never from
 --     their caller.
@@ -29,7 +30,10 @@ alter table private.app_settings
   add column max_deployments_per_user integer not null default 25
     constraint app_settings_max_deployments_range check (max_deployments_per_user between 1 and 100000);
 
-create table private.rate_limits (
+-- UNLOGGED: the state is short-lived (a minute's worth), so it is kept out of the WAL that every
+-- chat send waits on at COMMIT. A crash or a failover forgets it, which only gives every key its
+-- full burst again. No index but the key, so a take is a HOT update of one row.
+create unlogged table private.rate_limits (
   key text primary key
     constraint rate_limits_key_length check (length(key) between 1 and 200),
   -- The theoretical arrival time: when the key's quota is whole again.
@@ -38,8 +42,6 @@ create table private.rate_limits (
 
 comment on table private.rate_limits is
   'GCRA state, one row per limited key. A row whose tat has passed is stale and may be deleted.';
-
-create index rate_limits_tat_idx on private.rate_limits (tat);
 
 alter table private.rate_limits enable row level security;
 revoke all on table private.rate_limits from public, anon, authenticated;

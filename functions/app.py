@@ -23,7 +23,7 @@ from agentmarket.services.telemetry import EventSink
 from functions import problems
 from functions.deps import AppState
 from functions.middleware import RequestContextMiddleware
-from functions.routers import chat, deployments, health, marketplace
+from functions.routers import chat, deployments, health, marketplace, me
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -85,5 +85,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(marketplace.router)
     app.include_router(deployments.router)
     app.include_router(chat.router)
+    app.include_router(me.router)
     app.include_router(health.router)
     return app

@@ -31,17 +31,20 @@ __all__ = [
     "CategoryCount",
     "ChatExchange",
     "ChatMode",
+    "ChatQuota",
     "ChatRequest",
     "Conversation",
     "ConversationDetail",
     "ConversationList",
     "DeployRequest",
     "Deployment",
+    "DeploymentCounts",
     "DeploymentList",
     "DeploymentPatch",
     "DeploymentStatus",
     "Feedback",
     "FeedbackRequest",
+    "InFlight",
     "JSONObject",
     "Kind",
     "Message",
@@ -50,12 +53,15 @@ __all__ = [
     "MessageRole",
     "MessageStatus",
     "Model",
+    "MonthUsage",
     "Name",
     "NewConversation",
+    "PlatformTokens",
     "PricingModel",
     "RequestBody",
     "Text",
     "Usage",
+    "UsageReport",
 ]
 
 
@@ -374,3 +380,55 @@ class Feedback(Model):
     message_id: uuid.UUID
     rating: Literal["like", "dislike"] | None
     comment: str | None
+
+
+# --- usage ---------------------------------------------------------------------------------------
+
+
+class ChatQuota(Model):
+    limit: int = Field(
+        description="Chat messages per minute (a burst of this many, then one every 60/limit s)."
+    )
+    remaining: int = Field(description="Messages you could send right now.")
+    reset_seconds: int = Field(description="Seconds until the quota is whole again (0: it is).")
+
+
+class InFlight(Model):
+    limit: int = Field(description="Replies you may have queued or running at once.")
+    current: int = Field(description="Your replies queued or running now.")
+
+
+class DeploymentCounts(Model):
+    active: int = Field(
+        description="Deployments that count toward the active cap: not paused, not deleted "
+        "(`configuring` ones included)."
+    )
+    active_limit: int = Field(description="The cap on active deployments.")
+    total: int = Field(description="Deployments that are not deleted, paused ones included.")
+    total_limit: int = Field(description="The cap on deployments in total.")
+
+
+class PlatformTokens(Model):
+    used_today: int = Field(
+        description="Tokens answered with the platform's model key today (UTC); "
+        "your own keys do not count."
+    )
+    budget_per_day: int = Field(
+        description="Your daily budget of platform-key tokens; 0 = unlimited."
+    )
+
+
+class MonthUsage(Model):
+    messages: int = Field(description="Chat messages you sent this UTC calendar month.")
+    prompt_tokens: int = Field(description="Prompt tokens of your replies this month.")
+    completion_tokens: int = Field(description="Completion tokens of your replies this month.")
+
+
+class UsageReport(Model):
+    """Your limits and where you stand, read at one moment."""
+
+    chat: ChatQuota
+    in_flight: InFlight
+    deployments: DeploymentCounts
+    platform_tokens: PlatformTokens
+    month: MonthUsage

@@ -31,6 +31,7 @@ ROLES: dict[str, tuple[str | None, ...]] = {
     "deployments.sql": ("authenticated",),
     "health.sql": (None,),
     "telemetry.sql": ("anon", "authenticated"),  # EventSink writes anonymous events as anon
+    "usage.sql": ("authenticated",),
 }
 
 _NAMED = re.compile(r"%\(([a-z_][a-z0-9_]*)\)s")

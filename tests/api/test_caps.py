@@ -242,11 +242,35 @@ async def test_a_streaming_send_that_fails_gives_its_slot_back(
     assert slots(app).open(alice.user.id) == 0
 
 
+def stream_scope(message: uuid.UUID, caller: Caller) -> dict[str, Any]:
+    """An ASGI request for the reply's stream (driven by hand: httpx's test transport waits for
+    the whole body, so it cannot leave in the middle)."""
+    path = f"/api/messages/{message}/stream"
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", caller.headers["Authorization"].encode()),
+        ],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+
+
 async def test_a_client_that_disconnects_gives_its_slot_back(
     app: FastAPI, client: httpx.AsyncClient, alice: Caller, conn: psycopg.Connection
 ) -> None:
     """A reply nobody writes keeps its stream open; the client going away ends it and frees
-    the slot (driven over raw ASGI: httpx's test transport waits for the whole body)."""
+    the slot."""
     message = reply(
         conn, alice, conversation(conn, alice, await deployment(client, alice)), status="queued"
     )
@@ -267,30 +291,41 @@ async def test_a_client_that_disconnects_gives_its_slot_back(
         if event["type"] == "http.response.body" and event.get("body"):
             started.set()
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": f"/api/messages/{message}/stream",
-        "raw_path": f"/api/messages/{message}/stream".encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"authorization", alice.headers["Authorization"].encode()),
-        ],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-        "state": {},
-    }
-    call = asyncio.create_task(app(scope, receive, send))
+    call = asyncio.create_task(app(stream_scope(message, alice), receive, send))
     await asyncio.wait_for(started.wait(), 10)
     assert sent[0]["status"] == 200
     assert slots(app).open(alice.user.id) == 1
     gone.set()
     await asyncio.wait_for(call, 10)
+    assert slots(app).open(alice.user.id) == 0
+
+
+async def test_a_client_gone_before_the_first_byte_gives_its_slot_back(
+    app: FastAPI, client: httpx.AsyncClient, alice: Caller, conn: psycopg.Connection
+) -> None:
+    """The client leaves while the status line is being sent: the stream's body is never
+    iterated, and the slot still comes back."""
+    message = reply(
+        conn, alice, conversation(conn, alice, await deployment(client, alice)), status="queued"
+    )
+    starting = asyncio.Event()
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await starting.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(event: MutableMapping[str, Any]) -> None:
+        if event["type"] == "http.response.start":
+            assert slots(app).open(alice.user.id) == 1
+            starting.set()
+            await asyncio.Event().wait()  # a client that never reads: only the disconnect ends it
+
+    await asyncio.wait_for(app(stream_scope(message, alice), receive, send), 10)
     assert slots(app).open(alice.user.id) == 0
 
 

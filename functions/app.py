@@ -17,7 +17,7 @@ from agentmarket.domain.secrets import SecretBox
 from agentmarket.domain.signing import DeploymentSigner
 from agentmarket.ops import migrate
 from agentmarket.services.catalog import CatalogCache
-from agentmarket.services.limits import ChatLimits
+from agentmarket.services.limits import StreamSlots
 from agentmarket.services.streams import StreamHub
 from agentmarket.services.telemetry import EventSink
 from functions import problems
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cache=CatalogCache(settings.catalog_cache_seconds),
             events=events,
             hub=hub,
-            limits=ChatLimits(),
+            stream_slots=StreamSlots(settings.max_open_streams_per_user),
             signer=signer,
         )
         try:

@@ -19,7 +19,8 @@ from agentmarket.db.caller import CallerSession
 from agentmarket.domain.secrets import SecretBox
 from agentmarket.domain.signing import DeploymentSigner
 from agentmarket.services.catalog import CatalogCache
-from agentmarket.services.limits import ChatLimits
+from agentmarket.services.deployments import ConfigRules
+from agentmarket.services.limits import StreamSlots
 from agentmarket.services.streams import StreamHub
 from agentmarket.services.telemetry import EventSink
 
@@ -31,6 +32,7 @@ __all__ = [
     "Caller",
     "CurrentUser",
     "Events",
+    "Rules",
     "Signer",
     "State",
     "UserSession",
@@ -38,6 +40,7 @@ __all__ = [
     "app_state",
     "bearer_scheme",
     "caller_session",
+    "config_rules",
     "current_user",
     "get_box",
     "get_cache",
@@ -60,7 +63,7 @@ class AppState:
     cache: CatalogCache
     events: EventSink
     hub: StreamHub
-    limits: ChatLimits
+    stream_slots: StreamSlots  # open streams per user, on this instance
     signer: DeploymentSigner
 
 
@@ -90,6 +93,14 @@ async def get_events(state: State) -> EventSink:
 
 async def get_signer(state: State) -> DeploymentSigner:
     return state.signer
+
+
+async def config_rules(state: State) -> ConfigRules:
+    """What a deployment's configuration must keep to besides its agent's schema."""
+    return ConfigRules(
+        allow_http_urls=state.settings.allow_http_urls,
+        max_knowledge_base_bytes=state.settings.max_knowledge_base_bytes,
+    )
 
 
 bearer_scheme = HTTPBearer(
@@ -150,3 +161,4 @@ AppSettings = Annotated[Settings, Depends(app_settings)]
 Cache = Annotated[CatalogCache, Depends(get_cache)]
 Events = Annotated[EventSink, Depends(get_events)]
 Signer = Annotated[DeploymentSigner, Depends(get_signer)]
+Rules = Annotated[ConfigRules, Depends(config_rules)]

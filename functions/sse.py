@@ -10,10 +10,11 @@ from contextlib import aclosing
 from typing import Any
 
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from agentmarket.services.replies import ReplyCreated, ReplyDeleted, ReplyEvent, ReplyFinished
 
-__all__ = ["SSE_HEADERS", "render", "reply_response", "sse"]
+__all__ = ["SSE_HEADERS", "ReplyStreamResponse", "render", "reply_response", "sse"]
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -48,6 +49,31 @@ async def _text(
             yield render(message_id, event)
 
 
+class ReplyStreamResponse(StreamingResponse):
+    """A reply's SSE response that closes the reply's events however the response ends: also
+    when the client left before the first byte and the body was never iterated (what gives an
+    open-stream slot back, `agentmarket.services.limits`)."""
+
+    def __init__(
+        self,
+        message_id: uuid.UUID,
+        events: AsyncGenerator[ReplyEvent, None],
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            _text(message_id, events),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, **(headers or {})},
+        )
+        self._events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._events.aclose()
+
+
 def reply_response(
     message_id: uuid.UUID,
     events: AsyncGenerator[ReplyEvent, None],
@@ -55,8 +81,4 @@ def reply_response(
     headers: dict[str, str] | None = None,
 ) -> StreamingResponse:
     """The reply's events as a text/event-stream response (with extra `headers`, e.g. quotas)."""
-    return StreamingResponse(
-        _text(message_id, events),
-        media_type="text/event-stream",
-        headers={**SSE_HEADERS, **(headers or {})},
-    )
+    return ReplyStreamResponse(message_id, events, headers)

@@ -26,13 +26,16 @@ from agentmarket.domain.urls import url_problem
 __all__ = [
     "CONFIG_POINTER",
     "FORMAT_CHECKER",
+    "KNOWLEDGE_BASE",
     "RefusedURL",
     "ValidatedConfig",
+    "knowledge_base_bytes",
     "secret_fields",
     "validate_config",
 ]
 
 CONFIG_POINTER = "/config"
+KNOWLEDGE_BASE = "knowledge_base"
 
 _TYPE_NAMES = {
     "string": "a string",
@@ -140,6 +143,7 @@ def validate_config(
     keep_secrets: Iterable[str] = (),
     partial: bool = False,
     allow_http_urls: bool = False,
+    max_knowledge_base_bytes: int | None = None,
 ) -> ValidatedConfig:
     """Validate `config`, or raise `InvalidConfig` with every problem found.
 
@@ -150,6 +154,8 @@ def validate_config(
     missing top-level required fields are returned in `missing_required` instead of failing.
     `format: uri` fields must be https URLs of public hosts (`agentmarket.urls`); with
     `allow_http_urls` (the ALLOW_HTTP_URLS setting, for development) http ones too.
+    `max_knowledge_base_bytes` (MAX_KNOWLEDGE_BASE_BYTES) caps the `knowledge_base` field, as
+    compact UTF-8 JSON (`knowledge_base_bytes`).
     """
     if not isinstance(config, Mapping):
         raise InvalidConfig(errors=[FieldError(CONFIG_POINTER, "must be an object")])
@@ -175,6 +181,7 @@ def validate_config(
         for name, value in supplied_secrets.items()
         if not isinstance(value, str)
     }
+    problems.update(_size_problems(data, max_knowledge_base_bytes))
     missing: set[str] = set()
     validator = Draft202012Validator(schema, format_checker=_FORMAT_CHECKERS[allow_http_urls])
     for error in validator.iter_errors(data):
@@ -197,6 +204,22 @@ def validate_config(
         secrets={k: v for k, v in supplied_secrets.items() if isinstance(v, str)},
         missing_required=sorted(missing),
     )
+
+
+def knowledge_base_bytes(value: Any) -> int:
+    """The size of a `knowledge_base` value as compact UTF-8 JSON (what the cap measures)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def _size_problems(
+    data: Mapping[str, Any], max_knowledge_base_bytes: int | None
+) -> set[FieldError]:
+    if max_knowledge_base_bytes is None or KNOWLEDGE_BASE not in data:
+        return set()
+    if knowledge_base_bytes(data[KNOWLEDGE_BASE]) <= max_knowledge_base_bytes:
+        return set()
+    message = f"must be at most {max_knowledge_base_bytes} bytes as compact UTF-8 JSON"
+    return {FieldError(_pointer((KNOWLEDGE_BASE,)), message)}
 
 
 def _apply_schema_defaults(schema: Any, instance: Any, *, skip: Iterable[str] = ()) -> None:

@@ -13,6 +13,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import AsyncGenerator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -46,6 +47,7 @@ from agentmarket.domain.models import (
     NewConversation,
 )
 from agentmarket.services import replies
+from agentmarket.services.limits import StreamSlots, held
 from agentmarket.services.replies import ReplyEvent, fetch_message, to_message
 from agentmarket.services.streams import StreamHub
 from agentmarket.services.telemetry import EventSink
@@ -150,14 +152,19 @@ async def send_message(
     hub: StreamHub,
     events: EventSink,
     settings: Settings,
+    slots: StreamSlots,
 ) -> Sent:
     """Send a message; the reply as it stands after waiting for it (blocking: up to
     CHAT_WAIT_SECONDS), its events (streaming), or as queued (async).
 
     The request transaction commits before any waiting; a repeated `client_message_id` answers
-    the original exchange and is not counted again."""
-    exchange, created, headers = await _store(await db.conn(), deployment_id, request, trace_id)
-    await db.commit()
+    the original exchange and is not counted again. A streaming send takes one of the caller's
+    stream slots first (`TooManyStreams`: nothing is stored) and gives it back if the send fails
+    or when its stream ends."""
+    slot = slots.acquire(user.id) if mode is ChatMode.STREAMING else None
+    with slot or nullcontext():
+        exchange, created, headers = await _store(await db.conn(), deployment_id, request, trace_id)
+        await db.commit()
     if created:
         CHAT_MESSAGES.labels(mode=mode.value).inc()
         events.record(
@@ -170,7 +177,7 @@ async def send_message(
             mode=mode.value,
         )
     reply = exchange.assistant_message
-    if mode is ChatMode.STREAMING:
+    if slot is not None:
         stream = replies.follow_reply(
             db=db,
             hub=hub,
@@ -179,7 +186,7 @@ async def send_message(
             ping_interval=settings.sse_ping_seconds,
             created=[exchange.user_message, reply],
         )
-        return Sent(exchange, stream, headers)
+        return Sent(exchange, held(stream, slot), headers)
     if mode is ChatMode.BLOCKING and not reply.status.finished:
         reply = await replies.wait_for_reply(
             db=db, hub=hub, message_id=reply.id, wait=settings.chat_wait_seconds
@@ -293,7 +300,11 @@ async def get_conversation(
     conversation_id: uuid.UUID,
     before: str | None,
     limit: int,
+    max_page_bytes: int,
 ) -> ConversationDetail:
+    """The conversation with a page of its messages (oldest first): at most `limit`, cut short
+    (never below one) to `max_page_bytes` of content; `has_more` and the cursor continue from
+    the oldest one returned."""
     conn = await db.conn()
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
@@ -310,12 +321,13 @@ async def get_conversation(
                 "conversation_id": conversation_id,
                 "before_ts": before_ts,
                 "before_id": before_id,
-                "limit": limit + 1,
+                "limit": limit,
+                "max_bytes": max_page_bytes,
             },
         )
         rows = await cur.fetchall()
-    has_more = len(rows) > limit
-    page = list(reversed(rows[:limit]))
+    has_more = bool(rows) and rows[0]["fetched"] > len(rows)
+    page = list(reversed(rows))
     next_cursor = encode_cursor(page[0]["created_at"], page[0]["id"]) if has_more else None
     return ConversationDetail(
         **conversation,

@@ -22,7 +22,9 @@ from agentmarket.core.errors import (
     Conflict,
     DeploymentLimitReached,
     DeploymentNotFound,
+    DeploymentTotalLimit,
     InvalidConfig,
+    LimitExceeded,
 )
 from agentmarket.core.metrics import DEPLOYMENTS
 from agentmarket.db.caller import CallerSession
@@ -43,12 +45,23 @@ from agentmarket.services.catalog import agent_key
 from agentmarket.services.telemetry import track
 
 __all__ = [
+    "ConfigRules",
     "delete_deployment",
     "deploy_agent",
     "get_deployment",
     "list_deployments",
     "update_deployment",
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigRules:
+    """What a configuration must keep to besides its agent's schema (from the settings):
+    `allow_http_urls` (ALLOW_HTTP_URLS) lets `format: uri` fields hold http URLs;
+    `max_knowledge_base_bytes` (MAX_KNOWLEDGE_BASE_BYTES) caps a new `knowledge_base`."""
+
+    allow_http_urls: bool = False
+    max_knowledge_base_bytes: int | None = None
 
 
 async def _secret_hints(
@@ -137,7 +150,7 @@ async def _create(
     box: SecretBox,
     signer: DeploymentSigner,
     user_id: uuid.UUID,
-    allow_http_urls: bool,
+    rules: ConfigRules,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Validate, create and seal: (the agent, the created row)."""
     agent = await _agent_for_deploy(conn, request.agent_id)
@@ -146,7 +159,8 @@ async def _create(
         request.config,
         defaults=agent["default_config"],
         partial=True,
-        allow_http_urls=allow_http_urls,
+        allow_http_urls=rules.allow_http_urls,
+        max_knowledge_base_bytes=rules.max_knowledge_base_bytes,
     )
     text = config_text(validated.public)
     missing = list(validated.missing_required)
@@ -176,15 +190,20 @@ async def deploy_agent(
     box: SecretBox,
     signer: DeploymentSigner,
     user_id: uuid.UUID,
-    allow_http_urls: bool,
+    rules: ConfigRules,
 ) -> Deployment:
-    """Validate the config against the agent's schema, create the deployment, seal its secrets.
-
-    `allow_http_urls` (the ALLOW_HTTP_URLS setting) lets `format: uri` fields hold http URLs."""
+    """Validate the config against the agent's schema and `rules`, create the deployment (the
+    database checks the deploy rate and the caps on deployments), seal its secrets."""
     conn = await db.conn()
     try:
-        agent, created = await _create(conn, request, box, signer, user_id, allow_http_urls)
-    except (AgentNotFound, InvalidConfig, DeploymentLimitReached) as exc:
+        agent, created = await _create(conn, request, box, signer, user_id, rules)
+    except (
+        AgentNotFound,
+        InvalidConfig,
+        DeploymentLimitReached,
+        DeploymentTotalLimit,
+        LimitExceeded,
+    ) as exc:
         DEPLOYMENTS.labels(result=exc.code).inc()
         raise
     DEPLOYMENTS.labels(result="success").inc()
@@ -228,7 +247,7 @@ async def _revalidate(
     patch: DeploymentPatch,
     signer: DeploymentSigner,
     user_id: uuid.UUID,
-    allow_http_urls: bool,
+    rules: ConfigRules,
 ) -> _Config:
     """The new or the stored configuration validated (and signed) again, or an unchanged one.
 
@@ -245,13 +264,16 @@ async def _revalidate(
         raise Conflict("This agent left the catalog: the deployment can be paused or deleted.")
     deployment_id = current["id"]
     stored = await _secret_hints(conn, [deployment_id])
+    # A stored knowledge base is not refused again (the cap may have been lowered since).
+    kb_cap = rules.max_knowledge_base_bytes if patch.config is not None else None
     validated = configschema.validate_config(
         schema,
         patch.config if patch.config is not None else current["config"],
         defaults=current["default_config"] if patch.config is not None else None,
         keep_secrets=stored.get(deployment_id, {}).keys(),
         partial=True,
-        allow_http_urls=allow_http_urls,
+        allow_http_urls=rules.allow_http_urls,
+        max_knowledge_base_bytes=kb_cap,
     )
     text = config_text(validated.public)
     missing = list(validated.missing_required)
@@ -267,19 +289,19 @@ async def update_deployment(
     box: SecretBox,
     signer: DeploymentSigner,
     user_id: uuid.UUID,
-    allow_http_urls: bool,
+    rules: ConfigRules,
 ) -> Deployment:
     """Rename, reconfigure (secrets left out keep their value), pause or resume.
 
     A new `config` replaces the non-secret configuration and is validated like a deploy. Without
     one, the stored configuration is only re-checked when resuming (to tell active from
     configuring); renaming and pausing never depend on the agent's current schema. The database
-    derives the status from what we validated (and signed) and the status asked for.
-    `allow_http_urls` is as for `deploy_agent`.
+    derives the status from what we validated (and signed) and the status asked for, and counts
+    every update against the deploy rate. `rules` are as for `deploy_agent`.
     """
     conn = await db.conn()
     current = await _load(conn, deployment_id)
-    config = await _revalidate(conn, current, patch, signer, user_id, allow_http_urls)
+    config = await _revalidate(conn, current, patch, signer, user_id, rules)
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             query("deployment_update"),

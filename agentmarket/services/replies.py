@@ -22,6 +22,7 @@ from agentmarket.core.errors import MessageNotFound
 from agentmarket.db.caller import CallerSession
 from agentmarket.db.queries import query
 from agentmarket.domain.models import Message, MessageError, Usage
+from agentmarket.services.limits import StreamSlots, held
 from agentmarket.services.streams import Event, StreamHub, StreamState, follow
 
 __all__ = [
@@ -194,17 +195,23 @@ async def open_reply_stream(
     *,
     db: CallerSession,
     hub: StreamHub,
+    slots: StreamSlots,
+    user_id: uuid.UUID,
     message_id: uuid.UUID,
     last_event_id: str | None,
     ping_interval: float,
 ) -> AsyncGenerator[ReplyEvent, None]:
-    """(Re)attach to a reply's stream: `MessageNotFound` now (in the request transaction) unless
-    it is one of the caller's replies; then its events, read after the request ended."""
-    await fetch_stream_state(await db.conn(), message_id)
-    return follow_reply(
-        db=db,
-        hub=hub,
-        message_id=message_id,
-        last_event_id=last_event_id,
-        ping_interval=ping_interval,
-    )
+    """(Re)attach to a reply's stream: `TooManyStreams` when the caller has as many streams open
+    on this instance as allowed, `MessageNotFound` (in the request transaction) unless it is one
+    of the caller's replies; then its events, read after the request ended, holding the
+    caller's stream slot until they end or are closed."""
+    with slots.acquire(user_id) as slot:  # given back here only if this raises
+        await fetch_stream_state(await db.conn(), message_id)
+        events = follow_reply(
+            db=db,
+            hub=hub,
+            message_id=message_id,
+            last_event_id=last_event_id,
+            ping_interval=ping_interval,
+        )
+    return held(events, slot)

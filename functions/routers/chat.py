@@ -28,7 +28,7 @@ from agentmarket.domain.models import (
     NewConversation,
 )
 from agentmarket.services import chat, replies
-from functions.deps import CurrentUser, Events, State, UserSession
+from functions.deps import AppSettings, CurrentUser, Events, State, UserSession
 from functions.openapi import problem_responses
 from functions.sse import reply_response
 
@@ -69,6 +69,7 @@ async def send_chat(
         hub=state.hub,
         events=events,
         settings=state.settings,
+        slots=state.stream_slots,
     )
     exchange = sent.exchange
     if sent.stream is not None:
@@ -102,7 +103,7 @@ async def list_conversations(
     "/api/agents/{deployment_id}/conversations",
     response_model=Conversation,
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(401, 404, 415, 422),
+    responses=problem_responses(401, 404, 415, 422, 429),
 )
 async def create_conversation(
     db: UserSession, deployment_id: uuid.UUID, body: NewConversation
@@ -120,16 +121,19 @@ async def get_conversation(
     db: UserSession,
     deployment_id: uuid.UUID,
     conversation_id: uuid.UUID,
+    settings: AppSettings,
     before: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> ConversationDetail:
-    """The conversation with its latest messages (oldest first); page back with `before`."""
+    """The conversation with its latest messages (oldest first); page back with `before`. A page
+    is cut short to MAX_PAGE_BYTES of message content (never below one message)."""
     return await chat.get_conversation(
         db=db,
         deployment_id=deployment_id,
         conversation_id=conversation_id,
         before=before,
         limit=limit,
+        max_page_bytes=settings.max_page_bytes,
     )
 
 
@@ -164,19 +168,22 @@ async def get_message(db: UserSession, message_id: uuid.UUID) -> Message:
             "content": {"text/event-stream": {}},
             "description": "SSE: the reply as it is written",
         },
-        **problem_responses(401, 404, 422),
+        **problem_responses(401, 404, 422, 429),
     },
 )
 async def stream_message(
     message_id: uuid.UUID,
     db: UserSession,
+    user: CurrentUser,
     state: State,
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
 ) -> StreamingResponse:
     """(Re)attach to a reply's stream; with Last-Event-ID it resumes without gaps or repeats."""
-    events = await replies.open_reply_stream(  # 404 before the stream starts
+    events = await replies.open_reply_stream(  # 429 or 404 before the stream starts
         db=db,
         hub=state.hub,
+        slots=state.stream_slots,
+        user_id=user.id,
         message_id=message_id,
         last_event_id=last_event_id,
         ping_interval=state.settings.sse_ping_seconds,

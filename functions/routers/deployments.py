@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response, status
 
 from agentmarket.domain.models import Deployment, DeploymentList, DeploymentPatch
 from agentmarket.services import deployments
-from functions.deps import AppSettings, Box, CurrentUser, Signer, UserSession
+from functions.deps import Box, CurrentUser, Rules, Signer, UserSession
 from functions.openapi import problem_responses
 
 __all__ = ["router"]
@@ -33,7 +33,7 @@ async def get_deployment(db: UserSession, deployment_id: uuid.UUID) -> Deploymen
 @router.patch(
     "/{deployment_id}",
     response_model=Deployment,
-    responses=problem_responses(400, 401, 404, 409, 413, 422),
+    responses=problem_responses(400, 401, 404, 409, 413, 422, 429),
 )
 async def update_deployment(
     db: UserSession,
@@ -42,7 +42,7 @@ async def update_deployment(
     box: Box,
     signer: Signer,
     user: CurrentUser,
-    settings: AppSettings,
+    rules: Rules,
 ) -> Deployment:
     """Rename, reconfigure (secrets left out keep their value), pause or resume."""
     return await deployments.update_deployment(
@@ -52,7 +52,7 @@ async def update_deployment(
         box=box,
         signer=signer,
         user_id=user.id,
-        allow_http_urls=settings.allow_http_urls,
+        rules=rules,
     )
 
 

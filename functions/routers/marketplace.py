@@ -16,7 +16,7 @@ from agentmarket.domain.models import (
 )
 from agentmarket.services import catalog, deployments
 from functions.cache import json_response
-from functions.deps import AppSettings, Box, Cache, Caller, CurrentUser, Events, Signer, UserSession
+from functions.deps import Box, Cache, Caller, CurrentUser, Events, Rules, Signer, UserSession
 from functions.openapi import problem_responses
 
 __all__ = ["router"]
@@ -65,7 +65,7 @@ async def get_agent(
     "/deploy",
     response_model=Deployment,
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(400, 401, 404, 409, 413, 422),
+    responses=problem_responses(400, 401, 404, 409, 413, 422, 429),
 )
 async def deploy(
     db: UserSession,
@@ -73,14 +73,9 @@ async def deploy(
     box: Box,
     signer: Signer,
     user: CurrentUser,
-    settings: AppSettings,
+    rules: Rules,
 ) -> Deployment:
     """Deploy an agent to your workspace with a configuration validated against its schema."""
     return await deployments.deploy_agent(
-        db=db,
-        request=request,
-        box=box,
-        signer=signer,
-        user_id=user.id,
-        allow_http_urls=settings.allow_http_urls,
+        db=db, request=request, box=box, signer=signer, user_id=user.id, rules=rules
     )

@@ -32,14 +32,29 @@ select id, conversation_id, role, content, status, error_code, error_message, mo
  where id = %(message_id)s;
 
 -- name: chat_messages_page
--- A conversation's messages, newest first, before the (created_at, id) cursor if given.
+-- A page of a conversation's messages, newest first, before the (created_at, id) cursor if given:
+-- at most %(limit)s, and after the first only while their content adds up to at most
+-- %(max_bytes)s bytes (docs/api.md#limits). `fetched` counts the candidates (up to limit + 1):
+-- more than the rows returned means there is more.
 select id, conversation_id, role, content, status, error_code, error_message, model,
-       prompt_tokens, completion_tokens, ttft_ms, latency_ms, truncated, created_at, completed_at
-  from public.agent_messages
- where conversation_id = %(conversation_id)s
-   and (%(before_ts)s::timestamptz is null or (created_at, id) < (%(before_ts)s, %(before_id)s))
- order by created_at desc, id desc
- limit %(limit)s;
+       prompt_tokens, completion_tokens, ttft_ms, latency_ms, truncated, created_at, completed_at,
+       fetched
+  from (select p.*,
+               row_number() over w as n,
+               sum(octet_length(p.content)) over w as page_bytes,
+               count(*) over () as fetched
+          from (select id, conversation_id, role, content, status, error_code, error_message,
+                       model, prompt_tokens, completion_tokens, ttft_ms, latency_ms, truncated,
+                       created_at, completed_at
+                  from public.agent_messages
+                 where conversation_id = %(conversation_id)s
+                   and (%(before_ts)s::timestamptz is null
+                        or (created_at, id) < (%(before_ts)s, %(before_id)s))
+                 order by created_at desc, id desc
+                 limit %(limit)s + 1) p
+        window w as (order by p.created_at desc, p.id desc rows unbounded preceding)) r
+ where r.n <= %(limit)s and (r.n = 1 or r.page_bytes <= %(max_bytes)s)
+ order by r.created_at desc, r.id desc;
 
 -- name: chat_conversations_page
 -- A deployment's conversations, most recent first, after the (sort_at, id) cursor if given.

@@ -291,9 +291,13 @@ def _bench_limits(args: argparse.Namespace, settings: Settings) -> int:
 
     command = (
         f"agentmarket bench limits --concurrency {args.concurrency} --requests {args.requests}"
+        f" --pause-ms {args.pause_ms}"
     )
     run = bench_limits.run_limits(
-        settings.database_url.get_secret_value(), concurrency=args.concurrency, sends=args.requests
+        settings.database_url.get_secret_value(),
+        concurrency=args.concurrency,
+        sends=args.requests,
+        pause_ms=args.pause_ms,
     )
     measured = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     section = bench_limits.limits_report(f"./scripts/dev setup && {command} --write", run, measured)
@@ -467,6 +471,9 @@ def _add_bench(sub: _Subparsers) -> None:
     p.add_argument("--turns", type=int, default=5, help="chat: messages per conversation")
     p.add_argument("--ttft-ms", type=int, default=200, help="chat: the model's time to first token")
     p.add_argument("--messages", type=int, default=1000, help="chat: throughput run size")
+    p.add_argument(
+        "--pause-ms", type=int, default=200, help="limits: each user's pause between sends"
+    )
     p.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     p.set_defaults(func=cmd_bench)
 

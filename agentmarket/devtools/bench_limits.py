@@ -3,7 +3,8 @@
 A chat send is one statement, `private.send_chat_message`, which checks the limits inside (replies
 in flight, the platform-key budget, the user's and the deployment's GCRA rates). This measures it
 as the API runs it, a caller transaction (BEGIN with the role and claims, the statement, COMMIT),
-from `concurrency` users at once, each on its own deployment, alternating in rounds between:
+from `concurrency` users at once (each on its own deployment, pausing between sends like a
+conversation waiting for its reply), alternating in rounds between:
 
 * limits on: `private.send_chat_message` as migrated, with limits high enough to admit everything
   (so every check runs and none refuses);
@@ -45,6 +46,7 @@ MODES = {"limits on": "private", "limits off": "bench_unlimited"}
 class LimitsRun:
     concurrency: int
     sends: int
+    pause_ms: int
     latencies: dict[str, list[float]]
 
     def pct(self, mode: str, p: float) -> float:
@@ -101,7 +103,13 @@ def _prepare(url: str, concurrency: int) -> list[tuple[str, uuid.UUID]]:
 
 
 async def _send_loop(
-    url: str, claims: str, deployment: uuid.UUID, schema: str, count: int, out: list[float]
+    url: str,
+    claims: str,
+    deployment: uuid.UUID,
+    schema: str,
+    count: int,
+    out: list[float],
+    pause: float = 0.0,
 ) -> None:
     statement = sql.SQL(SEND).format(sql.Identifier(schema))
     begin = sql.SQL(
@@ -124,10 +132,11 @@ async def _send_loop(
                 " where id = %s",
                 (row[2],),
             )
+            await asyncio.sleep(pause)
 
 
 async def _measure(
-    url: str, callers: list[tuple[str, uuid.UUID]], sends: int, rounds: int
+    url: str, callers: list[tuple[str, uuid.UUID]], sends: int, rounds: int, pause: float
 ) -> dict[str, list[float]]:
     latencies: dict[str, list[float]] = {mode: [] for mode in MODES}
     per_caller = max(sends // (rounds * len(callers)), 1)
@@ -137,12 +146,17 @@ async def _measure(
     for _ in range(rounds):
         for mode, schema in MODES.items():
             await asyncio.gather(
-                *(_send_loop(url, c, d, schema, per_caller, latencies[mode]) for c, d in callers)
+                *(
+                    _send_loop(url, c, d, schema, per_caller, latencies[mode], pause)
+                    for c, d in callers
+                )
             )
     return latencies
 
 
-def run_limits(database_url: str, *, concurrency: int, sends: int, rounds: int = 5) -> LimitsRun:
+def run_limits(
+    database_url: str, *, concurrency: int, sends: int, pause_ms: int = 200, rounds: int = 5
+) -> LimitsRun:
     """Measure both modes in a throwaway copy of DATABASE_URL's database."""
     source = conninfo_to_dict(database_url).get("dbname") or "postgres"
     copy = f"agentmarket_bench_limits_{uuid.uuid4().hex[:8]}"
@@ -156,13 +170,13 @@ def run_limits(database_url: str, *, concurrency: int, sends: int, rounds: int =
     try:
         url = _url(database_url, copy)
         callers = _prepare(url, concurrency)
-        latencies = asyncio.run(_measure(url, callers, sends, rounds))
+        latencies = asyncio.run(_measure(url, callers, sends, rounds, pause_ms / 1000))
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(copy))
             )
-    return LimitsRun(concurrency, sends, latencies)
+    return LimitsRun(concurrency, sends, pause_ms, latencies)
 
 
 def limits_report(command: str, run: LimitsRun, measured_at: str) -> str:
@@ -177,10 +191,12 @@ def limits_report(command: str, run: LimitsRun, measured_at: str) -> str:
         [
             "## Limits: what they add to a chat send",
             "",
-            f"Measured {measured_at}. {run.concurrency} users at once, each sending to its own "
-            "deployment; each send is the API's caller transaction (BEGIN with role and claims, "
-            "`send_chat_message`, COMMIT) timed from the client, the two modes alternating in "
-            "rounds in a throwaway copy of the database.",
+            f"Measured {measured_at}. {run.concurrency} conversations at once: {run.concurrency} "
+            "users, each sending to its own deployment and pausing "
+            f"{run.pause_ms} ms between sends (0: back to back, a saturation test). Each send is "
+            "the API's caller transaction (BEGIN with role and claims, `send_chat_message`, "
+            "COMMIT) timed from the client, the two modes alternating in rounds in a throwaway "
+            "copy of the database.",
             "",
             "```",
             command,
@@ -190,9 +206,10 @@ def limits_report(command: str, run: LimitsRun, measured_at: str) -> str:
             "|---|---|---|---|---|",
             *rows,
             "",
-            f"The limits add {added:.2f} ms to the median send (replies in flight counted, the "
-            "platform-key budget looked up, two GCRA takes). Limits off is the function as it was "
-            "before them (supabase/migrations/20261129140000_chat_queue.sql).",
+            f"Median send with the limits minus without: {added:+.2f} ms (the limits count the "
+            "replies in flight, look up the platform-key budget and take from two GCRA keys). "
+            "Limits off is the function as it was before them "
+            "(supabase/migrations/20261129140000_chat_queue.sql).",
             "",
         ]
     )

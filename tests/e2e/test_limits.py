@@ -19,6 +19,8 @@ from tests.procs import free_port
 
 pytestmark = [pytest.mark.db, pytest.mark.e2e]
 
+OWN_KEY = "sk-offline-own-key-1234567890abcdefghij"
+
 
 @pytest.fixture(scope="module")
 def stack_limits() -> dict[str, int]:
@@ -110,3 +112,37 @@ def test_a_streaming_send_carries_the_quota_headers(stack: Stack) -> None:
             assert response.headers["RateLimit-Policy"] == '"chat";q=20;w=60'
             assert response.headers["RateLimit"].startswith('"chat";r=19;')
             assert any("message.completed" in line for line in response.iter_lines())
+
+
+def test_the_platform_token_budget_counts_real_replies_and_spares_own_keys(stack: Stack) -> None:
+    """The worker's finished replies count toward the platform-key budget; once it is spent the
+    next platform-key send is refused until midnight UTC, while the user's own key still works."""
+    set_limits(stack.db_url, agent_rate=None, platform_tokens_per_day=20)
+    try:
+        with stack.client(f"budget-{uuid.uuid4().hex[:8]}@example.com") as client:
+            platform = deploy(client)
+            own = deploy(client, "code-review-buddy", {"openai_api_key": OWN_KEY})
+            first = client.post(
+                f"/api/agents/{platform}/chat", json={"message": "spend the budget please"}
+            )
+            assert first.status_code == 200, first.text
+            usage = first.json()["assistant_message"]["usage"]
+            assert usage["prompt_tokens"] + usage["completion_tokens"] >= 20
+            spent = client.get("/api/me/usage").json()["platform_tokens"]
+            assert spent == {
+                "used_today": usage["prompt_tokens"] + usage["completion_tokens"],
+                "budget_per_day": 20,
+            }
+            refused = client.post(
+                f"/api/agents/{platform}/chat", json={"message": "one more", "mode": "async"}
+            )
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["code"] == "token_budget_exhausted"
+            assert 1 <= int(refused.headers["Retry-After"]) <= 86_400
+            mine = client.post(f"/api/agents/{own}/chat", json={"message": "my own key"})
+            assert mine.status_code == 200, mine.text
+            assert mine.json()["assistant_message"]["status"] == "completed"
+            # Own-key tokens are not counted.
+            assert client.get("/api/me/usage").json()["platform_tokens"] == spent
+    finally:
+        set_limits(stack.db_url, agent_rate=None, platform_tokens_per_day=0)

@@ -109,6 +109,7 @@ class ChatWorker:
         await self.pool.open(wait=True)
         # Claim at once, without waiting for LISTEN: its (re)connect wakes the loop anyway.
         await self.listener.start(wait=0)
+        sampler = asyncio.create_task(self._sample_queue_depth(), name="queue-depth")
         log.info(
             "worker.started", worker_id=self.config.worker_id, concurrency=self.config.concurrency
         )
@@ -122,6 +123,9 @@ class ChatWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
         finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
             await self.listener.aclose()
             await self._drain()
             await self.llm.aclose()
@@ -151,15 +155,23 @@ class ChatWorker:
                 if running.job.message_id == message_id:
                     running.signals.cancel.set()
 
+    async def _sample_queue_depth(self) -> None:
+        """The queue-depth gauge, every `queue_depth_interval` seconds (a claim stays one
+        statement)."""
+        while True:
+            try:
+                metrics.QUEUE_DEPTH.set(await self.store.queue_depth())
+            except psycopg.Error as exc:
+                log.warning("worker.queue_depth_failed", error=type(exc).__name__)
+            await asyncio.sleep(self.config.queue_depth_interval)
+
     async def _claim(self, limit: int) -> None:
         try:
-            claimed = await self.store.claim(limit)
+            jobs = await self.store.claim(limit)
         except psycopg.Error as exc:
             log.warning("worker.claim_failed", error=type(exc).__name__)
             return
-        if claimed.queue_depth is not None:
-            metrics.QUEUE_DEPTH.set(claimed.queue_depth)
-        for job in claimed.jobs:
+        for job in jobs:
             lag = job.pickup_seconds
             if lag is not None:
                 metrics.QUEUE_PICKUP.observe(max(lag, 0.0))

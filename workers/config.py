@@ -21,6 +21,8 @@ class WorkerConfig:
     knowledge_entries: int = 4
     flush_interval: float = 0.1
     flush_chars: int = 1_500
+    # How often the queue-depth gauge is sampled (one count, not one per claim).
+    queue_depth_interval: float = 5.0
     worker_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     )

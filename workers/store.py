@@ -29,7 +29,6 @@ from agentmarket.domain.agents import KnowledgeEntry, Turn
 from agentmarket.services.telemetry import check_event
 
 __all__ = [
-    "Claimed",
     "Job",
     "JobContext",
     "JobLost",
@@ -65,12 +64,6 @@ class Job:
         if self.attempts != 1 or self.started_at is None:
             return None
         return (self.started_at - self.created_at).total_seconds()
-
-
-@dataclass(frozen=True)
-class Claimed:
-    jobs: list[Job]
-    queue_depth: int | None  # jobs still queued after the claim
 
 
 @dataclass(frozen=True)
@@ -187,16 +180,19 @@ class JobStore:
     def _lease(self, job_id: int) -> dict[str, Any]:
         return {"job_id": job_id, "worker_id": self.worker_id}
 
-    async def claim(self, limit: int) -> Claimed:
-        """Lease up to `limit` runnable jobs; sample the queue depth."""
+    async def claim(self, limit: int) -> list[Job]:
+        """Lease up to `limit` runnable jobs (one statement)."""
         params = {"worker_id": self.worker_id, "limit": limit, "lease_seconds": self.lease_seconds}
+        async with self.pool.connection() as conn, conn.cursor(row_factory=class_row(Job)) as cur:
+            await cur.execute(query("claim_chat_jobs"), params)
+            return await cur.fetchall()
+
+    async def queue_depth(self) -> int:
+        """Jobs waiting to be claimed (sampled on a timer, not per claim)."""
         async with self.pool.connection() as conn:
-            async with conn.cursor(row_factory=class_row(Job)) as cur:
-                await cur.execute(query("claim_chat_jobs"), params)
-                jobs = await cur.fetchall()
-            counted = await conn.execute(query("chat_queue_depth"))
-            depth = await counted.fetchone()
-        return Claimed(jobs, None if depth is None else int(depth[0]))
+            cur = await conn.execute(query("chat_queue_depth"))
+            row = await cur.fetchone()
+        return 0 if row is None else int(row[0])
 
     async def extend_lease(self, job_id: int) -> LeaseState:
         params = {**self._lease(job_id), "lease_seconds": self.lease_seconds}

@@ -98,13 +98,12 @@ async def test_a_job_from_claim_to_finish(
 ) -> None:
     reply = queue_reply(conn, slug="api-docs-concierge", config={"knowledge_base": KNOWLEDGE})
     store = JobStore(pool, worker_id="w-1", lease_seconds=30)
+    assert await store.queue_depth() == 1
 
-    claimed = await store.claim(5)
-
-    [job] = claimed.jobs
+    [job] = await store.claim(5)
     assert (job.message_id, job.attempts, job.trace_id) == (reply, 1, "req-1")
     assert job.pickup_seconds is not None and job.pickup_seconds >= 0
-    assert claimed.queue_depth == 0
+    assert await store.queue_depth() == 0
     loaded = await store.load_context(
         reply, history_limit=10, knowledge_limit=1, knowledge_for=knowledge_question
     )
@@ -164,12 +163,12 @@ async def test_a_released_job_is_queued_again(
 ) -> None:
     reply = queue_reply(conn, slug="api-docs-concierge", config={})
     store = JobStore(pool, worker_id="w-1", lease_seconds=30)
-    [job] = (await store.claim(1)).jobs
+    [job] = await store.claim(1)
 
     assert await store.release(job.id) is True
 
     claimed = await JobStore(pool, worker_id="w-2", lease_seconds=30).claim(1)
-    [again] = claimed.jobs
+    [again] = claimed
     assert (again.message_id, again.attempts) == (reply, 1)  # a release costs no attempt
     assert again.pickup_seconds is not None
 

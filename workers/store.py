@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Protocol
 
 from psycopg import AsyncConnection
-from psycopg.rows import class_row
+from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -255,36 +255,40 @@ class JobStore:
         knowledge_limit: int,
         knowledge_for: KnowledgeQuestion,
     ) -> LoadedJob | None:
-        """What answering the reply needs, on one connection; None when it is gone (its
-        conversation was deleted). The knowledge base is searched for `knowledge_for`'s question,
-        if it asks one."""
+        """What answering the reply needs: one statement (context, history and secrets), plus
+        one knowledge-base search when `knowledge_for` asks a question (support agents); None
+        when the reply is gone (its conversation was deleted)."""
+        params = {"message_id": message_id, "history_limit": history_limit}
         async with self.pool.connection() as conn:
-            async with conn.cursor(row_factory=class_row(JobContext)) as cur:
-                await cur.execute(query("chat_job_context"), {"message_id": message_id})
-                context = await cur.fetchone()
-            if context is None:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(query("chat_job_context"), params)
+                row = await cur.fetchone()
+            if row is None:
                 return None
-            async with conn.cursor(row_factory=class_row(Turn)) as cur:
-                await cur.execute(
-                    query("chat_job_history"),
-                    {
-                        "conversation_id": context.conversation_id,
-                        "until": context.reply_created_at,
-                        "reply_id": context.message_id,
-                        "limit": history_limit,
-                    },
-                )
-                history = list(reversed(await cur.fetchall()))
-            async with conn.cursor(row_factory=class_row(StoredSecret)) as cur:
-                await cur.execute(
-                    query("chat_job_secrets"), {"deployment_id": context.deployment_id}
-                )
-                secrets = await cur.fetchall()
+            context, history, secrets = _loaded(row)
             question = knowledge_for(context, history)
             knowledge: list[KnowledgeEntry] = []
             if question:
                 knowledge = await _knowledge(conn, context.config, question, knowledge_limit)
         return LoadedJob(context, history, secrets, knowledge)
+
+
+_CONTEXT_FIELDS = tuple(field.name for field in fields(JobContext))
+
+
+def _loaded(row: dict[str, Any]) -> tuple[JobContext, list[Turn], list[StoredSecret]]:
+    """The context query's row as the context, the history (oldest first) and the secrets."""
+    context = JobContext(**{name: row[name] for name in _CONTEXT_FIELDS})
+    history = [
+        Turn(r, c) for r, c in zip(row["history_roles"], row["history_contents"], strict=True)
+    ]
+    secrets = [
+        StoredSecret(f, k, bytes(c))
+        for f, k, c in zip(
+            row["secret_fields"], row["secret_key_ids"], row["secret_ciphertexts"], strict=True
+        )
+    ]
+    return context, history, secrets
 
 
 async def _knowledge(

@@ -49,7 +49,7 @@ from agentmarket.domain.models import (
 from agentmarket.services import replies
 from agentmarket.services.limits import StreamSlots, held
 from agentmarket.services.replies import ReplyEvent, fetch_message, to_message
-from agentmarket.services.streams import StreamHub
+from agentmarket.services.streams import StreamHub, StreamState
 from agentmarket.services.telemetry import EventSink
 
 __all__ = [
@@ -89,6 +89,10 @@ def decode_cursor(cursor: str | None, name: str) -> tuple[datetime | None, uuid.
 
 
 # --- sending -------------------------------------------------------------------------------------
+
+
+# A reply as its send leaves it: queued, no text, first attempt.
+NEW_REPLY = StreamState(status="queued", content="", generation=0)
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,16 @@ async def send_message(
     slot = slots.acquire(user.id) if mode is ChatMode.STREAMING else None
     with slot or nullcontext():
         exchange, created, headers = await _store(await db.conn(), deployment_id, request, trace_id)
-        await db.commit()
+        reply = exchange.assistant_message
+        # A new reply streamed: subscribe before the send commits, so every notice about it is
+        # received and its state then (queued, no text) need not be read back.
+        subscription = hub.open(reply.id) if slot is not None and created else None
+        try:
+            await db.commit()
+        except BaseException:
+            if subscription is not None:
+                hub.close(reply.id, subscription)
+            raise
     if created:
         CHAT_MESSAGES.labels(mode=mode.value).inc()
         events.record(
@@ -176,7 +189,6 @@ async def send_message(
             message_length=len(request.message),
             mode=mode.value,
         )
-    reply = exchange.assistant_message
     if slot is not None:
         stream = replies.follow_reply(
             db=db,
@@ -185,8 +197,11 @@ async def send_message(
             last_event_id=None,
             ping_interval=settings.sse_ping_seconds,
             created=[exchange.user_message, reply],
+            subscription=subscription,
+            initial=NEW_REPLY if subscription is not None else None,
         )
-        return Sent(exchange, held(stream, slot), headers)
+        holds = (slot,) if subscription is None else (slot, hub.hold(reply.id, subscription))
+        return Sent(exchange, held(stream, *holds), headers)
     if mode is ChatMode.BLOCKING and not reply.status.finished:
         reply = await replies.wait_for_reply(
             db=db, hub=hub, message_id=reply.id, wait=settings.chat_wait_seconds

@@ -14,7 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from agentmarket.core.errors import TooManyStreams
 from agentmarket.db.sqlstate import quota_headers
@@ -81,19 +81,30 @@ class StreamSlots:
             del self._open[user_id]
 
 
-class HeldStream(AsyncGenerator[T, None]):
-    """`events` holding `slot`: the slot is released when the events end or fail, and by
-    `aclose()` even if they were never started (unlike a plain generator's `finally`)."""
+class Releasable(Protocol):
+    """Something a stream holds until it ends (`release()` is idempotent)."""
 
-    def __init__(self, events: AsyncGenerator[T, None], slot: StreamSlot) -> None:
+    def release(self) -> None: ...
+
+
+class HeldStream(AsyncGenerator[T, None]):
+    """`events` holding `holds` (a stream slot, a subscription): they are released when the
+    events end or fail, and by `aclose()` even if the events were never started (unlike a plain
+    generator's `finally`)."""
+
+    def __init__(self, events: AsyncGenerator[T, None], holds: tuple[Releasable, ...]) -> None:
         self._events = events
-        self._slot = slot
+        self._holds = holds
+
+    def _release(self) -> None:
+        for hold in self._holds:
+            hold.release()
 
     async def asend(self, value: None) -> T:
         try:
             return await self._events.asend(value)
         except BaseException:
-            self._slot.release()
+            self._release()
             raise
 
     async def athrow(self, typ: Any, val: Any = None, tb: Any = None) -> T:
@@ -102,16 +113,16 @@ class HeldStream(AsyncGenerator[T, None]):
                 return await self._events.athrow(typ)
             return await self._events.athrow(typ, val, tb)
         except BaseException:
-            self._slot.release()
+            self._release()
             raise
 
     async def aclose(self) -> None:
         try:
             await self._events.aclose()
         finally:
-            self._slot.release()
+            self._release()
 
 
-def held(events: AsyncGenerator[T, None], slot: StreamSlot) -> AsyncGenerator[T, None]:
-    """`events` that give `slot` back when they end, fail or are closed."""
-    return HeldStream(events, slot)
+def held(events: AsyncGenerator[T, None], *holds: Releasable) -> AsyncGenerator[T, None]:
+    """`events` that give `holds` back when they end, fail or are closed."""
+    return HeldStream(events, holds)

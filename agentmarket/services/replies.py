@@ -23,7 +23,7 @@ from agentmarket.db.caller import CallerSession
 from agentmarket.db.queries import query
 from agentmarket.domain.models import Message, MessageError, Usage
 from agentmarket.services.limits import StreamSlots, held
-from agentmarket.services.streams import Event, StreamHub, StreamState, follow
+from agentmarket.services.streams import Event, StreamHub, StreamState, Subscription, follow
 
 __all__ = [
     "ReplyCreated",
@@ -166,17 +166,23 @@ async def follow_reply(
     last_event_id: str | None,
     ping_interval: float,
     created: list[Message] | None = None,
+    subscription: Subscription | None = None,
+    initial: StreamState | None = None,
 ) -> AsyncGenerator[ReplyEvent, None]:
     """The events of one reply until it finishes, resuming after `last_event_id` if given; first
-    `created` (the messages of the send that opened the stream, if any)."""
-    async with hub.subscribe(message_id) as subscription:
+    `created` (the messages of the send that opened the stream, if any). A `subscription` opened
+    by the caller (before the reply's send committed, so with the `initial` state known) is used
+    and closed here; otherwise one is opened now and the state read."""
+    held = subscription if subscription is not None else hub.open(message_id)
+    try:
         for message in created or []:
             yield ReplyCreated(message)
         events = follow(
-            subscription,
+            held,
             lambda: read_stream_state(db=db, message_id=message_id),
             last_event_id=last_event_id,
             ping_interval=ping_interval,
+            initial=initial,
         )
         last_id = "0.0"
         try:
@@ -189,6 +195,8 @@ async def follow_reply(
         except MessageNotFound:
             # Its conversation was deleted while we followed it: a terminal event, not pings.
             yield ReplyDeleted(last_id.rstrip("f") + "f")
+    finally:
+        hub.close(message_id, held)
 
 
 async def open_reply_stream(

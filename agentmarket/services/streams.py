@@ -63,6 +63,16 @@ class Subscription:
             return None
 
 
+@dataclass(frozen=True)
+class SubscriptionHold:
+    hub: StreamHub
+    message_id: uuid.UUID
+    subscription: Subscription
+
+    def release(self) -> None:
+        self.hub.close(self.message_id, self.subscription)
+
+
 class StreamHub:
     """The instance's LISTEN connection and its subscribers (message id → queues)."""
 
@@ -86,16 +96,29 @@ class StreamHub:
 
     @contextlib.asynccontextmanager
     async def subscribe(self, message_id: uuid.UUID) -> AsyncIterator[Subscription]:
-        subscription = Subscription()
-        self._subscribers[message_id].add(subscription)
+        subscription = self.open(message_id)
         try:
             yield subscription
         finally:
-            subscribers = self._subscribers.get(message_id)
-            if subscribers is not None:
-                subscribers.discard(subscription)
-                if not subscribers:
-                    del self._subscribers[message_id]
+            self.close(message_id, subscription)
+
+    def open(self, message_id: uuid.UUID) -> Subscription:
+        """Start receiving the message's notices now (close it with `close`)."""
+        subscription = Subscription()
+        self._subscribers[message_id].add(subscription)
+        return subscription
+
+    def hold(self, message_id: uuid.UUID, subscription: Subscription) -> SubscriptionHold:
+        """The subscription as something a stream holds until it ends (`release()` closes it)."""
+        return SubscriptionHold(self, message_id, subscription)
+
+    def close(self, message_id: uuid.UUID, subscription: Subscription) -> None:
+        """Stop a subscription (idempotent)."""
+        subscribers = self._subscribers.get(message_id)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._subscribers[message_id]
 
     @property
     def listening(self) -> bool:
@@ -168,6 +191,7 @@ async def follow(
     *,
     last_event_id: str | None = None,
     ping_interval: float = 15.0,
+    initial: StreamState | None = None,
 ) -> AsyncIterator[Event]:
     """Events for one message until it finishes, resuming after `last_event_id` if given.
 
@@ -177,9 +201,11 @@ async def follow(
     after which the client has nothing to drop).
 
     The caller subscribes before calling this, so the state read here plus the notifications that
-    follow cover everything: deltas already in the stored text are trimmed by offset.
+    follow cover everything: deltas already in the stored text are trimmed by offset. `initial`
+    is the state when the caller already knows it from a moment it was subscribed (a reply it
+    just queued, subscribed before the queueing committed): nothing is read then.
     """
-    state = await read_state()
+    state = initial if initial is not None else await read_state()
     cursor = _Cursor(state.generation)
     for event in cursor.resume(state, last_event_id):
         yield event

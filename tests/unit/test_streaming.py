@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncGenerator
 
 import pytest
 
+from agentmarket.services.limits import held
 from agentmarket.services.streams import (
     Event,
     Notice,
+    StreamHub,
     StreamState,
     Subscription,
     follow,
@@ -196,3 +199,46 @@ async def test_valid_event_ids_resume_as_before(
         [StreamState("completed", "Hello, world!", 1)], [], last_event_id=last_event_id
     )
     assert [(e.kind, e.text) for e in events] == expected
+
+
+async def test_a_known_initial_state_is_not_read_back() -> None:
+    """A reply subscribed before its send committed starts from the state the send left it in:
+    the only read is the final one."""
+    subscription = Subscription()
+    for notice in (
+        Notice("delta", 1, 0, "Hi "),
+        Notice("delta", 1, 3, "there"),
+        Notice("done", 1, status="completed"),
+    ):
+        subscription.queue.put_nowait(notice)
+    reads: list[StreamState] = []
+
+    async def read() -> StreamState:
+        reads.append(StreamState("completed", "Hi there", 1))
+        return reads[-1]
+
+    events = [
+        e
+        async for e in follow(
+            subscription, read, ping_interval=0.01, initial=StreamState("queued", "", 0)
+        )
+    ]
+    assert text(events) == "Hi there"
+    assert [e.id for e in events] == ["1.3", "1.8", "1.8f"]
+    assert len(reads) == 1
+
+
+async def test_a_held_subscription_is_closed_even_if_its_stream_never_starts() -> None:
+    hub = StreamHub("postgresql://127.0.0.1:1/unused")
+    message = uuid.uuid4()
+    subscription = hub.open(message)
+    hold = hub.hold(message, subscription)
+
+    async def never() -> AsyncGenerator[int, None]:
+        yield 1
+
+    stream = held(never(), hold)
+    await stream.aclose()
+    assert hub._subscribers == {}
+    hold.release()  # idempotent
+    assert hub._subscribers == {}

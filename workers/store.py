@@ -217,8 +217,8 @@ class JobStore:
             await conn.execute(query("reset_chat_stream"), self._lease(job_id))
 
     async def finish(self, job_id: int, outcome: Outcome, event: ReplyEvent | None) -> bool:
-        """End the job with `outcome`, and record `event` with it: one transaction, only while
-        the lease is ours. False (nothing written) when it is not."""
+        """End the job with `outcome`, and record `event` with it: one statement (so one
+        transaction), only while the lease is ours. False (nothing written) when it is not."""
         params = {
             **self._lease(job_id),
             "status": outcome.status,
@@ -231,14 +231,12 @@ class JobStore:
             "ttft_ms": outcome.ttft_ms,
             "latency_ms": outcome.latency_ms,
             "truncated": outcome.truncated,
+            **_event_params(event),
         }
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.pool.connection() as conn:
             cur = await conn.execute(query("finish_chat_job"), params)
             row = await cur.fetchone()
-            finished = row is not None and bool(row[0])
-            if finished and event is not None:
-                await _record(conn, event)
-        return finished
+        return row is not None and bool(row[0])
 
     async def release(self, job_id: int) -> bool:
         """Hand the job back for another worker (the attempt does not count)."""
@@ -302,14 +300,15 @@ async def _knowledge(
         return await cur.fetchall()
 
 
-async def _record(conn: AsyncConnection[Any], event: ReplyEvent) -> None:
-    await conn.execute(
-        query("record_chat_event"),
-        {
-            "name": check_event(event.name),
-            "user_id": event.user_id,
-            "agent_id": event.agent_id,
-            "deployment_id": event.deployment_id,
-            "properties": Jsonb(dict(event.properties)),
-        },
-    )
+def _event_params(event: ReplyEvent | None) -> dict[str, Any]:
+    """The finish statement's event parameters (all null: no event)."""
+    if event is None:
+        names = ("name", "user_id", "agent_id", "deployment_id", "properties")
+        return {f"event_{name}": None for name in names}
+    return {
+        "event_name": check_event(event.name),
+        "event_user_id": event.user_id,
+        "event_agent_id": event.agent_id,
+        "event_deployment_id": event.deployment_id,
+        "event_properties": Jsonb(dict(event.properties)),
+    }

@@ -28,30 +28,36 @@ select private.append_chat_delta(%(job_id)s, %(worker_id)s, %(delta)s),
 select private.reset_chat_stream(%(job_id)s, %(worker_id)s);
 
 -- name: finish_chat_job
--- Writes the reply, its metrics, the conversation and the job; false when the lease is lost.
-select private.finish_chat_job(
-         p_job_id => %(job_id)s,
-         p_worker => %(worker_id)s,
-         p_status => %(status)s,
-         p_content => %(content)s,
-         p_error_code => %(error_code)s,
-         p_error_message => %(error_message)s,
-         p_model => %(model)s,
-         p_prompt_tokens => %(prompt_tokens)s,
-         p_completion_tokens => %(completion_tokens)s,
-         p_ttft_ms => %(ttft_ms)s,
-         p_latency_ms => %(latency_ms)s,
-         p_truncated => %(truncated)s);
+-- Writes the reply, its metrics, the conversation and the job, and (when the lease was still
+-- ours) the reply's product event, in one statement, so in one transaction; false when the lease
+-- is lost. The event's name is from agentmarket.services.telemetry.EVENTS (checked by the
+-- worker); the worker names the user itself: it acts for no caller. No event: a null name.
+with finished as (
+  select private.finish_chat_job(
+           p_job_id => %(job_id)s,
+           p_worker => %(worker_id)s,
+           p_status => %(status)s,
+           p_content => %(content)s,
+           p_error_code => %(error_code)s,
+           p_error_message => %(error_message)s,
+           p_model => %(model)s,
+           p_prompt_tokens => %(prompt_tokens)s,
+           p_completion_tokens => %(completion_tokens)s,
+           p_ttft_ms => %(ttft_ms)s,
+           p_latency_ms => %(latency_ms)s,
+           p_truncated => %(truncated)s) as ok
+), recorded as (
+  insert into private.telemetry_events (name, user_id, agent_id, deployment_id, properties)
+  select %(event_name)s::text, %(event_user_id)s::uuid, %(event_agent_id)s::uuid,
+         %(event_deployment_id)s::uuid, %(event_properties)s::jsonb
+    from finished
+   where finished.ok and %(event_name)s::text is not null
+)
+select ok from finished;
 
 -- name: release_chat_job
 -- Hands the job back (the attempt does not count) for another worker.
 select private.release_chat_job(%(job_id)s, %(worker_id)s);
-
--- name: record_chat_event
--- A product event of a reply (names from agentmarket.services.telemetry.EVENTS), written in the
--- transaction that finishes the job. The worker names the user itself: it acts for no caller.
-insert into private.telemetry_events (name, user_id, agent_id, deployment_id, properties)
-values (%(name)s, %(user_id)s, %(agent_id)s, %(deployment_id)s, %(properties)s);
 
 -- name: chat_job_context
 -- What answering the reply %(message_id)s needs, in one statement: its conversation,

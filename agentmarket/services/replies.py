@@ -174,6 +174,13 @@ async def follow_reply(
     by the caller (before the reply's send committed, so with the `initial` state known) is used
     and closed here; otherwise one is opened now and the state read."""
     held = subscription if subscription is not None else hub.open(message_id)
+    finished: list[Message] = []
+
+    async def read_done() -> StreamState:
+        # The finished message is what the last event carries: one read serves both.
+        finished.append(await read_message(db=db, message_id=message_id))
+        return StreamState(finished[-1].status, finished[-1].content, 0)
+
     try:
         for message in created or []:
             yield ReplyCreated(message)
@@ -183,12 +190,15 @@ async def follow_reply(
             last_event_id=last_event_id,
             ping_interval=ping_interval,
             initial=initial,
+            read_done=read_done,
         )
         last_id = "0.0"
         try:
             async for event in events:
                 if event.kind == "done":
-                    yield ReplyFinished(await read_message(db=db, message_id=message_id), event.id)
+                    final = finished[-1] if finished and finished[-1].status.finished else None
+                    message = final or await read_message(db=db, message_id=message_id)
+                    yield ReplyFinished(message, event.id)
                     return
                 yield event
                 last_id = event.id or last_id

@@ -18,7 +18,7 @@ import re
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import structlog
@@ -192,6 +192,7 @@ async def follow(
     last_event_id: str | None = None,
     ping_interval: float = 15.0,
     initial: StreamState | None = None,
+    read_done: Callable[[], Awaitable[StreamState]] | None = None,
 ) -> AsyncIterator[Event]:
     """Events for one message until it finishes, resuming after `last_event_id` if given.
 
@@ -203,7 +204,9 @@ async def follow(
     The caller subscribes before calling this, so the state read here plus the notifications that
     follow cover everything: deltas already in the stored text are trimmed by offset. `initial`
     is the state when the caller already knows it from a moment it was subscribed (a reply it
-    just queued, subscribed before the queueing committed): nothing is read then.
+    just queued, subscribed before the queueing committed): nothing is read then. `read_done`
+    reads the finished message's status and text when its `done` notice arrives (the notice
+    names the generation), if the caller has a cheaper or more useful read than `read_state`.
     """
     state = initial if initial is not None else await read_state()
     cursor = _Cursor(state.generation)
@@ -221,7 +224,7 @@ async def follow(
         else:
             if (reset := cursor.follow_generation(notice.generation)) is not None:
                 yield reset
-            events = await cursor.apply(notice, read_state)
+            events = await cursor.apply(notice, read_state, read_done or read_state)
         for event in events:
             yield event
 
@@ -268,13 +271,18 @@ class _Cursor:
         return reset
 
     async def apply(
-        self, notice: Notice, read_state: Callable[[], Awaitable[StreamState]]
+        self,
+        notice: Notice,
+        read_state: Callable[[], Awaitable[StreamState]],
+        read_done: Callable[[], Awaitable[StreamState]],
     ) -> list[Event]:
         """The events for a notice of the current generation."""
         if notice.kind == "reset":
             return []
         if notice.kind == "done":
-            events = self._stored(await read_state())
+            done = await read_done()
+            # The finished text is the notice's generation (the last one: the job is over).
+            events = self._stored(replace(done, generation=notice.generation))
             self.finished = True
             return [*events, self._done()]
         end = notice.offset + len(notice.text)

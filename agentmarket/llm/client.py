@@ -10,6 +10,11 @@ already relayed: a `Retrying` event is yielded first so the caller can discard t
 Permanent failures (400/401/403/404/422) raise `LLMError` at once. Every attempt is logged as
 `llm.attempt`; no API key ever reaches a log line, an event or an error message.
 
+The SDK sends the request (auth, base URL, timeouts, HTTP errors), but the streamed body is read
+here: its SSE events are split by `agentmarket.llm.sse.SSEDecoder` and each chunk is decoded with
+orjson into a dict, with no pydantic model per chunk (docs/benchmarks.md). A response that is not
+`text/event-stream`, or `LLMClient(fast_stream=False)`, keeps the SDK's own chunk parsing.
+
 Consumers that stop early (a cancelled reply) should close the iterator, e.g. with
 `contextlib.aclosing(client.stream(...))`, so the HTTP response is released at once.
 """
@@ -27,16 +32,19 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import httpx
 import openai
+import orjson
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base, wait_exponential, wait_random
 
+from agentmarket.llm.sse import SSEDecoder
+
 if TYPE_CHECKING:
-    from openai.types.chat import ChatCompletionMessageParam
+    from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 __all__ = [
     "MAX_CACHED_CLIENTS",
@@ -401,6 +409,7 @@ class LLMClient:
         jitter: float = 0.1,
         http_client: httpx.AsyncClient | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        fast_stream: bool = True,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
@@ -410,6 +419,9 @@ class LLMClient:
         self._max_retries = max_retries
         self._backoff = _Backoff(base=backoff_base, maximum=backoff_max, jitter=jitter)
         self._sleep = sleep
+        # Parse the SSE body here rather than through the SDK's per-chunk models (the SDK still
+        # sends the request); False keeps the SDK's parsing for a provider that needs it.
+        self._fast_stream = fast_stream
         # A client passed in belongs to the caller (not closed here); otherwise one is made lazily.
         self._http_client = http_client
         self._owns_http_client = http_client is None
@@ -510,36 +522,141 @@ class LLMClient:
     async def _attempt(
         self, client: openai.AsyncOpenAI, request: CompletionRequest
     ) -> AsyncGenerator[TextDelta | Completed, None]:
-        stream = await client.chat.completions.create(
-            model=request.model,
-            messages=cast("list[ChatCompletionMessageParam]", request.messages),
-            stream=True,
-            stream_options={"include_usage": True},
-            temperature=request.temperature if request.temperature is not None else openai.omit,
-            max_completion_tokens=(
-                request.max_tokens if request.max_tokens is not None else openai.omit
-            ),
-        )
-        usage: TokenUsage | None = None
-        finish_reason: str | None = None
-        model = request.model
-        async with stream:
-            async for chunk in stream:
-                if chunk.model:
-                    model = chunk.model
-                if chunk.usage is not None:
-                    usage = TokenUsage(
-                        prompt_tokens=chunk.usage.prompt_tokens,
-                        completion_tokens=chunk.usage.completion_tokens,
-                    )
-                for choice in chunk.choices or ():
-                    if choice.index != 0:
-                        continue
-                    delta = choice.delta
-                    if delta is not None and delta.content:
-                        yield TextDelta(delta.content)
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
-        if finish_reason is None:
+        reply = _Reply(request.model)
+        if self._fast_stream:
+            chunks = self._raw_chunks(client, request, reply)
+        else:
+            stream = await client.chat.completions.create(**_create_params(request))
+            chunks = _sdk_chunks(cast("openai.AsyncStream[ChatCompletionChunk]", stream), reply)
+        async with contextlib.aclosing(chunks) as texts:
+            async for text in texts:
+                yield TextDelta(text)
+        if reply.finish_reason is None:
             raise _StreamCut("the stream ended before its final chunk")
-        yield Completed(usage=usage, model=model, finish_reason=finish_reason)
+        yield Completed(usage=reply.usage, model=reply.model, finish_reason=reply.finish_reason)
+
+    async def _raw_chunks(
+        self, client: openai.AsyncOpenAI, request: CompletionRequest, reply: _Reply
+    ) -> AsyncGenerator[str, None]:
+        """The SDK sends the request (auth, errors, timeouts); the SSE body is parsed here."""
+        params = _create_params(request)
+        async with client.chat.completions.with_streaming_response.create(**params) as raw:
+            response = raw.http_response
+            content_type = response.headers.get("content-type", "")
+            if content_type.startswith("text/event-stream"):
+                chunks = _fast_chunks(response, reply)
+            else:  # not SSE as announced: leave the body to the SDK, as before
+                stream = cast("openai.AsyncStream[ChatCompletionChunk]", await raw.parse())
+                chunks = _sdk_chunks(stream, reply)
+            async with contextlib.aclosing(chunks) as texts:
+                async for text in texts:
+                    yield text
+
+
+def _create_params(request: CompletionRequest) -> dict[str, Any]:
+    return {
+        "model": request.model,
+        "messages": cast("list[ChatCompletionMessageParam]", request.messages),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": request.temperature if request.temperature is not None else openai.omit,
+        "max_completion_tokens": (
+            request.max_tokens if request.max_tokens is not None else openai.omit
+        ),
+    }
+
+
+class _Reply:
+    """What one attempt learned besides its text: the model, the usage and the finish reason."""
+
+    __slots__ = ("finish_reason", "model", "usage")
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.usage: TokenUsage | None = None
+        self.finish_reason: str | None = None
+
+    def take(self, chunk: object, http_request: httpx.Request) -> str | None:
+        """Record one decoded chunk (a dict from the JSON); its text for choice 0, if any.
+
+        Mirrors the SDK: a chunk with a truthy `error` raises the `openai.APIError` the SDK
+        raises for it."""
+        if not isinstance(chunk, dict):
+            return None
+        error = chunk.get("error")
+        if error:
+            raise _stream_error(error, http_request)
+        model = chunk.get("model")
+        if model and isinstance(model, str):
+            self.model = model
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = TokenUsage(
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+            )
+        text: str | None = None
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            content = delta.get("content") if isinstance(delta, dict) else None
+            if content and isinstance(content, str):
+                text = content if text is None else text + content
+            finish = choice.get("finish_reason")
+            if finish and isinstance(finish, str):
+                self.finish_reason = finish
+        return text
+
+
+def _stream_error(error: object, http_request: httpx.Request) -> openai.APIError:
+    """The SDK's exception for an `{"error": …}` event in the stream (openai._streaming)."""
+    message = error.get("message") if isinstance(error, dict) else None
+    if not message or not isinstance(message, str):
+        message = "An error occurred during streaming"
+    return openai.APIError(message=message, request=http_request, body=error)
+
+
+async def _fast_chunks(response: httpx.Response, reply: _Reply) -> AsyncGenerator[str, None]:
+    """The text of each SSE chunk, decoded with orjson; no model object per chunk."""
+    decoder = SSEDecoder()
+    http_request = response.request
+    take = reply.take
+    loads = orjson.loads
+    async for data in response.aiter_bytes():
+        for payload in decoder.feed(data):
+            if payload.startswith(b"[DONE]"):
+                return
+            text = take(loads(payload), http_request)
+            if text is not None:
+                yield text
+    for payload in decoder.finish():
+        if payload.startswith(b"[DONE]"):
+            return
+        text = take(loads(payload), http_request)
+        if text is not None:
+            yield text
+
+
+async def _sdk_chunks(
+    stream: openai.AsyncStream[ChatCompletionChunk], reply: _Reply
+) -> AsyncGenerator[str, None]:
+    """The SDK's own parsing (a pydantic model per chunk): for providers the fast path cannot
+    read, and with `LLMClient(fast_stream=False)`."""
+    async with stream:
+        async for chunk in stream:
+            if chunk.model:
+                reply.model = chunk.model
+            if chunk.usage is not None:
+                reply.usage = TokenUsage(
+                    prompt_tokens=chunk.usage.prompt_tokens,
+                    completion_tokens=chunk.usage.completion_tokens,
+                )
+            for choice in chunk.choices or ():
+                if choice.index != 0:
+                    continue
+                delta = choice.delta
+                if delta is not None and delta.content:
+                    yield delta.content
+                if choice.finish_reason:
+                    reply.finish_reason = choice.finish_reason

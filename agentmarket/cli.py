@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import psycopg
 from pydantic import ValidationError
 
-from agentmarket.core import paths
+from agentmarket.core import loops, paths
 from agentmarket.core.config import (
     LOCAL_LOGIN_PASSWORDS,
     AppEnv,
@@ -223,14 +223,23 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _entry_point(name: str) -> EntryPoint:
+    found = entry_points(group="agentmarket.apps", name=name)
+    if not found:
+        raise SystemExit(f"the {name!r} app is not installed (pip install -e .)")
+    return next(iter(found))
+
+
 def _app(name: str) -> Any:
     """One of the product's processes: `http` (the functions' app factory) or `worker` (runs the
     chat worker until SIGTERM). They live outside this package, which never imports them; their
     packages register them as `agentmarket.apps` entry points (pyproject.toml)."""
-    found = entry_points(group="agentmarket.apps", name=name)
-    if not found:
-        raise SystemExit(f"the {name!r} app is not installed (pip install -e .)")
-    return next(iter(found)).load()
+    return _entry_point(name).load()
+
+
+def _app_target(name: str) -> str:
+    """The entry point's import string (`module:attribute`), for uvicorn's worker processes."""
+    return str(_entry_point(name).value)
 
 
 # --- serve ---------------------------------------------------------------------------------------
@@ -241,16 +250,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     _process_urls(settings, "api_url", "api_direct_url")
-    create_app = _app("http")
-
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        access_log=False,  # the app logs one canonical line per request
-        log_level=settings.log_level.lower(),
-        proxy_headers=True,
-    )
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "loop": loops.uvicorn_loop(),
+        "access_log": False,  # the app logs one canonical line per request
+        "log_level": settings.log_level.lower(),
+        "proxy_headers": True,
+    }
+    if args.workers == 1:
+        uvicorn.run(_app("http")(settings), **options)
+        return 0
+    # N processes: uvicorn starts each from an import string and calls the factory there with no
+    # arguments (the settings come from the same environment). Each builds its own app: its own
+    # pool and its own LISTEN connection.
+    uvicorn.run(_app_target("http"), factory=True, workers=args.workers, **options)
     return 0
 
 
@@ -381,13 +398,17 @@ def cmd_rotate_secrets(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
     _process_urls(settings, "worker_url")
-    _app("worker")(
+    if args.processes < 1:
+        print("error: --processes must be at least 1", file=sys.stderr)
+        return 2
+    status = _app("worker")(
         settings,
         concurrency=args.concurrency,
         lease_seconds=args.lease_seconds,
         grace_seconds=args.grace_seconds,
+        processes=args.processes,
     )
-    return 0
+    return int(status or 0)
 
 
 def cmd_offline_model(args: argparse.Namespace) -> int:
@@ -496,6 +517,12 @@ def _add_worker(sub: _Subparsers) -> None:
         default=20.0,
         help="on SIGTERM, how long running replies may finish before they are handed back",
     )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="worker processes, each with its own pool and LISTEN connection",
+    )
     p.set_defaults(func=cmd_worker)
 
 
@@ -511,6 +538,12 @@ def _add_serve(sub: _Subparsers) -> None:
     p = sub.add_parser("serve", help="run the HTTP functions (uvicorn)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes, each with its own pool and LISTEN connection",
+    )
     p.set_defaults(func=cmd_serve)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 
-from agentmarket.core import paths
+from agentmarket.core import loops, paths
 from agentmarket.core.auth import TokenVerifier
 from agentmarket.core.config import Settings, get_settings
 from agentmarket.core.logging import configure_logging
@@ -27,6 +29,8 @@ from functions.routers import chat, deployments, health, marketplace, me
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
+log = structlog.get_logger("agentmarket.http")
+
 MAX_BODY_BYTES = 2 * 1024 * 1024  # a support agent's knowledge base can be large
 
 DESCRIPTION = """\
@@ -37,6 +41,10 @@ public. Errors are RFC 9457 `application/problem+json` with a stable `code`.
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app. Without `settings` it reads them from the environment: `agentmarket serve
+    --workers N` has uvicorn call it so in each of its processes. Everything that connects (the
+    pool, the StreamHub's one LISTEN connection, the telemetry sink) is made per app when it
+    starts, so processes share nothing but the database."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
 
@@ -53,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await hub.start()
         signer = DeploymentSigner(pool)
         warming = asyncio.create_task(signer.warm(), name="signing-key")
+        log.info("api.started", loop=loops.running_loop_name(), pid=os.getpid())
         app.state.agentmarket = AppState(
             settings=settings,
             pool=pool,

@@ -80,7 +80,10 @@ class JobRunner:
     async def run(self, job: Job, signals: JobSignals) -> None:
         """Answer `job`, keeping its lease meanwhile; never raises but CancelledError."""
         structlog.contextvars.bind_contextvars(
-            job_id=job.id, message_id=str(job.message_id), trace_id=job.trace_id
+            job_id=job.id,
+            message_id=str(job.message_id),
+            trace_id=job.trace_id,
+            worker_id=self.config.worker_id,
         )
         started = self._clock()
         interval = lease_interval(self.config.lease_seconds)

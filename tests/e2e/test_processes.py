@@ -1,0 +1,118 @@
+"""`agentmarket serve --workers N` and `agentmarket worker --processes N`: several processes of
+each, every one with its own pool and LISTEN connection, on uvloop."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Process, Stack, deploy, sse_events, wait_http
+from tests.e2e.test_chat import finished, wait_message
+from tests.procs import free_port
+
+pytestmark = [pytest.mark.db, pytest.mark.e2e]
+
+
+def log_lines(process: Process, event: str) -> list[dict[str, Any]]:
+    lines = []
+    for line in process.output().splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record.get("event") == event:
+                lines.append(record)
+    return lines
+
+
+def wait_log(process: Process, event: str, count: int, seconds: float = 30) -> list[dict[str, Any]]:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        found = log_lines(process, event)
+        if len(found) >= count:
+            return found
+        assert process.popen.poll() is None, process.output()
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {count} {event} lines:\n{process.output()}")
+
+
+def stop_default_worker(stack: Stack) -> None:
+    for process in stack.processes:
+        if process.name == "worker":
+            assert process.stop() == 0, process.output()
+
+
+def test_serve_with_two_workers_answers_and_streams(stack: Stack) -> None:
+    port = free_port()
+    api = stack.spawn("api2", "serve", "--port", str(port), "--workers", "2")
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/readyz", api)
+    started = wait_log(api, "api.started", 2)
+    assert len({line["pid"] for line in started}) == 2
+    assert {line["loop"] for line in started} == {"uvloop"}
+
+    headers = {"Authorization": f"Bearer {stack.token('two-apis@example.com')}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+        deployment = deploy(client)
+        with client.stream(
+            "POST",
+            f"/api/agents/{deployment}/chat",
+            json={"message": "through two workers"},
+            headers={"Accept": "text/event-stream"},
+        ) as stream:
+            events = list(sse_events(stream))
+        assert events[-1][1] == "message.completed"
+        final = events[-1][2]["message"]
+        assert isinstance(final, dict)
+        assert final["content"].startswith("Echo: through two workers")
+
+        def blocking(i: int) -> int:
+            r = client.post(f"/api/agents/{deployment}/chat", json={"message": f"q{i}"})
+            return r.status_code
+
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            assert list(pool.map(blocking, range(12))) == [200] * 12
+
+    assert api.stop() == 0, api.output()
+
+
+def test_worker_processes_share_the_queue_and_stop_on_sigterm(stack: Stack) -> None:
+    stop_default_worker(stack)
+    # Two replies at a time per process: eight slow replies need both processes.
+    parent = stack.spawn(
+        "workers2", "worker", "--concurrency", "2", "--lease-seconds", "3", "--processes", "2"
+    )
+    started = wait_log(parent, "worker.started", 2)
+    assert len({line["worker_id"] for line in started}) == 2
+    assert {line["loop"] for line in log_lines(parent, "worker.loop")} == {"uvloop"}
+    (supervisor,) = log_lines(parent, "worker.supervisor.started")
+    children = supervisor["pids"]
+    assert len(set(children)) == 2
+
+    with stack.client("two-workers@example.com") as client:
+        deployment = deploy(client)
+        replies = []
+        for i in range(8):
+            sent = client.post(
+                f"/api/agents/{deployment}/chat",
+                json={"message": f"slow {i} [[long:20]] [[tps:40]]", "mode": "async"},
+            )
+            assert sent.status_code == 202, sent.text
+            replies.append(sent.json()["assistant_message"]["id"])
+        for reply in replies:
+            message = wait_message(client, reply, until=finished, seconds=60)
+            assert message["status"] == "completed", message
+
+    finishers = {line["worker_id"] for line in log_lines(parent, "job.finished")}
+    assert finishers == {line["worker_id"] for line in started}
+
+    assert parent.stop() == 0, parent.output()
+    assert len(log_lines(parent, "worker.stopped")) == 2
+    assert [line["exitcode"] for line in log_lines(parent, "worker.process.exited")] == [0, 0]
+    for pid in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.db
 @pytest.fixture
 async def pool(settings: Settings) -> AsyncIterator[AsyncConnectionPool]:
     pool = create_pool(settings, min_size=1, max_size=2)
-    await pool.open()
+    await pool.open(wait=True)  # ready before the test: no growth while it runs
     yield pool
     await pool.close()
 

@@ -182,6 +182,26 @@ async def test_a_repeated_client_message_id_is_free_after_the_limit(
     assert counts(conn) == before
 
 
+def finish_with_tokens(
+    conn: psycopg.Connection, sent: httpx.Response, prompt: int, completion: int
+) -> int:
+    """Finish the send's reply with these tokens (as the worker would); the user's platform-key
+    tokens counted today."""
+    reply = sent.json()["assistant_message"]
+    conn.execute(
+        "update public.agent_messages set status = 'completed', prompt_tokens = %s,"
+        " completion_tokens = %s, completed_at = now() where id = %s",
+        (prompt, completion, reply["id"]),
+    )
+    row = conn.execute(
+        "select coalesce(sum(u.tokens), 0)::int from private.platform_token_usage u"
+        " join public.agent_messages m on m.user_id = u.user_id where m.id = %s",
+        (reply["id"],),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 async def test_the_platform_token_budget_spares_own_keys(
     client: httpx.AsyncClient, alice: Caller, conn: psycopg.Connection
 ) -> None:
@@ -195,14 +215,7 @@ async def test_the_platform_token_budget_spares_own_keys(
     accepted = await send(client, alice, platform)
     assert accepted.status_code == 202
     # The reply finishes with 60 + 40 tokens on the platform key: the budget is spent.
-    conn.execute(
-        "update public.agent_messages set status = 'completed', prompt_tokens = 60,"
-        " completion_tokens = 40, completed_at = now() where id = %s",
-        (accepted.json()["assistant_message"]["id"],),
-    )
-    assert conn.execute(
-        "select tokens from private.platform_token_usage where user_id = %s", (alice.user.id,)
-    ).fetchone() == (100,)
+    assert finish_with_tokens(conn, accepted, 60, 40) == 100
     before = counts(conn)
     refused = await send(client, alice, platform)
     retry_after = assert_refused(refused, "token_budget_exhausted", "platform_tokens")
@@ -217,14 +230,7 @@ async def test_the_platform_token_budget_spares_own_keys(
     own_key = await send(client, alice, own)
     assert own_key.status_code == 202
     # Tokens answered with the user's own key are not counted.
-    conn.execute(
-        "update public.agent_messages set status = 'completed', prompt_tokens = 500,"
-        " completion_tokens = 500, completed_at = now() where id = %s",
-        (own_key.json()["assistant_message"]["id"],),
-    )
-    assert conn.execute(
-        "select tokens from private.platform_token_usage where user_id = %s", (alice.user.id,)
-    ).fetchone() == (100,)
+    assert finish_with_tokens(conn, own_key, 500, 500) == 100
 
 
 async def test_a_budget_of_zero_is_unlimited(

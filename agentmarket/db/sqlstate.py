@@ -56,10 +56,12 @@ def _limit(
             quota, window = int(info["limit"]), int(info["window"])
         except (ValueError, KeyError, TypeError):
             return error()
-        headers = {"Retry-After": str(retry), **quota_headers(policy, quota, window, 0, retry)}
+        headers = quota_headers(policy, quota, window, 0, retry)
         if issubclass(error, LimitExceeded):
-            return error(headers=headers, limit=policy)
-        return error(headers=headers)
+            return error(headers={"Retry-After": str(retry), **headers}, limit=policy)
+        # A cap on what the user holds (409): waiting does not help, only deleting one does, so
+        # no Retry-After and no RateLimit state; the policy still says what the cap is.
+        return error(headers={"RateLimit-Policy": headers["RateLimit-Policy"]})
 
     return make
 

@@ -1,0 +1,37 @@
+"""Log lines reach their stream whole: one write per line, newline included, so processes that
+share a pipe (`worker --processes N`) never splice their lines together."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import structlog
+
+from agentmarket.core.logging import configure_logging
+
+
+class RecordingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_each_line_is_one_write_with_its_newline() -> None:
+    stream = RecordingStream()
+    configure_logging("info", json_logs=True, stream=stream)
+    try:
+        log = structlog.get_logger()
+        log.info("first.event", worker_id="a")
+        log.info("second.event", worker_id="b", api_key="sk-hidden")
+    finally:
+        configure_logging("info")
+    assert len(stream.writes) == 2
+    assert all(w.endswith("\n") and w.count("\n") == 1 for w in stream.writes)
+    records = [json.loads(w) for w in stream.writes]
+    assert [r["event"] for r in records] == ["first.event", "second.event"]
+    assert records[1]["api_key"] == "[redacted]"

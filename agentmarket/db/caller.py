@@ -4,41 +4,58 @@ The request pool (`agentmarket.db.pool`) logs in as the functions' own login (AP
   `agentmarket_api`), which can become only `anon` or `authenticated` and holds no privilege of
   its own; each request's SQL runs in a transaction that assumes the caller's role and JWT claims
   exactly as PostgREST does, so the same RLS policies protect both.
+
+Two shapes (docs/architecture.md#the-path-of-a-chat-message): `as_caller`, an explicit transaction
+(BEGIN with the settings, the statements, COMMIT), and `run_as_caller`, one statement in an
+implicit transaction of its own (the settings and the statement in one simple-protocol query, no
+BEGIN or COMMIT to send).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from agentmarket.core.errors import DatabaseUnavailable, UnknownUser
 from agentmarket.db.sqlstate import app_errors
 
-__all__ = ["ANON_CLAIMS", "CallerSession", "as_caller", "set_caller"]
+__all__ = ["ANON_CLAIMS", "CallerSession", "as_caller", "run_as_caller", "set_caller"]
 
 ANON_CLAIMS: dict[str, Any] = {"role": "anon"}
+
+
+def _caller(claims: dict[str, Any] | None) -> tuple[str, str]:
+    """(role, claims JSON) for the caller (None: an anonymous caller). Only anon and
+    authenticated: the API login can become nothing else anyway."""
+    role = "anon" if claims is None else str(claims.get("role", "authenticated"))
+    if role not in ("anon", "authenticated"):
+        raise ValueError(f"unexpected role {role!r}")
+    return role, json.dumps(claims if claims is not None else ANON_CLAIMS)
 
 
 def set_caller(claims: dict[str, Any] | None) -> sql.Composed:
     """The statement that makes the rest of the transaction run as the caller, like PostgREST:
     role and `request.jwt.claims`, set locally (None: an anonymous caller). Values are quoted as
-    literals, so it can share a round trip with BEGIN. Only anon and authenticated: the API login
-    can become nothing else anyway."""
-    role = "anon" if claims is None else str(claims.get("role", "authenticated"))
-    if role not in ("anon", "authenticated"):
-        raise ValueError(f"unexpected role {role!r}")
+    literals, so it can share a round trip with BEGIN."""
+    role, claims_json = _caller(claims)
     return sql.SQL(
         "select set_config('role', {}, true), set_config('request.jwt.claims', {}, true)"
-    ).format(
-        sql.Literal(role), sql.Literal(json.dumps(claims if claims is not None else ANON_CLAIMS))
-    )
+    ).format(sql.Literal(role), sql.Literal(claims_json))
+
+
+# The settings ahead of `run_as_caller`'s statement, bound like its own parameters.
+_RUN_PREFIX = (
+    "select set_config('role', %(_caller_role)s, true),"
+    " set_config('request.jwt.claims', %(_caller_claims)s, true);\n"
+)
 
 
 @asynccontextmanager
@@ -79,6 +96,50 @@ async def as_caller(
         raise DatabaseUnavailable() from exc
 
 
+async def run_as_caller(
+    pool: AsyncConnectionPool,
+    claims: dict[str, Any] | None,
+    statement: str,
+    params: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """One statement as the caller in a transaction of its own; its rows (as dicts), committed
+    when this returns.
+
+    The role and claims settings and the statement travel as one simple-protocol query (values
+    bound client-side, `ClientCursor`), which Postgres runs as one implicit transaction: two
+    statements, one round trip, no BEGIN or COMMIT. The settings are local to that transaction,
+    so the connection goes back to the pool as the API login, with no claims. `statement` is one
+    statement with named parameters (`%(name)s`; names starting `_caller` are taken).
+
+    Errors map like `as_caller`'s: our SQLSTATEs become their AppErrors, a write by a vanished
+    user `UnknownUser`, a lost connection or pool timeout `DatabaseUnavailable`. The commit is
+    part of the query: if it fails the query fails, so nothing is ever answered as committed that
+    was not, and a failed commit is `DatabaseUnavailable` as in `as_caller`. A commit fails with
+    its connection or as a transaction rollback (SQLSTATE class 40, serialization failure or
+    deadlock: try again), both `DatabaseUnavailable` here wherever they happen; no constraint
+    in the schema is deferred to the commit (a test checks).
+    """
+    role, claims_json = _caller(claims)
+    bound = {**params, "_caller_role": role, "_caller_claims": claims_json}
+    try:
+        with app_errors():
+            async with (
+                pool.connection() as conn,
+                psycopg.AsyncClientCursor(conn, row_factory=dict_row) as cur,
+            ):
+                await cur.execute(_RUN_PREFIX + statement, bound)
+                cur.nextset()  # past the settings' row, to the statement's result
+                return await cur.fetchall() if cur.description is not None else []
+    except psycopg.errors.ForeignKeyViolation as exc:
+        if _is_missing_user(exc):
+            raise UnknownUser() from exc
+        raise
+    except psycopg.errors.TransactionRollback as exc:
+        raise DatabaseUnavailable("The change could not be committed; try again.") from exc
+    except (psycopg.OperationalError, TimeoutError) as exc:
+        raise DatabaseUnavailable() from exc
+
+
 def _is_missing_user(exc: psycopg.errors.ForeignKeyViolation) -> bool:
     """A write by a token whose user is gone from auth.users (found where the write fails, so
     requests pay no lookup for it)."""
@@ -95,7 +156,8 @@ class CallerSession:
     opens the one transaction (as the caller) that the request then reuses. `close()` commits, or
     rolls back when the request failed. A service that must wait (on a model, on a stream) ends
     the request transaction first with `commit()`, so no pooled connection or open transaction is
-    held while it waits, and reads afterwards in separate short transactions (`transaction()`).
+    held while it waits, and reads afterwards in separate short transactions (`transaction()`,
+    or `run()` for one statement).
     """
 
     def __init__(self, pool: AsyncConnectionPool, claims: dict[str, Any] | None) -> None:
@@ -124,6 +186,12 @@ class CallerSession:
         """A separate short transaction as the caller (e.g. a read while following a stream,
         after the request transaction ended)."""
         return as_caller(self.pool, self.claims)
+
+    async def run(self, statement: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """One statement as the caller in a transaction of its own, committed when this returns
+        (`run_as_caller`: two statements, one round trip). Separate from the request
+        transaction: for a request's only statement, or one after `commit()`."""
+        return await run_as_caller(self.pool, self.claims, statement, params)
 
     async def close(self, exc: BaseException | None = None) -> None:
         """Commit the request transaction if one is open; roll it back instead when the request

@@ -1,10 +1,11 @@
 """Sending messages, conversations and message reads. All as the caller, under RLS; the writes
 (send, cancel) go through private SECURITY DEFINER functions that check ownership in SQL.
 
-A send commits the user message, the queued reply and the job first (counted and recorded as
-`agent.chat.message.sent` once committed), then waits for the reply (blocking) or hands back its
-events (streaming) through `agentmarket.services.replies`: no request holds a pooled connection or
-an open transaction while the model works.
+A send commits the user message, the queued reply and the job first, in one statement that
+answers with both messages (counted and recorded as `agent.chat.message.sent` once committed),
+then waits for the reply (blocking) or hands back its events (streaming) through
+`agentmarket.services.replies`: no request holds a pooled connection or an open transaction while
+the model works.
 """
 
 from __future__ import annotations
@@ -106,43 +107,42 @@ class Sent:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-async def _load_messages(
-    conn: psycopg.AsyncConnection, ids: list[uuid.UUID]
-) -> dict[uuid.UUID, Message]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query("chat_messages_by_id"), {"ids": ids})
-        return {row["id"]: to_message(row) for row in await cur.fetchall()}
-
-
 async def _store(
-    conn: psycopg.AsyncConnection,
+    db: CallerSession,
     deployment_id: uuid.UUID,
     request: ChatRequest,
     trace_id: str | None,
+    reply_id: uuid.UUID,
 ) -> tuple[ChatExchange, bool, dict[str, str]]:
-    """Store the user message and the queued reply, enqueue the job, under the limits the
-    database checks in the same statement; (exchange, newly created, quota headers)."""
-    async with conn.cursor() as cur:
-        await cur.execute(
-            query("chat_send_message"),
-            {
-                "deployment_id": deployment_id,
-                "conversation_id": request.conversation_id,
-                "message": request.message,
-                "client_message_id": request.client_message_id,
-                "trace_id": trace_id,
-            },
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    conversation_id, user_id, reply_id, created, policy, quota, remaining, reset = row
-    messages = await _load_messages(conn, [user_id, reply_id])
-    exchange = ChatExchange(
-        conversation_id=conversation_id,
-        user_message=messages[user_id],
-        assistant_message=messages[reply_id],
+    """Store the user message and the queued reply (`reply_id` unless the send is a repeat),
+    enqueue the job, under the limits the database checks in the same statement, and commit:
+    one statement as the caller in a transaction of its own, answering with both messages;
+    (exchange, newly created, quota headers)."""
+    rows = await db.run(
+        query("chat_send_message"),
+        {
+            "deployment_id": deployment_id,
+            "conversation_id": request.conversation_id,
+            "message": request.message,
+            "client_message_id": request.client_message_id,
+            "trace_id": trace_id,
+            "reply_id": reply_id,
+        },
     )
-    return exchange, bool(created), quota_headers(policy, quota, 60, remaining, reset)
+    user_row, reply_row = rows  # the user's message first
+    exchange = ChatExchange(
+        conversation_id=user_row["conversation_id"],
+        user_message=to_message(user_row),
+        assistant_message=to_message(reply_row),
+    )
+    headers = quota_headers(
+        user_row["quota_policy"],
+        user_row["quota_limit"],
+        60,
+        user_row["quota_remaining"],
+        user_row["quota_reset"],
+    )
+    return exchange, bool(user_row["created"]), headers
 
 
 async def send_message(
@@ -161,23 +161,30 @@ async def send_message(
     """Send a message; the reply as it stands after waiting for it (blocking: up to
     CHAT_WAIT_SECONDS), its events (streaming), or as queued (async).
 
-    The request transaction commits before any waiting; a repeated `client_message_id` answers
-    the original exchange and is not counted again. A streaming send takes one of the caller's
-    stream slots first (`TooManyStreams`: nothing is stored) and gives it back if the send fails
-    or when its stream ends."""
+    The send commits before any waiting (one statement in a transaction of its own); a repeated
+    `client_message_id` answers the original exchange and is not counted again. A streaming send
+    takes one of the caller's stream slots first (`TooManyStreams`: nothing is stored) and gives
+    it back if the send fails or when its stream ends."""
     slot = slots.acquire(user.id) if mode is ChatMode.STREAMING else None
     with slot or nullcontext():
-        exchange, created, headers = await _store(await db.conn(), deployment_id, request, trace_id)
-        reply = exchange.assistant_message
-        # A new reply streamed: subscribe before the send commits, so every notice about it is
-        # received and its state then (queued, no text) need not be read back.
-        subscription = hub.open(reply.id) if slot is not None and created else None
+        # The new reply's id is ours to choose, so a send that follows its reply subscribes to
+        # it before the send (and its commit) runs: every notice about it is received, and its
+        # state then (queued, no text, as the send answers) need not be read back.
+        reply_id = uuid.uuid4()
+        subscription = hub.open(reply_id) if mode is not ChatMode.ASYNC else None
         try:
-            await db.commit()
+            exchange, created, headers = await _store(
+                db, deployment_id, request, trace_id, reply_id
+            )
         except BaseException:
             if subscription is not None:
-                hub.close(reply.id, subscription)
+                hub.close(reply_id, subscription)
             raise
+        reply = exchange.assistant_message
+        if subscription is not None and not created:
+            # A repeated send: the original reply, whose state must be read when followed.
+            hub.close(reply_id, subscription)
+            subscription = None
     if created:
         CHAT_MESSAGES.labels(mode=mode.value).inc()
         events.record(
@@ -204,9 +211,16 @@ async def send_message(
         return Sent(exchange, held(stream, *holds), headers)
     if mode is ChatMode.BLOCKING and not reply.status.finished:
         reply = await replies.wait_for_reply(
-            db=db, hub=hub, message_id=reply.id, wait=settings.chat_wait_seconds
+            db=db,
+            hub=hub,
+            message_id=reply.id,
+            wait=settings.chat_wait_seconds,
+            subscription=subscription,
+            current=reply if subscription is not None else None,
         )
         exchange = exchange.model_copy(update={"assistant_message": reply})
+    elif subscription is not None:
+        hub.close(reply.id, subscription)
     return Sent(exchange, headers=headers)
 
 

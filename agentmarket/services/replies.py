@@ -2,8 +2,9 @@
 
 A reply is written by a worker after the request that asked for it committed; whoever waits for
 it holds no pooled connection and no open transaction meanwhile. It waits on the instance's
-shared LISTEN fan-out (`StreamHub`) and reads the stored state in separate short transactions as
-the caller (`CallerSession.transaction()`), so RLS keeps everyone to their own replies.
+shared LISTEN fan-out (`StreamHub`) and reads the stored state as the caller, each read one
+statement in a transaction of its own (`CallerSession.run()`: one round trip, no BEGIN/COMMIT),
+so RLS keeps everyone to their own replies.
 Formatting the events for a client (SSE) is the HTTP layer's business.
 """
 
@@ -31,7 +32,6 @@ __all__ = [
     "ReplyEvent",
     "ReplyFinished",
     "fetch_message",
-    "fetch_stream_state",
     "follow_reply",
     "open_reply_stream",
     "read_message",
@@ -82,49 +82,59 @@ async def fetch_message(conn: psycopg.AsyncConnection, message_id: uuid.UUID) ->
     return to_message(row)
 
 
-async def fetch_stream_state(conn: psycopg.AsyncConnection, message_id: uuid.UUID) -> StreamState:
-    """What a client (re)attaching to a reply's stream starts from (owner only)."""
-    cur = await conn.execute(query("chat_stream_state"), {"message_id": message_id})
-    row = await cur.fetchone()
-    if row is None:
-        raise MessageNotFound()
-    return StreamState(status=row[0], content=row[1], generation=row[2])
-
-
-# --- reads in a short transaction of their own ---------------------------------------------------
+# --- reads in a transaction of their own ---------------------------------------------------------
 
 
 async def read_message(*, db: CallerSession, message_id: uuid.UUID) -> Message:
-    async with db.transaction() as conn:
-        return await fetch_message(conn, message_id)
+    """One of the caller's messages (`MessageNotFound` otherwise), read on its own."""
+    rows = await db.run(query("chat_message_by_id"), {"message_id": message_id})
+    if not rows:
+        raise MessageNotFound()
+    return to_message(rows[0])
 
 
 async def read_stream_state(*, db: CallerSession, message_id: uuid.UUID) -> StreamState:
-    async with db.transaction() as conn:
-        return await fetch_stream_state(conn, message_id)
+    """A reply's stream state (owner only: `MessageNotFound` otherwise), read on its own."""
+    rows = await db.run(query("chat_stream_state"), {"message_id": message_id})
+    if not rows:
+        raise MessageNotFound()
+    row = rows[0]
+    return StreamState(status=row["status"], content=row["content"], generation=row["generation"])
 
 
 # --- waiting -------------------------------------------------------------------------------------
 
 
 async def wait_for_reply(
-    *, db: CallerSession, hub: StreamHub, message_id: uuid.UUID, wait: float
+    *,
+    db: CallerSession,
+    hub: StreamHub,
+    message_id: uuid.UUID,
+    wait: float,
+    subscription: Subscription | None = None,
+    current: Message | None = None,
 ) -> Message:
     """The reply once finished, or as it stands after `wait` seconds (call it after the request
-    transaction ended: it holds no connection while it waits)."""
+    transaction ended: it holds no connection while it waits). A `subscription` opened by the
+    caller (closed here) comes with the reply as `current` at a moment it was subscribed, which
+    then is not read again; otherwise one is opened and the reply read now."""
     deadline = time.monotonic() + wait
-    async with hub.subscribe(message_id) as subscription:
-        current = await read_message(db=db, message_id=message_id)
+    held = subscription if subscription is not None else hub.open(message_id)
+    try:
+        if current is None or subscription is None:
+            current = await read_message(db=db, message_id=message_id)
         while not current.status.finished:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            notice = await subscription.next(remaining)
+            notice = await held.next(remaining)
             if notice is None:
                 return await read_message(db=db, message_id=message_id)  # as it stands now
             if notice.kind in ("done", "resync"):
                 current = await read_message(db=db, message_id=message_id)
-    return current
+        return current
+    finally:
+        hub.close(message_id, held)
 
 
 # --- following -----------------------------------------------------------------------------------
@@ -220,16 +230,24 @@ async def open_reply_stream(
     ping_interval: float,
 ) -> AsyncGenerator[ReplyEvent, None]:
     """(Re)attach to a reply's stream: `TooManyStreams` when the caller has as many streams open
-    on this instance as allowed, `MessageNotFound` (in the request transaction) unless it is one
-    of the caller's replies; then its events, read after the request ended, holding the
-    caller's stream slot until they end or are closed."""
+    on this instance as allowed, `MessageNotFound` (before the stream starts) unless it is one
+    of the caller's replies; then its events, holding the
+    caller's stream slot until they end or are closed. It subscribes before it reads the state
+    the stream starts from (one statement on its own), so that read is the only one."""
     with slots.acquire(user_id) as slot:  # given back here only if this raises
-        await fetch_stream_state(await db.conn(), message_id)
+        subscription = hub.open(message_id)
+        try:
+            state = await read_stream_state(db=db, message_id=message_id)
+        except BaseException:
+            hub.close(message_id, subscription)
+            raise
         events = follow_reply(
             db=db,
             hub=hub,
             message_id=message_id,
             last_event_id=last_event_id,
             ping_interval=ping_interval,
+            subscription=subscription,
+            initial=state,
         )
-    return held(events, slot)
+    return held(events, slot, hub.hold(message_id, subscription))

@@ -70,6 +70,44 @@ async def test_a_failed_commit_is_503_and_nothing_is_stored(
     assert conn.execute("select name from public.agent_deployments").fetchone() == ("fine",)
 
 
+# The same for chat messages: a send is one statement whose commit is part of its query.
+FAIL_AT_COMMIT_MESSAGES = """
+create function public.fail_at_commit() returns trigger language plpgsql as $$
+begin
+  raise exception 'refused at commit' using errcode = '40001';
+end
+$$;
+create constraint trigger fail_at_commit after insert on public.agent_messages
+  deferrable initially deferred for each row execute function public.fail_at_commit();
+"""
+
+
+@pytest.mark.parametrize("mode", ["streaming", "blocking", "async"])
+async def test_a_chat_send_that_fails_at_commit_is_503_and_holds_nothing(
+    app: FastAPI, client: httpx.AsyncClient, alice: Caller, conn: psycopg.Connection, mode: str
+) -> None:
+    deployed = await client.post(
+        "/api/marketplace/deploy",
+        json={"agent_id": "sql-sidekick", "config": {}},
+        headers=alice.headers,
+    )
+    assert deployed.status_code == 201, deployed.text
+    conn.execute(FAIL_AT_COMMIT_MESSAGES)
+    response = await client.post(
+        f"/api/agents/{deployed.json()['id']}/chat",
+        json={"message": "hello", "mode": mode},
+        headers=alice.headers,
+    )
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "database_unavailable"
+    assert conn.execute("select count(*) from public.agent_messages").fetchone() == (0,)
+    assert conn.execute("select count(*) from private.chat_jobs").fetchone() == (0,)
+    # The subscription opened before the send and the stream slot are given back.
+    state = app.state.agentmarket
+    assert state.hub._subscribers == {}
+    assert state.stream_slots.open(alice.user.id) == 0
+
+
 async def test_a_write_by_a_user_no_longer_in_auth_users_is_401(
     client: httpx.AsyncClient, alice: Caller, conn: psycopg.Connection
 ) -> None:

@@ -1,8 +1,8 @@
 """Sending messages, conversations and message reads. All as the caller, under RLS; the writes
 (send, cancel) go through private SECURITY DEFINER functions that check ownership in SQL.
 
-A send commits the user message, the queued reply and the job first, in one statement that
-answers with both messages (counted and recorded as `agent.chat.message.sent` once committed),
+A send commits the user message, the queued reply, the job and its `agent.chat.message.sent`
+event first, in one statement that answers with both messages (counted once committed),
 then waits for the reply (blocking) or hands back its events (streaming) through
 `agentmarket.services.replies`: no request holds a pooled connection or an open transaction while
 the model works.
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
+import structlog
 from psycopg.rows import dict_row
 
 from agentmarket.core.auth import User
@@ -51,7 +52,8 @@ from agentmarket.services import replies
 from agentmarket.services.limits import StreamSlots, held
 from agentmarket.services.replies import ReplyEvent, fetch_message, to_message
 from agentmarket.services.streams import StreamHub, StreamState
-from agentmarket.services.telemetry import EventSink
+
+log = structlog.get_logger("agentmarket")
 
 __all__ = [
     "Sent",
@@ -113,9 +115,11 @@ async def _store(
     request: ChatRequest,
     trace_id: str | None,
     reply_id: uuid.UUID,
+    mode: ChatMode,
 ) -> tuple[ChatExchange, bool, dict[str, str]]:
     """Store the user message and the queued reply (`reply_id` unless the send is a repeat),
-    enqueue the job, under the limits the database checks in the same statement, and commit:
+    enqueue the job and record the product event (`mode` is one of its properties), under the
+    limits the database checks in the same statement, and commit:
     one statement as the caller in a transaction of its own, answering with both messages;
     (exchange, newly created, quota headers)."""
     rows = await db.run(
@@ -127,6 +131,7 @@ async def _store(
             "client_message_id": request.client_message_id,
             "trace_id": trace_id,
             "reply_id": reply_id,
+            "mode": mode.value,
         },
     )
     user_row, reply_row = rows  # the user's message first
@@ -154,7 +159,6 @@ async def send_message(
     mode: ChatMode,
     trace_id: str | None,
     hub: StreamHub,
-    events: EventSink,
     settings: Settings,
     slots: StreamSlots,
 ) -> Sent:
@@ -174,7 +178,7 @@ async def send_message(
         subscription = hub.open(reply_id) if mode is not ChatMode.ASYNC else None
         try:
             exchange, created, headers = await _store(
-                db, deployment_id, request, trace_id, reply_id
+                db, deployment_id, request, trace_id, reply_id, mode
             )
         except BaseException:
             if subscription is not None:
@@ -187,10 +191,10 @@ async def send_message(
             subscription = None
     if created:
         CHAT_MESSAGES.labels(mode=mode.value).inc()
-        events.record(
+        # Its telemetry row was written by the send itself; the log line as for other events.
+        log.info(
             "agent.chat.message.sent",
-            user_id=str(user.id),
-            deployment_id=deployment_id,
+            agent_id=None,
             message_id=str(exchange.user_message.id),
             conversation_id=str(exchange.conversation_id),
             message_length=len(request.message),

@@ -28,7 +28,7 @@ from agentmarket.domain.models import (
     NewConversation,
 )
 from agentmarket.services import chat, replies
-from functions.deps import AppSettings, CurrentUser, Events, State, UserSession
+from functions.deps import AppSettings, CurrentUser, State, UserSession
 from functions.openapi import problem_responses
 from functions.sse import reply_response
 
@@ -52,7 +52,6 @@ async def send_chat(
     user: CurrentUser,
     db: UserSession,
     state: State,
-    events: Events,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Send a message; the reply comes back blocking (default), streamed (SSE) or async (202)."""
@@ -67,7 +66,6 @@ async def send_chat(
         mode=mode,
         trace_id=getattr(request.state, "request_id", None),
         hub=state.hub,
-        events=events,
         settings=state.settings,
         slots=state.stream_slots,
     )

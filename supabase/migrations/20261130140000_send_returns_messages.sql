@@ -7,6 +7,11 @@
 -- p_reply_id (optional): the id of the new reply, chosen by the API so that it can subscribe to
 -- the reply's stream before the send (and its commit) happens; null lets the database choose.
 --
+-- p_mode (optional: blocking, streaming or async): a new message's product event,
+-- agent.chat.message.sent, is written in the send's own transaction (like the worker's reply
+-- events in the transaction that finishes the reply), not in a separate batch later; a repeat
+-- records none, a null mode none either.
+--
 -- Everything else is the body of 20261130120100_chat_limits.sql unchanged: the same checks in
 -- the same order, the same SQLSTATEs (AMNF2, AMPAU, AMCFG, AMINF, AMBUD, AMRLM, AMNF3), the same
 -- quotas taken, nothing stored when refused.
@@ -19,7 +24,8 @@ create function private.send_chat_message(
   p_content text,
   p_client_message_id text,
   p_trace_id text,
-  p_reply_id uuid default null
+  p_reply_id uuid default null,
+  p_mode text default null
 )
 returns table (
   conversation_id uuid,
@@ -66,6 +72,9 @@ declare
   used bigint;
   quota record;
 begin
+  if p_mode is not null and p_mode not in ('blocking', 'streaming', 'async') then
+    raise exception 'mode must be blocking, streaming or async' using errcode = '22023';
+  end if;
   select * into dep
     from public.agent_deployments d
    where d.id = p_deployment_id and d.user_id = uid and d.deleted_at is null;
@@ -175,6 +184,12 @@ begin
   end if;
 
   perform pg_notify('agentmarket_chat_jobs', job::text);
+  if p_mode is not null then
+    insert into private.telemetry_events (name, user_id, deployment_id, properties)
+    values ('agent.chat.message.sent', uid, p_deployment_id,
+            jsonb_build_object('message_id', user_msg, 'conversation_id', conv,
+                               'message_length', length(p_content), 'mode', p_mode));
+  end if;
   if dep_quota.remaining < user_quota.remaining then
     select 'deployment'::text as policy, coalesce(agent_limit, cfg.chat_per_minute) as allowed,
            dep_quota.remaining, dep_quota.reset_seconds
@@ -197,5 +212,5 @@ begin
 end
 $$;
 
-revoke all on function private.send_chat_message(uuid, uuid, text, text, text, uuid) from public;
-grant execute on function private.send_chat_message(uuid, uuid, text, text, text, uuid) to authenticated, service_role;
+revoke all on function private.send_chat_message(uuid, uuid, text, text, text, uuid, text) from public;
+grant execute on function private.send_chat_message(uuid, uuid, text, text, text, uuid, text) to authenticated, service_role;

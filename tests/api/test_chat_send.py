@@ -1,7 +1,7 @@
 """A chat send in the service (agentmarket.services.chat): one statement as the caller that
-answers with both messages, a streaming send subscribed to its reply before that statement runs,
-a repeated send following the original reply (docs/architecture.md#the-path-of-a-chat-message).
-(No worker runs here: replies stay queued.)"""
+stores, records and answers with both messages, a streaming send subscribed to its reply before
+that statement runs, a repeated send following the original reply
+(docs/architecture.md#the-path-of-a-chat-message). (No worker runs here: replies stay queued.)"""
 
 from __future__ import annotations
 
@@ -69,10 +69,17 @@ async def send(
         mode=ChatMode.STREAMING,
         trace_id=None,
         hub=state.hub,
-        events=state.events,
         settings=state.settings,
         slots=state.stream_slots,
     )
+
+
+def events_sent(conn: psycopg.Connection) -> list[tuple[uuid.UUID, dict[str, Any]]]:
+    rows = conn.execute(
+        "select deployment_id, properties from private.telemetry_events"
+        " where name = 'agent.chat.message.sent' order by id"
+    ).fetchall()
+    return [(row[0], row[1]) for row in rows]
 
 
 async def first(events: AsyncIterator[Any], n: int) -> list[Any]:
@@ -96,6 +103,18 @@ async def test_a_streaming_send_is_one_statement_subscribed_before_it_runs(
         "select status, reply_to from public.agent_messages where id = %s", (reply.id,)
     ).fetchone()
     assert row == ("queued", sent.exchange.user_message.id)
+    # Its product event too, in the same transaction (nothing waits for the event sink).
+    assert events_sent(conn) == [
+        (
+            deployment,
+            {
+                "message_id": str(sent.exchange.user_message.id),
+                "conversation_id": str(sent.exchange.conversation_id),
+                "message_length": 5,
+                "mode": "streaming",
+            },
+        )
+    ]
     assert sent.stream is not None
     events = await first(sent.stream, 2)
     assert [e.message.id for e in events if isinstance(e, ReplyCreated)] == [
@@ -137,3 +156,4 @@ async def test_a_repeated_send_follows_the_original_reply_as_it_stands(
     await again.stream.aclose()
     assert app.state.agentmarket.hub._subscribers == {}
     assert conn.execute("select count(*) from public.agent_messages").fetchone() == (2,)
+    assert len(events_sent(conn)) == 1  # a repeat is not recorded again

@@ -3,16 +3,17 @@
 -- check ownership in SQL.
 
 -- name: chat_send_message
--- Store the user message and the queued reply (its id %(reply_id)s, or the database's choice when
--- null) and enqueue the job, under the limits. One row per message, the user's first, with the
--- exchange's columns: conversation, newly created (false: a repeated client_message_id, the
--- original messages as they stand now), and the quota for the RateLimit headers.
+-- Store the user message and the queued reply (with the given reply id, or the database's choice
+-- when null), enqueue the job and record agent.chat.message.sent with the mode, under the
+-- limits. One row per message, the user's first, with the exchange's columns: conversation,
+-- newly created (false: a repeated client_message_id, the original messages as they stand now),
+-- and the quota for the RateLimit headers.
 select conversation_id, created, quota_policy, quota_limit, quota_remaining, quota_reset,
        id, role, content, status, error_code, error_message, model, prompt_tokens,
        completion_tokens, ttft_ms, latency_ms, truncated, created_at, completed_at
   from private.send_chat_message(
          %(deployment_id)s, %(conversation_id)s, %(message)s, %(client_message_id)s,
-         %(trace_id)s, %(reply_id)s);
+         %(trace_id)s, %(reply_id)s, %(mode)s);
 
 -- name: chat_stream_state
 -- What a client (re)attaching to a reply's stream starts from (owner only).

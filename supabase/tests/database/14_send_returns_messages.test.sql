@@ -1,13 +1,14 @@
 -- private.send_chat_message answers with its two messages (20261130140000_send_returns_messages.sql),
 -- called as `authenticated`: one row per message, the user's first, each with the exchange's
--- columns; the reply's id as the API chose it (or the database's choice); a repeated
--- client_message_id returns the two messages as they stand now, uncounted, whatever reply id it
--- proposes; a refusal still stores nothing. Grants and SECURITY DEFINER: also 01_structure.
+-- columns; the reply's id as the API chose it (or the database's choice); a new message's
+-- agent.chat.message.sent event in the same transaction; a repeated client_message_id returns
+-- the two messages as they stand now, uncounted and unrecorded, whatever reply id it proposes; a
+-- refusal still stores nothing. Grants and SECURITY DEFINER: also 01_structure.
 -- Conventions (role switching, claims, SQLSTATEs): see 01_structure.test.sql.
 begin;
 set local search_path = public, extensions;
 
-select plan(23);
+select plan(27);
 
 -- Fixtures (as postgres) ---------------------------------------------------------------------------
 insert into auth.users (id, email, raw_app_meta_data) values
@@ -26,15 +27,15 @@ update private.app_settings
 
 -- What the sends answered, in the order they answered it.
 create temp table sent as
-  select 0 as send, * from private.send_chat_message(null, null, null, null, null, null)
+  select 0 as send, * from private.send_chat_message(null, null, null, null, null, null, null)
     with ordinality with no data;
 grant all on sent to public;
 
-select function_privs_are('private', 'send_chat_message', array['uuid', 'uuid', 'text', 'text', 'text', 'uuid'],
+select function_privs_are('private', 'send_chat_message', array['uuid', 'uuid', 'text', 'text', 'text', 'uuid', 'text'],
                           'anon', array[]::text[], 'anon may not send');
-select function_privs_are('private', 'send_chat_message', array['uuid', 'uuid', 'text', 'text', 'text', 'uuid'],
+select function_privs_are('private', 'send_chat_message', array['uuid', 'uuid', 'text', 'text', 'text', 'uuid', 'text'],
                           'authenticated', array['EXECUTE'], 'authenticated may send');
-select is_definer('private', 'send_chat_message', array['uuid', 'uuid', 'text', 'text', 'text', 'uuid'],
+select is_definer('private', 'send_chat_message', array['uuid', 'uuid', 'text', 'text', 'text', 'uuid', 'text'],
                   'send_chat_message is SECURITY DEFINER');
 
 -- A new send (F) ------------------------------------------------------------------------------------
@@ -44,7 +45,8 @@ set local request.jwt.claims to
 
 insert into sent
   select 1, * from private.send_chat_message('df000000-0000-4000-8000-0000000000f1', null, 'hello there',
-                                             'client-1', 'trace-1', 'ee000000-0000-4000-8000-0000000000a1')
+                                             'client-1', 'trace-1', 'ee000000-0000-4000-8000-0000000000a1',
+                                             'streaming')
     with ordinality;
 insert into sent
   select 2, * from private.send_chat_message('df000000-0000-4000-8000-0000000000f1', null, 'no id given',
@@ -82,6 +84,14 @@ select is((select count(*)::int from private.chat_jobs
 select is((select model from sent where send = 1 and role = 'assistant'),
           (select model from public.marketplace_agents where id = 'a9000000-0000-4000-8000-0000000000f1'),
           'the reply names the agent''s model');
+select results_eq($$select deployment_id, properties from private.telemetry_events
+                     where name = 'agent.chat.message.sent'
+                       and user_id = 'f1000000-0000-4000-8000-00000000000f'$$,
+                  $$select 'df000000-0000-4000-8000-0000000000f1'::uuid,
+                           jsonb_build_object('message_id', id, 'conversation_id', conversation_id,
+                                              'message_length', 11, 'mode', 'streaming')
+                      from sent where send = 1 and role = 'user'$$,
+                  'a new message records agent.chat.message.sent in the same transaction (none without a mode)');
 select results_eq($$select role from sent where send = 2 order by ordinality$$,
                   $$values ('user'::text), ('assistant')$$,
                   'without a chosen id: the same two rows');
@@ -98,7 +108,8 @@ set local request.jwt.claims to
   '{"sub": "f1000000-0000-4000-8000-00000000000f", "role": "authenticated", "app_metadata": {}}';
 insert into sent
   select 3, * from private.send_chat_message('df000000-0000-4000-8000-0000000000f1', null, 'hello there',
-                                             'client-1', null, 'ee000000-0000-4000-8000-0000000000a3')
+                                             'client-1', null, 'ee000000-0000-4000-8000-0000000000a3',
+                                             'blocking')
     with ordinality;
 reset role;
 
@@ -115,6 +126,9 @@ select is((select count(*)::int from public.agent_messages where id = 'ee000000-
           0, 'the id a repeat proposes is not used');
 select is((select count(*)::int from public.agent_messages where user_id = 'f1000000-0000-4000-8000-00000000000f'),
           4, 'nothing was stored by the repeat');
+select is((select count(*)::int from private.telemetry_events where name = 'agent.chat.message.sent'
+            and user_id = 'f1000000-0000-4000-8000-00000000000f'),
+          1, 'nor recorded');
 
 -- Refusals still store nothing ------------------------------------------------------------------------
 update private.app_settings set max_in_flight_per_user = 2;
@@ -124,6 +138,9 @@ set local request.jwt.claims to
 select throws_ok($$select * from private.send_chat_message('df000000-0000-4000-8000-0000000000f1', null, 'one more',
                                                            null, null, 'ee000000-0000-4000-8000-0000000000a4')$$,
                  'AMINF', 'too many replies in flight', 'two replies in flight: the third is refused');
+select throws_ok($$select * from private.send_chat_message('df000000-0000-4000-8000-0000000000f1', null, 'odd mode',
+                                                           null, null, null, 'shouting')$$,
+                 '22023', 'mode must be blocking, streaming or async', 'an unknown mode is refused');
 select throws_ok($$select * from private.send_chat_message('df000000-0000-4000-8000-0000000000f2', null, 'not mine',
                                                            null, null, 'ee000000-0000-4000-8000-0000000000a5')$$,
                  'AMNF2', 'deployment not found', 'another user''s deployment is not found');
@@ -144,6 +161,8 @@ select is((select count(*)::int from public.agent_messages
           0, 'the refused sends stored nothing');
 select is((select count(*)::int from public.agent_messages where user_id = 'f1000000-0000-4000-8000-00000000000f'),
           4, 'nor any other message');
+select is((select count(*)::int from private.telemetry_events where user_id = 'f1000000-0000-4000-8000-00000000000f'),
+          1, 'nor any event');
 
 select * from finish();
 rollback;

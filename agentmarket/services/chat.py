@@ -119,9 +119,9 @@ async def _store(
 ) -> tuple[ChatExchange, bool, dict[str, str]]:
     """Store the user message and the queued reply (`reply_id` unless the send is a repeat),
     enqueue the job and record the product event (`mode` is one of its properties), under the
-    limits the database checks in the same statement, and commit:
-    one statement as the caller in a transaction of its own, answering with both messages;
-    (exchange, newly created, quota headers)."""
+    limits the database checks in the same statement, and commit: one statement as the caller in
+    a transaction of its own, answering with both messages. (exchange, newly created, quota
+    headers)."""
     rows = await db.run(
         query("chat_send_message"),
         {

@@ -430,10 +430,11 @@ async def bench_chat_streams(
     *,
     text: Callable[[int, int], str] = _plain,
     on_start: Callable[[], None] | None = None,
+    total: int | None = None,
 ) -> ChatRun:
     """`concurrency` conversations, each a short first turn (warm-up, uncounted) and then
-    `per_conversation` streamed turns; the clock (and `on_start`) starts once every conversation
-    has had its first turn."""
+    `per_conversation` streamed turns (or `total` turns shared out as evenly as they go); the
+    clock (and `on_start`) starts once every conversation has had its first turn."""
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency)
     headers = {"Authorization": f"Bearer {token}"}
     ttfts: list[float] = []
@@ -463,13 +464,60 @@ async def bench_chat_streams(
         if on_start is not None:
             on_start()
 
+        def turns(i: int) -> int:
+            if total is None:
+                return per_conversation
+            return total // concurrency + (1 if i < total % concurrency else 0)
+
         async def rest(i: int) -> None:
             conversation_id = conversations[i]
-            for n in range(1, per_conversation + 1):
+            for n in range(1, turns(i) + 1):
                 conversation_id = await turn(i, n, conversation_id)
 
         started = time.perf_counter()
         await asyncio.gather(*(rest(i) for i in range(concurrency)))
+        seconds = time.perf_counter() - started
+    return ChatRun(concurrency, len(completions), seconds, ttfts, completions, errors)
+
+
+async def model_alone(model_url: str, concurrency: int, turns: int, ttft_ms: int) -> ChatRun:
+    """The model's own TTFT and completion as the load client sees them with nothing in between:
+    `concurrency` clients streaming `turns` replies each straight from the offline model."""
+    headers = {"Authorization": "Bearer sk-offline-bench-key-00000000000000000000"}
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    ttfts: list[float] = []
+    completions: list[float] = []
+    errors = 0
+    async with httpx.AsyncClient(
+        base_url=model_url, headers=headers, limits=limits, timeout=120
+    ) as client:
+
+        async def one(i: int, n: int) -> None:
+            nonlocal errors
+            body = {
+                "model": "gpt-4o-mini",
+                "stream": True,
+                "messages": [{"role": "user", "content": f"{_plain(i, n)} [[ttft:{ttft_ms}]]"}],
+            }
+            started = time.perf_counter()
+            first: float | None = None
+            async with client.stream("POST", "/chat/completions", json=body) as response:
+                async for line in response.aiter_lines():
+                    if first is None and '"content":"' in line and '"content":""' not in line:
+                        first = time.perf_counter()
+                    elif line == "data: [DONE]":
+                        done = time.perf_counter()
+                        ttfts.append(((first or done) - started) * 1000)
+                        completions.append((done - started) * 1000)
+                        return
+            errors += 1
+
+        async def conversation(i: int) -> None:
+            for n in range(1, turns + 1):
+                await one(i, n)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(conversation(i) for i in range(concurrency)))
         seconds = time.perf_counter() - started
     return ChatRun(concurrency, len(completions), seconds, ttfts, completions, errors)
 
@@ -660,19 +708,23 @@ def _run_target(key: str, bench: _Bench) -> dict[str, Any]:
         )
         statements = Statements(bench.settings.direct_database_url)
 
-        def streams(conversations: int, turns: int, text: Callable[[int, int], str]) -> Any:
+        def streams(
+            conversations: int,
+            turns: int,
+            text: Callable[[int, int], str],
+            total: int | None = None,
+        ) -> Phase:
             def drive(on_start: Callable[[], None]) -> ChatRun:
                 return asyncio.run(
                     bench_chat_streams(
                         base, bench.token, bench.deployment, conversations, turns,
-                        text=text, on_start=on_start,
+                        text=text, on_start=on_start, total=total,
                     )
                 )  # fmt: skip
 
             return _measured(bench, meter, statements, drive)
 
-        turns = max(1, -(-plan.messages // plan.connections))
-        throughput = streams(plan.connections, turns, _plain)
+        throughput = streams(plan.connections, 0, _plain, total=plan.messages)
         long_marker = f"[[long:{plan.long_tokens}]] [[tps:{plan.long_tps:g}]]"
         long = streams(
             plan.long_conversations,
@@ -773,6 +825,17 @@ def _run_chat(settings: Settings, plan: ChatPlan) -> dict[str, Any]:
         )
         bench = _Bench(settings, plan, env, model, str(user.id), token)
         targets = {key: _run_target(key, bench) for key in TARGETS}
+        alone = [
+            _latency_row(
+                asyncio.run(
+                    model_alone(
+                        f"http://127.0.0.1:{model_port}/v1", level, plan.turns, plan.ttft_ms
+                    )
+                ),
+                plan.ttft_ms,
+            )
+            for level in plan.levels
+        ]
     finally:
         _stop([model])
     return {
@@ -781,6 +844,7 @@ def _run_chat(settings: Settings, plan: ChatPlan) -> dict[str, Any]:
         f"Python {platform.python_version()}",
         "plan": {**plan.__dict__, "levels": list(plan.levels)},
         "targets": targets,
+        "model_alone": alone,
     }
 
 
@@ -895,6 +959,22 @@ def chat_report(command: str, results: dict[str, Any]) -> str:
         "conversation after one warm-up turn.",
         "",
     ]
+    alone = results.get("model_alone") or []
+    if alone:
+        seen = "; ".join(
+            f"{row['concurrency']} at once: TTFT p50 / p95 "
+            + " / ".join(_fmt(v, digits=0) for v in row["ttft_ms"])
+            + " ms, completion "
+            + " / ".join(_fmt(v, digits=0) for v in row["completion_ms"])
+            + " ms"
+            for row in alone
+        )
+        lines += [
+            "The model alone (the load client streaming from it directly, same concurrency "
+            f"and turns, nothing in between): {seen}. The difference from {plan['ttft_ms']} ms "
+            "is the load client's and the model's own share of every overhead above.",
+            "",
+        ]
     for target in results["targets"].values():
         if "statements_note" in target:
             lines += [f"{target['name']}: {target['statements_note']}", ""]

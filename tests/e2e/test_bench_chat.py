@@ -17,7 +17,7 @@ from tests.conftest import Server
 pytestmark = [pytest.mark.db, pytest.mark.e2e]
 
 PLAN = bench.ChatPlan(
-    messages=24,
+    messages=22,  # over 4 connections: 6, 6, 5 and 5 turns
     connections=4,
     levels=(2, 3),
     turns=1,
@@ -75,6 +75,10 @@ def test_every_target_streams_and_is_measured(results: dict[str, object]) -> Non
             assert row["replies"] == row["concurrency"] * PLAN.turns
             assert all(math.isfinite(v) and v > 0 for v in row["ttft_ms"] + row["completion_ms"])
             assert row["completion_ms"][0] >= row["ttft_ms"][0]
+    alone = results["model_alone"]
+    assert isinstance(alone, list)
+    assert [row["concurrency"] for row in alone] == list(PLAN.levels)
+    assert all(row["replies"] == row["concurrency"] * PLAN.turns for row in alone)
     ours = targets["ours"]
     assert ours["throughput"]["cpu_ms_per_message"]["worker"] > 0
     assert ours["processes_measured"]["worker"] >= 1
@@ -99,6 +103,7 @@ def test_report_has_every_row_for_every_target(results: dict[str, object]) -> No
         assert line is not None, needle
         assert line.count("|") == 5, line
     assert "not counted" not in report
+    assert "The model alone" in report
     data = json.loads(bench.chat_json(results))
     assert set(data["targets"]) == {"ours", "sdk", "raw"}
     assert data["plan"]["levels"] == list(PLAN.levels)

@@ -685,6 +685,7 @@ def _run_target(key: str, bench: _Bench) -> dict[str, Any]:
     from agentmarket.devtools.proc_cpu import CpuMeter, Statements
 
     plan = bench.plan
+    load_before = os.getloadavg()[0]
     base, processes, backends = _start_target(key, bench)
     try:
         if not bench.deployment:  # made through our API, then used by every target
@@ -747,6 +748,7 @@ def _run_target(key: str, bench: _Bench) -> dict[str, Any]:
             + sum(row["errors"] for row in latency),
             "backends_readable": meter.backends_readable,
             "processes_measured": meter.found(),
+            "load_average": [load_before, os.getloadavg()[0]],
         }
         if statements.unavailable:
             result["statements_note"] = statements.unavailable
@@ -930,6 +932,12 @@ def _chat_rows(results: dict[str, Any]) -> list[tuple[str, list[str]]]:
                 )
             )
     rows.append(row("errors (all phases)", lambda t: str(t["errors"])))
+    rows.append(
+        row(
+            "machine load (1-minute load average) before / after the target's phases",
+            lambda t: " / ".join(_fmt(v, digits=1) for v in t.get("load_average", [None, None])),
+        )
+    )
     return rows
 
 

@@ -98,6 +98,7 @@ def test_report_has_every_row_for_every_target(results: dict[str, object]) -> No
         "TTFT overhead p50 / p95, 2 concurrent",
         "completion overhead p50 / p95, 3 concurrent",
         "errors (all phases)",
+        "machine load",
     ):
         line = next((x for x in report.splitlines() if needle in x), None)
         assert line is not None, needle

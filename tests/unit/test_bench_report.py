@@ -69,6 +69,7 @@ def _results(statements: float | None) -> dict[str, object]:
                 {"ttft_overhead_ms": [50.0, 90.0], "completion_overhead_ms": [70.0, 120.0]},
             ],
             "errors": 0,
+            "load_average": [1.0, 2.5],
         }
 
     return {
@@ -92,6 +93,8 @@ def test_the_table_has_one_column_per_target_and_dashes_where_none_applies() -> 
     per_token = next(x for x in lines if x.startswith("|   worker (references"))
     assert per_token.endswith("| 200 µs | 100 µs | 100 µs |")
     assert "| Postgres statements per message | 7.5 | 7.5 | 7.5 |" in lines
+    load = "| machine load (1-minute load average) before / after the target's phases |"
+    assert f"{load} 1.0 / 2.5 | 1.0 / 2.5 | 1.0 / 2.5 |" in lines
     ttft = "TTFT overhead p50 / p95, 50 concurrent conversations | 50 / 90 ms"
     assert any(ttft in x for x in lines)
 

@@ -324,6 +324,38 @@ def _bench_limits(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _bench_chat(args: argparse.Namespace, settings: Settings) -> int:
+    from agentmarket.devtools import bench
+
+    plan = bench.ChatPlan(
+        messages=args.messages,
+        connections=args.connections,
+        levels=tuple(int(x) for x in args.levels.split(",")),
+        turns=args.turns,
+        ttft_ms=args.ttft_ms,
+        long_tokens=args.long_tokens,
+        long_tps=args.long_tps,
+        long_conversations=args.long_conversations,
+        long_turns=args.long_turns,
+    )
+    command = (
+        f"agentmarket bench chat --messages {plan.messages} --connections {plan.connections}"
+        f" --levels {args.levels} --turns {plan.turns} --ttft-ms {plan.ttft_ms}"
+        f" --long-tokens {plan.long_tokens} --long-tps {plan.long_tps:g}"
+        f" --long-conversations {plan.long_conversations} --long-turns {plan.long_turns}"
+    )
+    results = bench.run_chat(settings, plan)
+    if args.json:
+        print(bench.chat_json(results))
+    section = bench.chat_report(f"./scripts/dev setup && {command} --write", results)
+    if not args.json:
+        print(section)
+    if args.write:
+        title = "Chat pipeline against a naive proxy: POST /api/agents/{id}/chat (streaming)"
+        print(f"wrote {bench.write_section(section, title)}", file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from agentmarket.devtools import bench
 
@@ -331,23 +363,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.scenario == "limits":
         return _bench_limits(args, settings)
     if args.scenario == "chat":
-        command = (
-            f"agentmarket bench chat --levels {args.levels} --turns {args.turns} "
-            f"--ttft-ms {args.ttft_ms} --messages {args.messages}"
-        )
-        chat_results = bench.run_chat(
-            settings,
-            levels=[int(x) for x in args.levels.split(",")],
-            per_conversation=args.turns,
-            ttft_ms=args.ttft_ms,
-            messages=args.messages,
-        )
-        section = bench.chat_report(f"./scripts/dev setup && {command} --write", chat_results)
-        print(section)
-        if args.write:
-            title = "Chat pipeline: POST /api/agents/{id}/chat (streaming)"
-            print(f"wrote {bench.write_section(section, title)}")
-        return 0
+        return _bench_chat(args, settings)
     command = (
         f"agentmarket bench catalog --concurrency {args.concurrency} "
         f"--requests {args.requests} --seconds {args.seconds}"
@@ -488,10 +504,18 @@ def _add_bench(sub: _Subparsers) -> None:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--requests", type=int, default=5000, help="for the Python clients")
     p.add_argument("--seconds", type=int, default=10, help="for wrk")
-    p.add_argument("--levels", default="10,100", help="chat: concurrent conversations")
-    p.add_argument("--turns", type=int, default=5, help="chat: messages per conversation")
+    p.add_argument("--levels", default="10,50", help="chat: concurrent conversations")
+    p.add_argument("--turns", type=int, default=5, help="chat: measured turns per conversation")
     p.add_argument("--ttft-ms", type=int, default=200, help="chat: the model's time to first token")
     p.add_argument("--messages", type=int, default=1000, help="chat: throughput run size")
+    p.add_argument(
+        "--connections", type=int, default=32, help="chat: connections of the throughput run"
+    )
+    p.add_argument("--long-tokens", type=int, default=300, help="chat: words of a long reply")
+    p.add_argument("--long-tps", type=float, default=100.0, help="chat: long replies' pace")
+    p.add_argument("--long-conversations", type=int, default=10, help="chat: long replies at once")
+    p.add_argument("--long-turns", type=int, default=2, help="chat: long replies per conversation")
+    p.add_argument("--json", action="store_true", help="chat: print the results as JSON")
     p.add_argument(
         "--pause-ms", type=int, default=200, help="limits: each user's pause between sends"
     )

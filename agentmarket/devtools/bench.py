@@ -3,6 +3,10 @@
 catalog: GET /api/marketplace/agents through the real server process (uvicorn, one worker) at N
 concurrent clients, next to the same query run directly with psycopg as anon (the floor the
 HTTP layer adds to).
+
+chat: our pipeline against two benchmark references (a naive proxy and a raw proxy,
+agentmarket/devtools/naive_proxy.py), throughput, CPU by process, statements, CPU per streamed
+token and time-to-first-token overhead; see the "chat" section below.
 """
 
 from __future__ import annotations
@@ -32,14 +36,17 @@ from agentmarket.core import paths
 from agentmarket.core.config import Settings
 
 __all__ = [
+    "TARGETS",
+    "ChatPlan",
     "ChatRun",
+    "Phase",
     "Result",
     "as_json",
     "bench_chat_streams",
-    "bench_chat_throughput",
     "bench_direct",
     "bench_http",
     "bench_wrk",
+    "chat_json",
     "chat_report",
     "report",
     "run_catalog",
@@ -320,6 +327,41 @@ def as_json(results: list[Result]) -> str:
 
 
 # --- chat ----------------------------------------------------------------------------------------
+#
+# `bench chat` measures our pipeline (functions API + queue + chat worker) and, in the same run on
+# the same offline model, two BENCHMARK REFERENCES that are not product paths: the "naive proxy"
+# and the "raw proxy" of agentmarket/devtools/naive_proxy.py (one FastAPI process calling the model
+# inside the request, with the openai SDK or with httpx + json). Each target runs alone, as its own
+# processes, through the same phases:
+#
+# - throughput: N streamed messages over C connections (C conversations, N/C turns each) with a
+#   zero-latency model; msg/s, CPU ms per message by process (/proc, Postgres backends found by
+#   application_name), Postgres statements per message (pg_stat_statements, reset first);
+# - long replies: paced by the model (`[[long:N]] [[tps:T]]`), CPU µs per streamed token;
+# - latency: at each level of concurrent conversations, client-seen time to first token and to
+#   completion with the model's own TTFT set (`[[ttft:MS]]`), overhead = that minus the model's.
+
+TARGETS = {"ours": "ours", "sdk": "naive proxy", "raw": "raw proxy"}
+# CPU groups: the server's processes and their Postgres backends make the "server" total; the
+# offline model and the load client are shown apart.
+PROXY_COMMAND = (sys.executable, "-m", "agentmarket.devtools.naive_proxy")
+SERVER_GROUPS = ("api", "worker", "api_db", "worker_db")
+OTHER_GROUPS = ("model", "client")
+
+
+@dataclass(frozen=True)
+class ChatPlan:
+    """What one `bench chat` run does (the CLI's options)."""
+
+    messages: int = 1000
+    connections: int = 32
+    levels: tuple[int, ...] = (10, 50)
+    turns: int = 5
+    ttft_ms: int = 200
+    long_tokens: int = 300
+    long_tps: float = 100.0
+    long_conversations: int = 10
+    long_turns: int = 2
 
 
 @dataclass(frozen=True)
@@ -330,6 +372,17 @@ class ChatRun:
     ttft_ms: list[float]
     completion_ms: list[float]
     errors: int
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One measured phase: the client's view, CPU seconds by group, statements, and the
+    completion tokens of the replies created in it."""
+
+    run: ChatRun
+    cpu: dict[str, float]
+    statements: int | None
+    tokens: int
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -364,76 +417,109 @@ async def _stream_one(
     raise RuntimeError("stream ended early")
 
 
+def _plain(i: int, turn: int) -> str:
+    return f"conversation {i} turn {turn}"
+
+
 async def bench_chat_streams(
-    api: str, token: str, deployment: str, concurrency: int, per_conversation: int
+    api: str,
+    token: str,
+    deployment: str,
+    concurrency: int,
+    per_conversation: int,
+    *,
+    text: Callable[[int, int], str] = _plain,
+    on_start: Callable[[], None] | None = None,
+    total: int | None = None,
 ) -> ChatRun:
+    """`concurrency` conversations, each a short first turn (warm-up, uncounted) and then
+    `per_conversation` streamed turns (or `total` turns shared out as evenly as they go); the
+    clock (and `on_start`) starts once every conversation has had its first turn."""
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency)
     headers = {"Authorization": f"Bearer {token}"}
     ttfts: list[float] = []
     completions: list[float] = []
     errors = 0
+    path = f"/api/agents/{deployment}/chat"
     async with httpx.AsyncClient(
-        base_url=api, headers=headers, limits=limits, timeout=60
+        base_url=api, headers=headers, limits=limits, timeout=120
     ) as client:
 
-        async def conversation(i: int) -> None:
+        async def turn(i: int, n: int, conversation_id: str | None) -> str | None:
             nonlocal errors
-            conversation_id: str | None = None
-            for turn in range(per_conversation + 1):  # the first turn warms up, uncounted
-                body: dict[str, Any] = {"message": f"conversation {i} turn {turn}"}
-                if conversation_id:
-                    body["conversation_id"] = conversation_id
-                try:
-                    ttft, done, conversation_id = await _stream_one(
-                        client, f"/api/agents/{deployment}/chat", body
-                    )
-                except (RuntimeError, httpx.HTTPError):
-                    errors += 1
-                    continue
-                if turn > 0:
-                    ttfts.append(ttft)
-                    completions.append(done)
+            body: dict[str, Any] = {"message": text(i, n) if n else _plain(i, n)}
+            if conversation_id:
+                body["conversation_id"] = conversation_id
+            try:
+                ttft, done, conversation_id = await _stream_one(client, path, body)
+            except (RuntimeError, httpx.HTTPError):
+                errors += 1
+                return conversation_id
+            if n > 0:
+                ttfts.append(ttft)
+                completions.append(done)
+            return conversation_id
+
+        conversations = await asyncio.gather(*(turn(i, 0, None) for i in range(concurrency)))
+        if on_start is not None:
+            on_start()
+
+        def turns(i: int) -> int:
+            if total is None:
+                return per_conversation
+            return total // concurrency + (1 if i < total % concurrency else 0)
+
+        async def rest(i: int) -> None:
+            conversation_id = conversations[i]
+            for n in range(1, turns(i) + 1):
+                conversation_id = await turn(i, n, conversation_id)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(rest(i) for i in range(concurrency)))
+        seconds = time.perf_counter() - started
+    return ChatRun(concurrency, len(completions), seconds, ttfts, completions, errors)
+
+
+async def model_alone(model_url: str, concurrency: int, turns: int, ttft_ms: int) -> ChatRun:
+    """The model's own TTFT and completion as the load client sees them with nothing in between:
+    `concurrency` clients streaming `turns` replies each straight from the offline model."""
+    headers = {"Authorization": "Bearer sk-offline-bench-key-00000000000000000000"}
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    ttfts: list[float] = []
+    completions: list[float] = []
+    errors = 0
+    async with httpx.AsyncClient(
+        base_url=model_url, headers=headers, limits=limits, timeout=120
+    ) as client:
+
+        async def one(i: int, n: int) -> None:
+            nonlocal errors
+            body = {
+                "model": "gpt-4o-mini",
+                "stream": True,
+                "messages": [{"role": "user", "content": f"{_plain(i, n)} [[ttft:{ttft_ms}]]"}],
+            }
+            started = time.perf_counter()
+            first: float | None = None
+            async with client.stream("POST", "/chat/completions", json=body) as response:
+                async for line in response.aiter_lines():
+                    if first is None and '"content":"' in line and '"content":""' not in line:
+                        first = time.perf_counter()
+                    elif line == "data: [DONE]":
+                        done = time.perf_counter()
+                        ttfts.append(((first or done) - started) * 1000)
+                        completions.append((done - started) * 1000)
+                        return
+            errors += 1
+
+        async def conversation(i: int) -> None:
+            for n in range(1, turns + 1):
+                await one(i, n)
 
         started = time.perf_counter()
         await asyncio.gather(*(conversation(i) for i in range(concurrency)))
         seconds = time.perf_counter() - started
     return ChatRun(concurrency, len(completions), seconds, ttfts, completions, errors)
-
-
-async def bench_chat_throughput(
-    api: str, token: str, deployment: str, messages: int, database_url: str
-) -> float:
-    """Messages/s: `messages` sent async (32 at a time) until the last reply is written,
-    watched from the database so the measuring adds no load to the API."""
-    headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=32)
-    async with httpx.AsyncClient(
-        base_url=api, headers=headers, limits=limits, timeout=60
-    ) as client:
-        started = time.perf_counter()
-        sem = asyncio.Semaphore(32)
-
-        async def send(i: int) -> str:
-            async with sem:
-                r = await client.post(
-                    f"/api/agents/{deployment}/chat",
-                    json={"message": f"throughput {i}", "mode": "async"},
-                )
-                reply_id: str = r.json()["assistant_message"]["id"]
-                return reply_id
-
-        ids = await asyncio.gather(*(send(i) for i in range(messages)))
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        while True:
-            cur = await conn.execute(
-                "select count(*) from public.agent_messages where id = any(%s)"
-                " and status in ('completed', 'failed', 'cancelled')",
-                (list(ids),),
-            )
-            row = await cur.fetchone()
-            if row and row[0] >= messages:
-                return messages / (time.perf_counter() - started)
-            await asyncio.sleep(0.05)
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -445,9 +531,11 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_up(url: str) -> None:
-    deadline = time.monotonic() + 30
+def _wait_up(url: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
         try:
             if httpx.get(url, timeout=1).status_code < 500:
                 return
@@ -498,130 +586,410 @@ def limits_lifted(settings: Settings) -> Iterator[None]:
             )
 
 
-def run_chat(
-    settings: Settings, *, levels: list[int], per_conversation: int, ttft_ms: int, messages: int
-) -> dict[str, Any]:
+def run_chat(settings: Settings, plan: ChatPlan) -> dict[str, Any]:
+    """Ours, the naive proxy and the raw proxy through the same phases (see above); the result
+    is JSON-ready (`chat_report` renders it)."""
     with limits_lifted(settings):
-        return _run_chat(
-            settings,
-            levels=levels,
-            per_conversation=per_conversation,
-            ttft_ms=ttft_ms,
-            messages=messages,
+        return _run_chat(settings, plan)
+
+
+@dataclass
+class _Bench:
+    """What every target of one run shares."""
+
+    settings: Settings
+    plan: ChatPlan
+    env: dict[str, str]
+    model: subprocess.Popen[bytes]
+    user_id: str
+    token: str
+    deployment: str = ""
+
+
+def _start_target(
+    key: str, bench: _Bench
+) -> tuple[str, dict[str, list[subprocess.Popen[bytes]]], dict[str, list[str]]]:
+    """Start a target's processes: (base URL, processes by CPU group, backends by CPU group)."""
+    from agentmarket.devtools.naive_proxy import APPLICATION_NAMES
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    if key == "ours":
+        api = _spawn(["serve", "--port", str(port)], bench.env)
+        worker = _spawn(["worker", "--concurrency", str(max(bench.plan.levels) + 8)], bench.env)
+        processes = {"api": [api], "worker": [worker]}
+        backends = {
+            "api_db": ["agentmarket-api", "agentmarket-api-listen"],
+            "worker_db": ["agentmarket-worker", "agentmarket-worker-listen"],
+        }
+    else:
+        proxy = subprocess.Popen(
+            [*PROXY_COMMAND, "--port", str(port), "--mode", key],
+            env=bench.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
+        processes = {"api": [proxy]}
+        backends = {"api_db": [APPLICATION_NAMES[key]]}
+    try:
+        _wait_up(f"{base}/readyz", processes["api"][0])
+    except RuntimeError:
+        _stop([p for ps in processes.values() for p in ps])
+        raise
+    return base, processes, backends
 
 
-def _run_chat(
-    settings: Settings, *, levels: list[int], per_conversation: int, ttft_ms: int, messages: int
-) -> dict[str, Any]:
-    """The chat pipeline against the offline model: client-seen TTFT and completion at each
-    concurrency level with a fixed model TTFT, queue pickup, and throughput at zero latency."""
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _measured(
+    bench: _Bench,
+    meter: Any,
+    statements: Any,
+    drive: Callable[[Callable[[], None]], ChatRun],
+) -> Phase:
+    """Run `drive` with an on_start hook that resets the counters, then read them."""
+    from agentmarket.db.pool import connect
+
+    since: list[Any] = []
+
+    def on_start() -> None:
+        statements.reset()
+        with connect(bench.settings) as conn:
+            row = conn.execute("select now()").fetchone()
+            assert row is not None
+            since.append(row[0])
+        meter.start()
+
+    run = drive(on_start)
+    cpu = meter.stop()
+    count = statements.count()
+    with connect(bench.settings) as conn:
+        row = conn.execute(
+            "select coalesce(sum(completion_tokens), 0)::bigint from public.agent_messages"
+            " where user_id = %s and role = 'assistant' and created_at >= %s",
+            (bench.user_id, since[0]),
+        ).fetchone()
+    return Phase(run, cpu, count, int(row[0]) if row else 0)
+
+
+def _run_target(key: str, bench: _Bench) -> dict[str, Any]:
+    from agentmarket.devtools.proc_cpu import CpuMeter, Statements
+
+    plan = bench.plan
+    load_before = os.getloadavg()[0]
+    base, processes, backends = _start_target(key, bench)
+    try:
+        if not bench.deployment:  # made through our API, then used by every target
+            response = httpx.post(
+                f"{base}/api/marketplace/deploy",
+                json={"agent_id": "sql-sidekick", "config": {}},
+                headers={"Authorization": f"Bearer {bench.token}"},
+                timeout=30,
+            )
+            response.raise_for_status()
+            bench.deployment = response.json()["id"]
+        meter = CpuMeter(
+            processes={
+                **{g: [p.pid for p in ps] for g, ps in processes.items()},
+                "model": [bench.model.pid],
+                "client": [os.getpid()],
+            },
+            backends=backends,
+            db_url=bench.settings.direct_database_url,
+            without_children=("client",),
+        )
+        statements = Statements(bench.settings.direct_database_url)
+
+        def streams(
+            conversations: int,
+            turns: int,
+            text: Callable[[int, int], str],
+            total: int | None = None,
+        ) -> Phase:
+            def drive(on_start: Callable[[], None]) -> ChatRun:
+                return asyncio.run(
+                    bench_chat_streams(
+                        base, bench.token, bench.deployment, conversations, turns,
+                        text=text, on_start=on_start, total=total,
+                    )
+                )  # fmt: skip
+
+            return _measured(bench, meter, statements, drive)
+
+        throughput = streams(plan.connections, 0, _plain, total=plan.messages)
+        long_marker = f"[[long:{plan.long_tokens}]] [[tps:{plan.long_tps:g}]]"
+        long = streams(
+            plan.long_conversations,
+            plan.long_turns,
+            lambda i, n: f"{_plain(i, n)} {long_marker}",
+        )
+        latency = []
+        for level in plan.levels:
+            phase = streams(
+                level, plan.turns, lambda i, n: f"{_plain(i, n)} [[ttft:{plan.ttft_ms}]]"
+            )
+            latency.append(_latency_row(phase.run, plan.ttft_ms))
+        result = {
+            "name": TARGETS[key],
+            "throughput": _throughput_row(throughput),
+            "long": _long_row(long),
+            "latency": latency,
+            "errors": throughput.run.errors
+            + long.run.errors
+            + sum(row["errors"] for row in latency),
+            "backends_readable": meter.backends_readable,
+            "processes_measured": meter.found(),
+            "load_average": [load_before, os.getloadavg()[0]],
+        }
+        if statements.unavailable:
+            result["statements_note"] = statements.unavailable
+        return result
+    finally:
+        _stop([p for ps in processes.values() for p in ps])
+
+
+def _server(cpu: dict[str, float]) -> float:
+    return sum(cpu.get(g, 0.0) for g in SERVER_GROUPS)
+
+
+def _throughput_row(phase: Phase) -> dict[str, Any]:
+    n = max(1, phase.run.messages)
+    per_message = {g: v * 1000 / n for g, v in phase.cpu.items()}
+    per_message["server"] = _server(phase.cpu) * 1000 / n
+    return {
+        "messages": phase.run.messages,
+        "connections": phase.run.concurrency,
+        "seconds": round(phase.run.seconds, 3),
+        "msg_per_s": phase.run.messages / phase.run.seconds if phase.run.seconds else 0.0,
+        "cpu_ms_per_message": per_message,
+        "statements_per_message": phase.statements / n if phase.statements is not None else None,
+        "errors": phase.run.errors,
+    }
+
+
+def _long_row(phase: Phase) -> dict[str, Any]:
+    tokens = max(1, phase.tokens)
+    per_token = {g: v * 1e6 / tokens for g, v in phase.cpu.items()}
+    per_token["server"] = _server(phase.cpu) * 1e6 / tokens
+    return {
+        "replies": phase.run.messages,
+        "tokens": phase.tokens,
+        "cpu_us_per_token": per_token,
+        "errors": phase.run.errors,
+    }
+
+
+def _latency_row(run: ChatRun, model_ms: int) -> dict[str, Any]:
+    t50, t95 = _pct(run.ttft_ms, 50), _pct(run.ttft_ms, 95)
+    d50, d95 = _pct(run.completion_ms, 50), _pct(run.completion_ms, 95)
+    return {
+        "concurrency": run.concurrency,
+        "replies": run.messages,
+        "ttft_ms": [t50, t95],
+        "completion_ms": [d50, d95],
+        "ttft_overhead_ms": [t50 - model_ms, t95 - model_ms],
+        "completion_overhead_ms": [d50 - model_ms, d95 - model_ms],
+        "errors": run.errors,
+    }
+
+
+def _run_chat(settings: Settings, plan: ChatPlan) -> dict[str, Any]:
     from agentmarket.db.pool import connect
     from agentmarket.ops.tokens import ensure_user, mint_access_token
 
     assert settings.supabase_jwt_secret is not None
-    results: dict[str, Any] = {"ttft_model_ms": ttft_ms, "levels": []}
-    for label, model_ttft in (("latency", ttft_ms), ("throughput", 0)):
-        model_port, api_port = _free_port(), _free_port()
-        env = {
-            **os.environ,
-            **_process_env(settings),
-            "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1",
-            "OPENAI_API_KEY": "sk-offline-bench-key-00000000000000000000",
-            "LOG_LEVEL": "warning",
-            "MAX_OPEN_STREAMS_PER_USER": "10000",
-        }
-        procs = [
-            _spawn(["offline-model", "--port", str(model_port), "--ttft-ms", str(model_ttft)], env),
-            _spawn(["serve", "--port", str(api_port)], env),
-            _spawn(["worker", "--concurrency", str(max(levels) + 8)], env),
-        ]
-        api = f"http://127.0.0.1:{api_port}"
-        try:
-            _wait_up(f"http://127.0.0.1:{model_port}/_offline/health")
-            _wait_up(f"{api}/readyz")
-            with connect(settings) as conn:
-                user = ensure_user(conn, email=f"bench-{label}-{os.getpid()}@example.com")
-            token = mint_access_token(
-                user, secret=settings.supabase_jwt_secret.get_secret_value(), ttl_seconds=3600
+    model_port = _free_port()
+    env = {
+        **os.environ,
+        **_process_env(settings),
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1",
+        "OPENAI_API_KEY": "sk-offline-bench-key-00000000000000000000",
+        "LOG_LEVEL": "warning",
+        "MAX_OPEN_STREAMS_PER_USER": "10000",
+    }
+    # One model for every target: zero latency, unpaced; the phases pace it with markers.
+    model = _spawn(["offline-model", "--port", str(model_port), "--ttft-ms", "0"], env)
+    try:
+        _wait_up(f"http://127.0.0.1:{model_port}/_offline/health", model)
+        with connect(settings) as conn:
+            user = ensure_user(conn, email=f"bench-chat-{os.getpid()}@example.com")
+        token = mint_access_token(
+            user, secret=settings.supabase_jwt_secret.get_secret_value(), ttl_seconds=3 * 3600
+        )
+        bench = _Bench(settings, plan, env, model, str(user.id), token)
+        targets = {key: _run_target(key, bench) for key in TARGETS}
+        alone = [
+            _latency_row(
+                asyncio.run(
+                    model_alone(
+                        f"http://127.0.0.1:{model_port}/v1", level, plan.turns, plan.ttft_ms
+                    )
+                ),
+                plan.ttft_ms,
             )
-            deployment = httpx.post(
-                f"{api}/api/marketplace/deploy",
-                json={"agent_id": "sql-sidekick", "config": {}},
-                headers={"Authorization": f"Bearer {token}"},
-            ).json()["id"]
-            if label == "latency":
-                for level in levels:
-                    run = asyncio.run(
-                        bench_chat_streams(api, token, deployment, level, per_conversation)
-                    )
-                    results["levels"].append(run)
-                with connect(settings) as conn:
-                    row = conn.execute(
-                        "select percentile_cont(array[0.5, 0.95]) within group"
-                        " (order by extract(epoch from j.started_at - j.created_at))"
-                        " from private.chat_jobs j join public.agent_messages m"
-                        " on m.id = j.message_id where m.user_id = %s and j.attempts = 1",
-                        (user.id,),
-                    ).fetchone()
-                results["pickup_ms"] = [v * 1000 for v in row[0]] if row and row[0] else None
-            else:
-                results["throughput"] = asyncio.run(
-                    bench_chat_throughput(
-                        api, token, deployment, messages, settings.database_url.get_secret_value()
-                    )
+            for level in plan.levels
+        ]
+    finally:
+        _stop([model])
+    return {
+        "measured_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "plan": {**plan.__dict__, "levels": list(plan.levels)},
+        "targets": targets,
+        "model_alone": alone,
+    }
+
+
+def chat_json(results: dict[str, Any]) -> str:
+    def clean(value: Any) -> Any:
+        if isinstance(value, float):
+            return None if value != value else round(value, 3)  # NaN -> null
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(results), indent=2)
+
+
+NONE = "n/a"  # a row that does not apply to a target, or a value not measured
+
+
+def _fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
+    if value is None or value != value:
+        return NONE
+    return f"{value:.{digits}f}{unit}"
+
+
+def _chat_rows(results: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(metric, one cell per target in TARGETS order)."""
+    plan = results["plan"]
+    targets = [results["targets"][k] for k in TARGETS if k in results["targets"]]
+
+    def row(label: str, cell: Callable[[dict[str, Any]], str]) -> tuple[str, list[str]]:
+        return label, [cell(t) for t in targets]
+
+    def cpu(group: str, proxies: bool = True) -> Callable[[dict[str, Any]], str]:
+        def cell(t: dict[str, Any]) -> str:
+            if not proxies and t["name"] != TARGETS["ours"]:
+                return NONE
+            return _fmt(t["throughput"]["cpu_ms_per_message"].get(group), " ms", 2)
+
+        return cell
+
+    def stmts(t: dict[str, Any]) -> str:
+        value = t["throughput"]["statements_per_message"]
+        return _fmt(value) if value is not None else "not counted (pg_stat_statements not loaded)"
+
+    def worker_token(t: dict[str, Any]) -> str:
+        group = "worker" if t["name"] == TARGETS["ours"] else "api"
+        return _fmt(t["long"]["cpu_us_per_token"].get(group), " µs", 0)
+
+    def overhead(i: int, key: str) -> Callable[[dict[str, Any]], str]:
+        def cell(t: dict[str, Any]) -> str:
+            return " / ".join(_fmt(v, digits=0) for v in t["latency"][i][key]) + " ms"
+
+        return cell
+
+    rows = [
+        row(
+            f"throughput: {plan['messages']} streamed messages, {plan['connections']} "
+            "connections, zero-latency model",
+            lambda t: _fmt(t["throughput"]["msg_per_s"], " msg/s"),
+        ),
+        row("CPU per message, server (processes + their Postgres backends)", cpu("server")),
+        row("  API process (references: the proxy process)", cpu("api")),
+        row("  worker process", cpu("worker", proxies=False)),
+        row("  Postgres backends of the API (references: of the proxy)", cpu("api_db")),
+        row("  Postgres backends of the worker", cpu("worker_db", proxies=False)),
+        row("  offline model (not in the server figure)", cpu("model")),
+        row("  load client (not in the server figure)", cpu("client")),
+        row("Postgres statements per message", stmts),
+        row(
+            f"long replies ({plan['long_tokens']} tokens at {plan['long_tps']:g} tokens/s): "
+            "server CPU per streamed token",
+            lambda t: _fmt(t["long"]["cpu_us_per_token"]["server"], " µs", 0),
+        ),
+        row("  worker (references: the proxy process) per streamed token", worker_token),
+    ]
+    for i, level in enumerate(plan["levels"]):
+        for key, what in (("ttft_overhead_ms", "TTFT"), ("completion_overhead_ms", "completion")):
+            rows.append(
+                row(
+                    f"{what} overhead p50 / p95, {level} concurrent conversations",
+                    overhead(i, key),
                 )
-        finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(timeout=30)
-    return results
+            )
+    rows.append(row("errors (all phases)", lambda t: str(t["errors"])))
+    rows.append(
+        row(
+            "machine load (1-minute load average) before / after the target's phases",
+            lambda t: " / ".join(_fmt(v, digits=1) for v in t.get("load_average", [None, None])),
+        )
+    )
+    return rows
 
 
 def chat_report(command: str, results: dict[str, Any]) -> str:
-    model = results["ttft_model_ms"]
+    plan = results["plan"]
+    names = [TARGETS[k] for k in TARGETS if k in results["targets"]]
     lines = [
-        "## Chat pipeline: POST /api/agents/{id}/chat (streaming)",
+        "## Chat pipeline against a naive proxy: POST /api/agents/{id}/chat (streaming)",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}. Real processes: functions "
-        "(uvicorn, one worker), chat worker, offline model, PostgreSQL, and the Python load "
-        "client, all on the same two cores.",
+        f"Measured {results['measured_at']} on {results['machine']}. Real processes: ours is "
+        "functions (uvicorn, one process) + chat worker (one process); the references are one "
+        "uvicorn process each (agentmarket/devtools/naive_proxy.py, a benchmark reference, not "
+        "a product path); the offline model, PostgreSQL and the Python load client share the "
+        "same cores. Each target runs alone, in turn.",
         "",
         "```",
         command,
         "```",
         "",
-        f"The offline model waits {model} ms before its first token and then streams as fast as it "
-        "can, so the model's own TTFT and completion are both ≈ "
-        f"{model} ms; overhead = client-seen time - {model} ms. One user drives every "
-        "conversation, so the per-user limits are lifted for the run (their cost is in "
-        '"Limits: what they add to a chat send").',
+        f"| metric | {' | '.join(names)} |",
+        "|---|" + "---|" * len(names),
+        *(f"| {label} | {' | '.join(cells)} |" for label, cells in _chat_rows(results)),
         "",
-        "| concurrent conversations | replies | TTFT p50 | TTFT p95 | done p50 | done p95 "
-        "| overhead TTFT p50 / p95 | overhead done p50 / p95 | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"Overheads are client-seen times minus the model's own: it waits {plan['ttft_ms']} ms "
+        "before its first token and then streams unpaced, so its TTFT and its completion are "
+        f"both ≈ {plan['ttft_ms']} ms; each level runs {plan['turns']} measured turns per "
+        "conversation after one warm-up turn.",
+        "",
     ]
-    for run in results["levels"]:
-        t50, t95 = _pct(run.ttft_ms, 50), _pct(run.ttft_ms, 95)
-        d50, d95 = _pct(run.completion_ms, 50), _pct(run.completion_ms, 95)
-        lines.append(
-            f"| {run.concurrency} | {run.messages} | {t50:.0f} ms | {t95:.0f} ms | {d50:.0f} ms "
-            f"| {d95:.0f} ms | {t50 - model:.0f} / {t95 - model:.0f} ms "
-            f"| {d50 - model:.0f} / {d95 - model:.0f} ms | {run.errors} |"
+    alone = results.get("model_alone") or []
+    if alone:
+        seen = "; ".join(
+            f"{row['concurrency']} at once: TTFT p50 / p95 "
+            + " / ".join(_fmt(v, digits=0) for v in row["ttft_ms"])
+            + " ms, completion "
+            + " / ".join(_fmt(v, digits=0) for v in row["completion_ms"])
+            + " ms"
+            for row in alone
         )
-    pickup = results.get("pickup_ms")
-    lines += [
-        "",
-        f"Queue pickup (enqueue → claimed, first attempts): p50 {pickup[0]:.1f} ms, "
-        f"p95 {pickup[1]:.1f} ms."
-        if pickup
-        else "Queue pickup: not measured.",
-        "",
-        f"Sustained throughput with a zero-latency model: {results['throughput']:.0f} messages/s "
-        "(async sends, 32 client connections, until the last reply is written; one functions "
-        "process, one worker process).",
-        "",
-    ]
+        lines += [
+            "The model alone (the load client streaming from it directly, same concurrency "
+            f"and turns, nothing in between): {seen}. The difference from {plan['ttft_ms']} ms "
+            "is the load client's and the model's own share of every overhead above.",
+            "",
+        ]
+    for target in results["targets"].values():
+        if "statements_note" in target:
+            lines += [f"{target['name']}: {target['statements_note']}", ""]
+        if not target.get("backends_readable", True):
+            lines += [
+                f"{target['name']}: some Postgres backends' /proc entries were unreadable "
+                "(is the database on another machine?): their CPU is missing.",
+                "",
+            ]
     return "\n".join(lines)

@@ -4,9 +4,10 @@ The SQL lives in `agentmarket/db/sql/worker.sql` (named queries, named parameter
 only module of the worker that runs any. Rows come back as the typed records below. Every
 `private.*_chat_*` call acts only while this worker (`worker_id`) holds the job's lease.
 
-* `claim` leases jobs (SKIP LOCKED) and samples the queue depth on the same connection.
-* `append` is one statement and one round trip: its own transaction, committed with
-  synchronous_commit off (partial text need not wait for the WAL flush; the finish is durable).
+* `claim` leases jobs (SKIP LOCKED) and says whether more are waiting (`Claim.more`).
+* `append_batch` writes the pending text of all of the process's active replies (workers.relay):
+  one statement and one round trip, its own transaction, committed with synchronous_commit off
+  (partial text need not wait for the WAL flush; the finish is durable).
 * `finish` writes the reply, its metrics, the conversation and the job, plus the reply's product
   event (`ReplyEvent`), in one transaction.
 """
@@ -29,6 +30,7 @@ from agentmarket.domain.agents import KnowledgeEntry, Turn
 from agentmarket.services.telemetry import check_event
 
 __all__ = [
+    "Claim",
     "Job",
     "JobContext",
     "JobLost",
@@ -37,6 +39,7 @@ __all__ = [
     "LeaseState",
     "LoadedJob",
     "Outcome",
+    "Piece",
     "ReplyEvent",
     "Store",
     "StoredSecret",
@@ -64,6 +67,21 @@ class Job:
         if self.attempts != 1 or self.started_at is None:
             return None
         return (self.started_at - self.created_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class Claim:
+    jobs: list[Job]
+    more: bool  # the claim filled its limit and more jobs were waiting
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Text for one reply, starting at `offset` of its stored text (this attempt's)."""
+
+    job_id: int
+    offset: int
+    text: str
 
 
 @dataclass(frozen=True)
@@ -159,7 +177,7 @@ class Store(Protocol):
         knowledge_for: KnowledgeQuestion,
     ) -> LoadedJob | None: ...
 
-    async def append(self, job_id: int, delta: str) -> int | None: ...
+    async def append_batch(self, pieces: Sequence[Piece]) -> Mapping[int, int | None]: ...
 
     async def reset(self, job_id: int) -> None: ...
 
@@ -180,12 +198,13 @@ class JobStore:
     def _lease(self, job_id: int) -> dict[str, Any]:
         return {"job_id": job_id, "worker_id": self.worker_id}
 
-    async def claim(self, limit: int) -> list[Job]:
-        """Lease up to `limit` runnable jobs (one statement)."""
+    async def claim(self, limit: int) -> Claim:
+        """Lease up to `limit` runnable jobs, and whether more are waiting (one statement)."""
         params = {"worker_id": self.worker_id, "limit": limit, "lease_seconds": self.lease_seconds}
-        async with self.pool.connection() as conn, conn.cursor(row_factory=class_row(Job)) as cur:
-            await cur.execute(query("claim_chat_jobs"), params)
-            return await cur.fetchall()
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query("claim_chat_jobs"), params)
+            rows = await cur.fetchall()
+        return Claim([Job(*row[:-1]) for row in rows], any(row[-1] for row in rows))
 
     async def queue_depth(self) -> int:
         """Jobs waiting to be claimed (sampled on a timer, not per claim)."""
@@ -203,14 +222,20 @@ class JobStore:
             return LeaseState(owned=False, cancel_requested=False)
         return LeaseState(owned=bool(row[0]), cancel_requested=bool(row[1]))
 
-    async def append(self, job_id: int, delta: str) -> int | None:
-        """Append and publish a batch of text: the reply's new length, None if the lease is lost."""
+    async def append_batch(self, pieces: Sequence[Piece]) -> dict[int, int | None]:
+        """Append and publish text for several replies (a reply's pieces in order, each starting
+        where the one before ended), in one statement: each reply's new length, None where its
+        lease is lost (or its stored text is not what the pieces follow on)."""
+        params = {
+            "worker_id": self.worker_id,
+            "job_ids": [p.job_id for p in pieces],
+            "offsets": [p.offset for p in pieces],
+            "deltas": [p.text for p in pieces],
+        }
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                query("append_chat_delta"), {**self._lease(job_id), "delta": delta}
-            )
-            row = await cur.fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+            cur = await conn.execute(query("append_chat_deltas"), params)
+            rows = await cur.fetchall()
+        return {int(job_id): None if length is None else int(length) for job_id, length, _ in rows}
 
     async def reset(self, job_id: int) -> None:
         async with self.pool.connection() as conn:

@@ -15,7 +15,7 @@ from agentmarket.core.config import get_settings
 from agentmarket.domain.agents import KnowledgeEntry, Turn
 from agentmarket.ops.tokens import ensure_user
 from workers.context import knowledge_question
-from workers.store import JobStore, Outcome, ReplyEvent
+from workers.store import JobStore, Outcome, Piece, ReplyEvent
 
 pytestmark = pytest.mark.db
 
@@ -100,7 +100,9 @@ async def test_a_job_from_claim_to_finish(
     store = JobStore(pool, worker_id="w-1", lease_seconds=30)
     assert await store.queue_depth() == 1
 
-    [job] = await store.claim(5)
+    claim = await store.claim(5)
+    assert claim.more is False  # fewer than asked for: nothing more is waiting
+    [job] = claim.jobs
     assert (job.message_id, job.attempts, job.trace_id) == (reply, 1, "req-1")
     assert job.pickup_seconds is not None and job.pickup_seconds >= 0
     assert await store.queue_depth() == 0
@@ -126,9 +128,11 @@ async def test_a_job_from_claim_to_finish(
     assert loaded.knowledge == [KnowledgeEntry(**KNOWLEDGE[0])]
 
     assert (await store.extend_lease(job.id)).owned is True
-    assert await store.append(job.id, "Sixty ") == 6
+    assert await store.append_batch([Piece(job.id, 0, "Sixty ")]) == {job.id: 6}
     await store.reset(job.id)
-    assert await store.append(job.id, "60 a minute.") == 12
+    assert await store.append_batch([Piece(job.id, 0, "60 a "), Piece(job.id, 5, "minute.")]) == {
+        job.id: 12
+    }
     event = ReplyEvent(
         "agent.chat.response.received",
         context.user_id,
@@ -153,7 +157,7 @@ async def test_a_job_from_claim_to_finish(
     assert tracked == [("agent.chat.response.received", context.user_id, "completed")]
     # The job is no longer ours: nothing more is written.
     assert (await store.extend_lease(job.id)).owned is False
-    assert await store.append(job.id, "late") is None
+    assert await store.append_batch([Piece(job.id, 12, "late")]) == {job.id: None}
     assert await store.finish(job.id, outcome, event) is False
     assert await store.release(job.id) is False
 
@@ -163,12 +167,13 @@ async def test_a_released_job_is_queued_again(
 ) -> None:
     reply = queue_reply(conn, slug="api-docs-concierge", config={})
     store = JobStore(pool, worker_id="w-1", lease_seconds=30)
-    [job] = await store.claim(1)
+    [job] = (await store.claim(1)).jobs
 
     assert await store.release(job.id) is True
 
-    claimed = await JobStore(pool, worker_id="w-2", lease_seconds=30).claim(1)
-    [again] = claimed
+    claim = await JobStore(pool, worker_id="w-2", lease_seconds=30).claim(1)
+    [again] = claim.jobs
+    assert claim.more is False  # a full claim, and nothing else is waiting
     assert (again.message_id, again.attempts) == (reply, 1)  # a release costs no attempt
     assert again.pickup_seconds is not None
 

@@ -3,12 +3,13 @@
 -- the job's lease (`worker_id`).
 
 -- name: claim_chat_jobs
--- Leases up to %(limit)s runnable jobs to this worker for %(lease_seconds)s seconds.
-select id, message_id, attempts, created_at, started_at, trace_id
-  from private.claim_chat_jobs(%(worker_id)s, %(limit)s, %(lease_seconds)s);
+-- Leases up to %(limit)s runnable jobs to this worker for %(lease_seconds)s seconds; `more` (on
+-- every row) is true when the claim filled its limit and more jobs were still waiting.
+select id, message_id, attempts, created_at, started_at, trace_id, more
+  from private.claim_chat_jobs_counted(%(worker_id)s, %(limit)s, %(lease_seconds)s);
 
 -- name: chat_queue_depth
--- Jobs waiting to be claimed (the queue depth gauge, sampled at each claim).
+-- Jobs waiting to be claimed (the queue depth gauge, sampled on a timer).
 select count(*) from private.chat_jobs where status = 'queued';
 
 -- name: extend_chat_lease
@@ -16,12 +17,14 @@ select count(*) from private.chat_jobs where status = 'queued';
 select owned, cancel_requested
   from private.extend_chat_lease(%(job_id)s, %(worker_id)s, %(lease_seconds)s);
 
--- name: append_chat_delta
--- A batch of text, appended and published; the new length, or null when the lease is lost.
--- One statement, one round trip: the statement is its own transaction (autocommit) and the local
--- synchronous_commit=off applies to its commit (partial text need not wait for the WAL flush).
-select private.append_chat_delta(%(job_id)s, %(worker_id)s, %(delta)s),
-       set_config('synchronous_commit', 'off', true);
+-- name: append_chat_deltas
+-- One tick of the relay: the pending text of every active reply of this worker, as parallel
+-- arrays (a reply's pieces in order, the first naming the offset it starts at); one row per reply
+-- with its new length, or null when its lease is lost. Its own transaction, committed with
+-- synchronous_commit off (partial text need not wait for the WAL flush; the finish is durable).
+select d.job_id, d.new_length, set_config('synchronous_commit', 'off', true)
+  from private.append_chat_deltas(%(worker_id)s, %(job_ids)s::bigint[], %(offsets)s::integer[],
+                                  %(deltas)s::text[]) d;
 
 -- name: reset_chat_stream
 -- Starts the reply's text over (a retried model call after partial output).

@@ -1,4 +1,5 @@
-"""The worker loop: a claim is one statement; the queue depth is sampled on a timer."""
+"""The worker loop: a claim is one statement and says whether more jobs wait; the queue depth is
+sampled on a timer."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from prometheus_client import REGISTRY
 from agentmarket.core.config import get_settings
 from workers.chat_worker import ChatWorker
 from workers.config import WorkerConfig
-from workers.store import Job
+from workers.store import Claim
 
 
 class CountingStore:
@@ -19,9 +20,9 @@ class CountingStore:
         self.claims = 0
         self.depth_reads = 0
 
-    async def claim(self, limit: int) -> list[Job]:
+    async def claim(self, limit: int) -> Claim:
         self.claims += 1
-        return []
+        return Claim([], more=False)
 
     async def queue_depth(self) -> int:
         self.depth_reads += 1
@@ -42,6 +43,39 @@ async def test_claims_do_not_count_the_queue() -> None:
     for _ in range(5):
         await chat_worker._claim(3)
     assert (store.claims, store.depth_reads) == (5, 0)
+
+
+async def test_only_a_full_claim_with_more_waiting_or_a_notification_claims_again() -> None:
+    chat_worker, store = worker(interval=60)
+
+    await chat_worker._claim(3)
+    assert chat_worker._maybe_more is False  # found nothing: a job ending claims nothing
+
+    async def full(limit: int) -> Claim:
+        return Claim([], more=True)
+
+    store.claim = full  # type: ignore[method-assign]
+    await chat_worker._claim(3)
+    assert chat_worker._maybe_more is True
+
+    store.claim = CountingStore(0).claim
+    await chat_worker._claim(3)
+    assert chat_worker._maybe_more is False
+    chat_worker._notified("agentmarket_chat_jobs", "42")
+    assert chat_worker._maybe_more is True and chat_worker._wake.is_set()
+
+
+async def test_a_notification_during_a_claim_is_not_lost() -> None:
+    chat_worker, _ = worker(interval=60)
+
+    async def notified_meanwhile(limit: int) -> Claim:
+        chat_worker._notified("agentmarket_chat_jobs", "43")
+        return Claim([], more=False)
+
+    chat_worker.store.claim = notified_meanwhile  # type: ignore[method-assign]
+    await chat_worker._claim(3)
+
+    assert chat_worker._maybe_more is True
 
 
 async def test_the_queue_depth_is_sampled_on_a_timer() -> None:

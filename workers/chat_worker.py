@@ -86,7 +86,10 @@ class ChatWorker:
             name="agentmarket-worker",
         )
         self.store = JobStore(
-            self.pool, worker_id=self.config.worker_id, lease_seconds=self.config.lease_seconds
+            self.pool,
+            worker_id=self.config.worker_id,
+            lease_seconds=self.config.lease_seconds,
+            history_limit=self.config.history_messages,
         )
         self.flusher = Flusher(
             self.store,
@@ -212,6 +215,11 @@ class ChatWorker:
             lag = job.pickup_seconds
             if lag is not None:
                 metrics.QUEUE_PICKUP.observe(max(lag, 0.0))
+            stale = self.running.get(job.id)
+            if stale is not None:
+                # Our own lease on it lapsed (a stall) and this claim took it over: the attempt
+                # still running is no longer the job's, and stops without writing.
+                stale.signals.lost.set()
             running = Running(job)
             self.running[job.id] = running
             running.task = asyncio.create_task(self._run(running), name=f"job-{job.id}")
@@ -220,5 +228,6 @@ class ChatWorker:
         try:
             await self.runner.run(running.job, running.signals)
         finally:
-            self.running.pop(running.job.id, None)
+            if self.running.get(running.job.id) is running:
+                del self.running[running.job.id]
             self._wake.set()

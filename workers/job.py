@@ -1,5 +1,5 @@
-"""Answering one claimed job (docs/architecture.md#worker): load its context → admit → stream the
-model → relay the text → finish.
+"""Answering one claimed job (docs/architecture.md#worker): its context (loaded by the claim; a
+knowledge-base search for support agents) → admit → stream the model → relay the text → finish.
 
 * While the job runs, a `LeaseKeeper` extends its lease; losing it (another worker took over after
   we stalled) stops the job without writing anything more (`JobLost`).
@@ -135,8 +135,7 @@ class JobRunner:
 
     async def _answer(self, job: Job, signals: JobSignals, started: float) -> None:
         loaded = await self.store.load_context(
-            job.message_id,
-            history_limit=self.config.history_messages,
+            job,
             knowledge_limit=self.config.knowledge_entries,
             knowledge_for=knowledge_question,
         )

@@ -4,7 +4,9 @@ The SQL lives in `agentmarket/db/sql/worker.sql` (named queries, named parameter
 only module of the worker that runs any. Rows come back as the typed records below. Every
 `private.*_chat_*` call acts only while this worker (`worker_id`) holds the job's lease.
 
-* `claim` leases jobs (SKIP LOCKED) and says whether more are waiting (`Claim.more`).
+* `claim` leases jobs (SKIP LOCKED), each with what answering it needs (context, history
+  window, sealed secrets: `Job.loaded`), and says whether more are waiting (`Claim.more`): one
+  statement. `load_context` adds the knowledge-base search for the agents that use one.
 * `append_batch` writes the pending text of all of the process's active replies (workers.relay):
   one statement and one round trip, its own transaction, committed with synchronous_commit off
   (partial text need not wait for the WAL flush; the finish is durable).
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -60,6 +62,8 @@ class Job:
     created_at: datetime
     started_at: datetime | None
     trace_id: str | None
+    # What the claim loaded for the reply (no knowledge yet); None when the reply was gone.
+    loaded: LoadedJob | None = field(default=None, repr=False, compare=False)
 
     @property
     def pickup_seconds(self) -> float | None:
@@ -169,12 +173,7 @@ class Store(Protocol):
     async def extend_lease(self, job_id: int) -> LeaseState: ...
 
     async def load_context(
-        self,
-        message_id: uuid.UUID,
-        *,
-        history_limit: int,
-        knowledge_limit: int,
-        knowledge_for: KnowledgeQuestion,
+        self, job: Job, *, knowledge_limit: int, knowledge_for: KnowledgeQuestion
     ) -> LoadedJob | None: ...
 
     async def append_batch(self, pieces: Sequence[Piece]) -> Mapping[int, int | None]: ...
@@ -190,21 +189,35 @@ class JobStore:
     """The queue and the replies in Postgres, for the worker `worker_id` (its own login's pool:
     autocommit connections)."""
 
-    def __init__(self, pool: AsyncConnectionPool, *, worker_id: str, lease_seconds: int) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        worker_id: str,
+        lease_seconds: int,
+        history_limit: int = 20,
+    ) -> None:
         self.pool = pool
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
+        self.history_limit = history_limit  # the most recent turns loaded with a claimed job
 
     def _lease(self, job_id: int) -> dict[str, Any]:
         return {"job_id": job_id, "worker_id": self.worker_id}
 
     async def claim(self, limit: int) -> Claim:
-        """Lease up to `limit` runnable jobs, and whether more are waiting (one statement)."""
-        params = {"worker_id": self.worker_id, "limit": limit, "lease_seconds": self.lease_seconds}
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(query("claim_chat_jobs"), params)
+        """Lease up to `limit` runnable jobs, each with its context, and whether more are
+        waiting (one statement)."""
+        params = {
+            "worker_id": self.worker_id,
+            "limit": limit,
+            "lease_seconds": self.lease_seconds,
+            "history_limit": self.history_limit,
+        }
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("claim_chat_jobs"), params)
             rows = await cur.fetchall()
-        return Claim([Job(*row[:-1]) for row in rows], any(row[-1] for row in rows))
+        return Claim([_claimed(row) for row in rows], any(row["more"] for row in rows))
 
     async def queue_depth(self) -> int:
         """Jobs waiting to be claimed (sampled on a timer, not per claim)."""
@@ -271,36 +284,44 @@ class JobStore:
         return row is not None and bool(row[0])
 
     async def load_context(
-        self,
-        message_id: uuid.UUID,
-        *,
-        history_limit: int,
-        knowledge_limit: int,
-        knowledge_for: KnowledgeQuestion,
+        self, job: Job, *, knowledge_limit: int, knowledge_for: KnowledgeQuestion
     ) -> LoadedJob | None:
-        """What answering the reply needs: one statement (context, history and secrets), plus
-        one knowledge-base search when `knowledge_for` asks a question (support agents); None
-        when the reply is gone (its conversation was deleted)."""
-        params = {"message_id": message_id, "history_limit": history_limit}
+        """What answering the reply needs: what its claim loaded (context, history and
+        secrets), plus one knowledge-base search when `knowledge_for` asks a question (support
+        agents); None when the reply is gone (its conversation was deleted)."""
+        loaded = job.loaded
+        if loaded is None:
+            return None
+        question = knowledge_for(loaded.context, loaded.history)
+        if not question:
+            return loaded
         async with self.pool.connection() as conn:
-            async with conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(query("chat_job_context"), params)
-                row = await cur.fetchone()
-            if row is None:
-                return None
-            context, history, secrets = _loaded(row)
-            question = knowledge_for(context, history)
-            knowledge: list[KnowledgeEntry] = []
-            if question:
-                knowledge = await _knowledge(conn, context.config, question, knowledge_limit)
-        return LoadedJob(context, history, secrets, knowledge)
+            knowledge = await _knowledge(conn, loaded.context.config, question, knowledge_limit)
+        return replace(loaded, knowledge=knowledge)
 
 
 _CONTEXT_FIELDS = tuple(field.name for field in fields(JobContext))
 
 
+def _claimed(row: dict[str, Any]) -> Job:
+    """A claim's row as the job, with its reply's context when the reply is still there."""
+    loaded = None
+    if row["message_id"] is not None:
+        context, history, secrets = _loaded(row)
+        loaded = LoadedJob(context, history, secrets, [])
+    return Job(
+        id=row["job_id"],
+        message_id=row["job_message_id"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        trace_id=row["trace_id"],
+        loaded=loaded,
+    )
+
+
 def _loaded(row: dict[str, Any]) -> tuple[JobContext, list[Turn], list[StoredSecret]]:
-    """The context query's row as the context, the history (oldest first) and the secrets."""
+    """A claim's row as the context, the history (oldest first) and the secrets."""
     context = JobContext(**{name: row[name] for name in _CONTEXT_FIELDS})
     history = [
         Turn(r, c) for r, c in zip(row["history_roles"], row["history_contents"], strict=True)

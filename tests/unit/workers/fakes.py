@@ -118,17 +118,12 @@ class FakeStore:
         return LeaseState(owned=self.owned, cancel_requested=self.cancel_requested)
 
     async def load_context(
-        self,
-        message_id: uuid.UUID,
-        *,
-        history_limit: int,
-        knowledge_limit: int,
-        knowledge_for: KnowledgeQuestion,
+        self, job: Job, *, knowledge_limit: int, knowledge_for: KnowledgeQuestion
     ) -> LoadedJob | None:
         if self.loaded is None:
             return None
         self.questions.append(knowledge_for(self.loaded.context, self.loaded.history))
-        return replace(self.loaded, context=replace(self.loaded.context, message_id=message_id))
+        return replace(self.loaded, context=replace(self.loaded.context, message_id=job.message_id))
 
     async def append_batch(self, pieces: Sequence[Piece]) -> Mapping[int, int | None]:
         self.batches.append(list(pieces))

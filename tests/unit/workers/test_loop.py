@@ -9,9 +9,11 @@ import contextlib
 from prometheus_client import REGISTRY
 
 from agentmarket.core.config import get_settings
+from tests.unit.workers.fakes import make_job
 from workers.chat_worker import ChatWorker
 from workers.config import WorkerConfig
-from workers.store import Claim
+from workers.lease import JobSignals
+from workers.store import Claim, Job
 
 
 class CountingStore:
@@ -87,3 +89,29 @@ async def test_the_queue_depth_is_sampled_on_a_timer() -> None:
         await sampler
     assert 3 <= store.depth_reads <= 7
     assert REGISTRY.get_sample_value("agent_chat_queue_depth") == 7
+
+
+async def test_a_job_claimed_again_after_its_lease_lapsed_stops_the_stale_attempt() -> None:
+    chat_worker, _ = worker(interval=60)
+    job = make_job()
+    release = asyncio.Event()
+
+    async def run(job: Job, signals: JobSignals) -> None:
+        await release.wait()
+
+    chat_worker.runner.run = run  # type: ignore[method-assign]
+
+    async def claimed(limit: int) -> Claim:
+        return Claim([job], more=False)
+
+    chat_worker.store.claim = claimed  # type: ignore[method-assign]
+    await chat_worker._claim(1)
+    stale = chat_worker.running[job.id]
+    await chat_worker._claim(1)  # our own lease lapsed: the same job again, a new attempt
+
+    fresh = chat_worker.running[job.id]
+    assert fresh is not stale
+    assert stale.signals.lost.is_set() and not fresh.signals.lost.is_set()
+    release.set()
+    await asyncio.gather(*(r.task for r in (stale, fresh) if r.task is not None))
+    assert chat_worker.running == {}

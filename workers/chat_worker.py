@@ -8,8 +8,8 @@
   job runs in its own task (`workers.job.JobRunner`). The loop claims only when there may be
   something to claim: at start and after the listener (re)connects, on a NOTIFY, when the last
   claim filled its limit with more jobs waiting (`Claim.more`), and every `poll_interval`; a job
-  ending alone does not claim again when the queue was empty. The LISTEN is active before the
-  first claim's answer is awaited, so a job enqueued after a claim found nothing wakes the loop.
+  ending alone does not claim again when the queue was empty. Once LISTEN is in place (its
+  connect itself triggers a claim), a job enqueued after a claim found nothing wakes the loop.
   The queue depth gauge is sampled on a timer.
 * The replies' text goes out through one `Flusher` (workers/relay.py) for all running jobs.
 * SIGTERM (`stop`): stop claiming, let running jobs finish for `grace_seconds`, then cancel the
@@ -121,7 +121,6 @@ class ChatWorker:
         # Whether a claim may find something: set at start, by a NOTIFY, a (re)connect or a
         # claim that filled its limit with more waiting; cleared by each claim.
         self._maybe_more = True
-        self.claims = 0  # claims sent
 
     def stop(self) -> None:
         """Stop claiming; running jobs finish (or are released after the grace period)."""
@@ -203,7 +202,6 @@ class ChatWorker:
         """Claim up to `limit` jobs and start them; a NOTIFY during the claim keeps
         `_maybe_more` set."""
         self._maybe_more = False
-        self.claims += 1
         try:
             claim = await self.store.claim(limit)
         except psycopg.Error as exc:

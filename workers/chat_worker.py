@@ -5,7 +5,13 @@
   and reclaims expired leases (docs/architecture.md#queue-and-leases). A NOTIFY on `CHAT_CANCEL`
   tells the running job writing that reply to stop.
 * Claims go through `JobStore.claim` (SKIP LOCKED, lease), up to the free concurrency; each claimed
-  job runs in its own task (`workers.job.JobRunner`). The queue depth gauge is sampled at claims.
+  job runs in its own task (`workers.job.JobRunner`). The loop claims only when there may be
+  something to claim: at start and after the listener (re)connects, on a NOTIFY, when the last
+  claim filled its limit with more jobs waiting (`Claim.more`), and every `poll_interval`; a job
+  ending alone does not claim again when the queue was empty. Once LISTEN is in place (its
+  connect itself triggers a claim), a job enqueued after a claim found nothing wakes the loop.
+  The queue depth gauge is sampled on a timer.
+* The replies' text goes out through one `Flusher` (workers/relay.py) for all running jobs.
 * SIGTERM (`stop`): stop claiming, let running jobs finish for `grace_seconds`, then cancel the
   rest, which hand their jobs back.
 """
@@ -31,6 +37,7 @@ from workers.config import WorkerConfig
 from workers.context import ModelDefaults
 from workers.job import JobRunner
 from workers.lease import JobSignals
+from workers.relay import Flusher
 from workers.store import Job, JobStore
 
 __all__ = ["ChatWorker", "WorkerConfig"]
@@ -79,7 +86,18 @@ class ChatWorker:
             name="agentmarket-worker",
         )
         self.store = JobStore(
-            self.pool, worker_id=self.config.worker_id, lease_seconds=self.config.lease_seconds
+            self.pool,
+            worker_id=self.config.worker_id,
+            lease_seconds=self.config.lease_seconds,
+            history_limit=self.config.history_messages,
+        )
+        self.flusher = Flusher(
+            self.store,
+            first_flush_delay=self.config.first_flush_delay,
+            flush_interval=self.config.flush_interval,
+            flush_interval_per_reply=self.config.flush_interval_per_reply,
+            max_flush_interval=self.config.max_flush_interval,
+            flush_chars=self.config.flush_chars,
         )
         self.runner = JobRunner(
             self.store,
@@ -87,22 +105,30 @@ class ChatWorker:
             SecretBox(settings.encryption_keys),
             config=self.config,
             defaults=ModelDefaults(settings.openai_model, settings.openai_max_tokens),
+            flusher=self.flusher,
         )
         self.listener = Listener(
             settings.worker_url,
             [CHAT_JOBS, CHAT_CANCEL],
             on_notify=self._notified,
             # Catch up on anything enqueued while we were not listening.
-            on_connect=lambda _: self._wake.set(),
+            on_connect=lambda _: self._claim_soon(),
             application_name="agentmarket-worker-listen",
         )
         self.running: dict[int, Running] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        # Whether a claim may find something: set at start, by a NOTIFY, a (re)connect or a
+        # claim that filled its limit with more waiting; cleared by each claim.
+        self._maybe_more = True
 
     def stop(self) -> None:
         """Stop claiming; running jobs finish (or are released after the grace period)."""
         self._stopping.set()
+        self._wake.set()
+
+    def _claim_soon(self) -> None:
+        self._maybe_more = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -113,21 +139,28 @@ class ChatWorker:
         log.info(
             "worker.started", worker_id=self.config.worker_id, concurrency=self.config.concurrency
         )
+        loop = asyncio.get_running_loop()
+        next_poll = loop.time()
         try:
             while not self._stopping.is_set():
                 # Clear before claiming: a NOTIFY that arrives during the claim wakes us again.
                 self._wake.clear()
                 free = self.config.concurrency - len(self.running)
-                if free > 0:
+                if free > 0 and (self._maybe_more or loop.time() >= next_poll):
+                    next_poll = loop.time() + self.config.poll_interval
                     await self._claim(free)
+                # No free slot: only a job ending (or a stop) can make the loop claim again.
+                full = len(self.running) >= self.config.concurrency
+                timeout = None if full else max(next_poll - loop.time(), 0)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+                    await asyncio.wait_for(self._wake.wait(), timeout)
         finally:
             sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
             await self.listener.aclose()
             await self._drain()
+            await self.flusher.aclose()
             await self.llm.aclose()
             await self.pool.close()
             log.info("worker.stopped", worker_id=self.config.worker_id)
@@ -146,7 +179,7 @@ class ChatWorker:
         if channel == CHAT_CANCEL:
             self._cancel(payload)
         else:
-            self._wake.set()
+            self._claim_soon()
 
     def _cancel(self, payload: str) -> None:
         with contextlib.suppress(ValueError):
@@ -166,15 +199,25 @@ class ChatWorker:
             await asyncio.sleep(self.config.queue_depth_interval)
 
     async def _claim(self, limit: int) -> None:
+        """Claim up to `limit` jobs and start them; a NOTIFY during the claim keeps
+        `_maybe_more` set."""
+        self._maybe_more = False
         try:
-            jobs = await self.store.claim(limit)
+            claim = await self.store.claim(limit)
         except psycopg.Error as exc:
             log.warning("worker.claim_failed", error=type(exc).__name__)
-            return
-        for job in jobs:
+            return  # the next poll tries again
+        if claim.more:
+            self._maybe_more = True
+        for job in claim.jobs:
             lag = job.pickup_seconds
             if lag is not None:
                 metrics.QUEUE_PICKUP.observe(max(lag, 0.0))
+            stale = self.running.get(job.id)
+            if stale is not None:
+                # Our own lease on it lapsed (a stall) and this claim took it over: the attempt
+                # still running is no longer the job's, and stops without writing.
+                stale.signals.lost.set()
             running = Running(job)
             self.running[job.id] = running
             running.task = asyncio.create_task(self._run(running), name=f"job-{job.id}")
@@ -183,5 +226,6 @@ class ChatWorker:
         try:
             await self.runner.run(running.job, running.signals)
         finally:
-            self.running.pop(running.job.id, None)
+            if self.running.get(running.job.id) is running:
+                del self.running[running.job.id]
             self._wake.set()

@@ -19,7 +19,13 @@ class WorkerConfig:
     history_messages: int = 20
     history_chars: int = 24_000
     knowledge_entries: int = 4
+    # The relay's tick (workers/relay.py): a reply's first text waits at most first_flush_delay,
+    # later text flush_interval, stretched by flush_interval_per_reply per active reply up to
+    # max_flush_interval; pending text goes in pieces of at most flush_chars.
+    first_flush_delay: float = 0.01
     flush_interval: float = 0.1
+    flush_interval_per_reply: float = 0.004
+    max_flush_interval: float = 0.5
     flush_chars: int = 1_500
     # How often the queue-depth gauge is sampled (one count, not one per claim).
     queue_depth_interval: float = 5.0

@@ -1,8 +1,11 @@
-"""Answering one claimed job (docs/architecture.md#worker): load its context → admit → stream the
-model → relay the text → finish.
+"""Answering one claimed job (docs/architecture.md#worker): its context (loaded by the claim; a
+knowledge-base search for support agents) → admit → stream the model → relay the text → finish.
 
 * While the job runs, a `LeaseKeeper` extends its lease; losing it (another worker took over after
   we stalled) stops the job without writing anything more (`JobLost`).
+* The text goes out through the process's `Flusher` (workers.relay: one statement per tick for
+  all replies); the reply's finish carries its whole text, so what was not written yet is never
+  appended on its own.
 * A cancellation (NOTIFY or the lease keeper) stops reading the model; the reply ends `cancelled`
   with the text relayed so far.
 * `JobStore.finish` writes the reply, its metrics, the conversation, the job and the reply's
@@ -36,7 +39,7 @@ from agentmarket.llm.client import (
 from workers.config import WorkerConfig
 from workers.context import ModelDefaults, ReplyRefused, build_request, knowledge_question
 from workers.lease import JobSignals, LeaseKeeper, lease_interval
-from workers.relay import Relay
+from workers.relay import Flusher, Relay
 from workers.store import Job, JobContext, JobLost, Outcome, ReplyEvent, Store
 
 __all__ = ["JobRunner", "Model"]
@@ -65,6 +68,7 @@ class JobRunner:
         *,
         config: WorkerConfig,
         defaults: ModelDefaults,
+        flusher: Flusher | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.store = store
@@ -73,6 +77,15 @@ class JobRunner:
         self.config = config
         self.defaults = defaults
         self._clock = clock
+        self.flusher = flusher or Flusher(
+            store,
+            first_flush_delay=config.first_flush_delay,
+            flush_interval=config.flush_interval,
+            flush_interval_per_reply=config.flush_interval_per_reply,
+            max_flush_interval=config.max_flush_interval,
+            flush_chars=config.flush_chars,
+            clock=clock,
+        )
 
     def _elapsed_ms(self, started: float) -> int:
         return int((self._clock() - started) * 1000)
@@ -122,8 +135,7 @@ class JobRunner:
 
     async def _answer(self, job: Job, signals: JobSignals, started: float) -> None:
         loaded = await self.store.load_context(
-            job.message_id,
-            history_limit=self.config.history_messages,
+            job,
             knowledge_limit=self.config.knowledge_entries,
             knowledge_for=knowledge_question,
         )
@@ -142,22 +154,19 @@ class JobRunner:
                 job, started, refused.code, refused.message, ctx, status=refused.status
             )
             return
-        relay = Relay(
-            lambda delta: self.store.append(job.id, delta),
-            lambda: self.store.reset(job.id),
-            started=started,
-            flush_interval=self.config.flush_interval,
-            flush_chars=self.config.flush_chars,
-            clock=self._clock,
-        )
+        relay = self.flusher.relay(job.id, lambda: self.store.reset(job.id), started=started)
         try:
-            streamed = await self._stream(request, relay, signals)
+            try:
+                streamed = await self._stream(request, relay, signals)
+            finally:
+                relay.close()  # from here on the finish writes the text
         except LLMError as exc:
             await self._finish_unanswered(
                 job, started, exc.error_code, exc.message, ctx, model_attempts=exc.attempts
             )
             return
-        await relay.flush()
+        if relay.lost:
+            raise JobLost()
         await self._finish_answered(job, ctx, request, relay, streamed, started)
 
     async def _stream(
@@ -172,7 +181,7 @@ class JobRunner:
                 if signals.cancel.is_set():
                     return Streamed("cancelled", completed)
                 if isinstance(event, TextDelta):
-                    if not await relay.add(event.text):
+                    if not relay.add(event.text):
                         break  # cut at the stored limit
                 elif isinstance(event, Retrying):
                     await relay.restart()

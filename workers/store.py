@@ -4,9 +4,12 @@ The SQL lives in `agentmarket/db/sql/worker.sql` (named queries, named parameter
 only module of the worker that runs any. Rows come back as the typed records below. Every
 `private.*_chat_*` call acts only while this worker (`worker_id`) holds the job's lease.
 
-* `claim` leases jobs (SKIP LOCKED) and samples the queue depth on the same connection.
-* `append` is one statement and one round trip: its own transaction, committed with
-  synchronous_commit off (partial text need not wait for the WAL flush; the finish is durable).
+* `claim` leases jobs (SKIP LOCKED), each with what answering it needs (context, history
+  window, sealed secrets: `Job.loaded`), and says whether more are waiting (`Claim.more`): one
+  statement. `load_context` adds the knowledge-base search for the agents that use one.
+* `append_batch` writes the pending text of all of the process's active replies (workers.relay):
+  one statement and one round trip, its own transaction, committed with synchronous_commit off
+  (partial text need not wait for the WAL flush; the finish is durable).
 * `finish` writes the reply, its metrics, the conversation and the job, plus the reply's product
   event (`ReplyEvent`), in one transaction.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -29,6 +32,7 @@ from agentmarket.domain.agents import KnowledgeEntry, Turn
 from agentmarket.services.telemetry import check_event
 
 __all__ = [
+    "Claim",
     "Job",
     "JobContext",
     "JobLost",
@@ -37,6 +41,7 @@ __all__ = [
     "LeaseState",
     "LoadedJob",
     "Outcome",
+    "Piece",
     "ReplyEvent",
     "Store",
     "StoredSecret",
@@ -57,6 +62,8 @@ class Job:
     created_at: datetime
     started_at: datetime | None
     trace_id: str | None
+    # What the claim loaded for the reply (no knowledge yet); None when the reply was gone.
+    loaded: LoadedJob | None = field(default=None, repr=False, compare=False)
 
     @property
     def pickup_seconds(self) -> float | None:
@@ -64,6 +71,21 @@ class Job:
         if self.attempts != 1 or self.started_at is None:
             return None
         return (self.started_at - self.created_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class Claim:
+    jobs: list[Job]
+    more: bool  # the claim filled its limit and more jobs were waiting
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Text for one reply, starting at `offset` of its stored text (this attempt's)."""
+
+    job_id: int
+    offset: int
+    text: str
 
 
 @dataclass(frozen=True)
@@ -151,15 +173,10 @@ class Store(Protocol):
     async def extend_lease(self, job_id: int) -> LeaseState: ...
 
     async def load_context(
-        self,
-        message_id: uuid.UUID,
-        *,
-        history_limit: int,
-        knowledge_limit: int,
-        knowledge_for: KnowledgeQuestion,
+        self, job: Job, *, knowledge_limit: int, knowledge_for: KnowledgeQuestion
     ) -> LoadedJob | None: ...
 
-    async def append(self, job_id: int, delta: str) -> int | None: ...
+    async def append_batch(self, pieces: Sequence[Piece]) -> Mapping[int, int | None]: ...
 
     async def reset(self, job_id: int) -> None: ...
 
@@ -172,20 +189,35 @@ class JobStore:
     """The queue and the replies in Postgres, for the worker `worker_id` (its own login's pool:
     autocommit connections)."""
 
-    def __init__(self, pool: AsyncConnectionPool, *, worker_id: str, lease_seconds: int) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        worker_id: str,
+        lease_seconds: int,
+        history_limit: int = 20,
+    ) -> None:
         self.pool = pool
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
+        self.history_limit = history_limit  # the most recent turns loaded with a claimed job
 
     def _lease(self, job_id: int) -> dict[str, Any]:
         return {"job_id": job_id, "worker_id": self.worker_id}
 
-    async def claim(self, limit: int) -> list[Job]:
-        """Lease up to `limit` runnable jobs (one statement)."""
-        params = {"worker_id": self.worker_id, "limit": limit, "lease_seconds": self.lease_seconds}
-        async with self.pool.connection() as conn, conn.cursor(row_factory=class_row(Job)) as cur:
+    async def claim(self, limit: int) -> Claim:
+        """Lease up to `limit` runnable jobs, each with its context, and whether more are
+        waiting (one statement)."""
+        params = {
+            "worker_id": self.worker_id,
+            "limit": limit,
+            "lease_seconds": self.lease_seconds,
+            "history_limit": self.history_limit,
+        }
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query("claim_chat_jobs"), params)
-            return await cur.fetchall()
+            rows = await cur.fetchall()
+        return Claim([_claimed(row) for row in rows], any(row["more"] for row in rows))
 
     async def queue_depth(self) -> int:
         """Jobs waiting to be claimed (sampled on a timer, not per claim)."""
@@ -203,14 +235,20 @@ class JobStore:
             return LeaseState(owned=False, cancel_requested=False)
         return LeaseState(owned=bool(row[0]), cancel_requested=bool(row[1]))
 
-    async def append(self, job_id: int, delta: str) -> int | None:
-        """Append and publish a batch of text: the reply's new length, None if the lease is lost."""
+    async def append_batch(self, pieces: Sequence[Piece]) -> dict[int, int | None]:
+        """Append and publish text for several replies (a reply's pieces in order, each starting
+        where the one before ended), in one statement: each reply's new length, None where its
+        lease is lost (or its stored text is not what the pieces follow on)."""
+        params = {
+            "worker_id": self.worker_id,
+            "job_ids": [p.job_id for p in pieces],
+            "offsets": [p.offset for p in pieces],
+            "deltas": [p.text for p in pieces],
+        }
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                query("append_chat_delta"), {**self._lease(job_id), "delta": delta}
-            )
-            row = await cur.fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+            cur = await conn.execute(query("append_chat_deltas"), params)
+            rows = await cur.fetchall()
+        return {int(job_id): None if length is None else int(length) for job_id, length, _ in rows}
 
     async def reset(self, job_id: int) -> None:
         async with self.pool.connection() as conn:
@@ -246,36 +284,44 @@ class JobStore:
         return row is not None and bool(row[0])
 
     async def load_context(
-        self,
-        message_id: uuid.UUID,
-        *,
-        history_limit: int,
-        knowledge_limit: int,
-        knowledge_for: KnowledgeQuestion,
+        self, job: Job, *, knowledge_limit: int, knowledge_for: KnowledgeQuestion
     ) -> LoadedJob | None:
-        """What answering the reply needs: one statement (context, history and secrets), plus
-        one knowledge-base search when `knowledge_for` asks a question (support agents); None
-        when the reply is gone (its conversation was deleted)."""
-        params = {"message_id": message_id, "history_limit": history_limit}
+        """What answering the reply needs: what its claim loaded (context, history and
+        secrets), plus one knowledge-base search when `knowledge_for` asks a question (support
+        agents); None when the reply is gone (its conversation was deleted)."""
+        loaded = job.loaded
+        if loaded is None:
+            return None
+        question = knowledge_for(loaded.context, loaded.history)
+        if not question:
+            return loaded
         async with self.pool.connection() as conn:
-            async with conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(query("chat_job_context"), params)
-                row = await cur.fetchone()
-            if row is None:
-                return None
-            context, history, secrets = _loaded(row)
-            question = knowledge_for(context, history)
-            knowledge: list[KnowledgeEntry] = []
-            if question:
-                knowledge = await _knowledge(conn, context.config, question, knowledge_limit)
-        return LoadedJob(context, history, secrets, knowledge)
+            knowledge = await _knowledge(conn, loaded.context.config, question, knowledge_limit)
+        return replace(loaded, knowledge=knowledge)
 
 
 _CONTEXT_FIELDS = tuple(field.name for field in fields(JobContext))
 
 
+def _claimed(row: dict[str, Any]) -> Job:
+    """A claim's row as the job, with its reply's context when the reply is still there."""
+    loaded = None
+    if row["message_id"] is not None:
+        context, history, secrets = _loaded(row)
+        loaded = LoadedJob(context, history, secrets, [])
+    return Job(
+        id=row["job_id"],
+        message_id=row["job_message_id"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        trace_id=row["trace_id"],
+        loaded=loaded,
+    )
+
+
 def _loaded(row: dict[str, Any]) -> tuple[JobContext, list[Turn], list[StoredSecret]]:
-    """The context query's row as the context, the history (oldest first) and the secrets."""
+    """A claim's row as the context, the history (oldest first) and the secrets."""
     context = JobContext(**{name: row[name] for name in _CONTEXT_FIELDS})
     history = [
         Turn(r, c) for r, c in zip(row["history_roles"], row["history_contents"], strict=True)

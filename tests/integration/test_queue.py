@@ -295,3 +295,101 @@ def test_another_users_delete_cancels_nothing(conn: psycopg.Connection) -> None:
             "select private.delete_conversation(%s, %s)", (deployment, conversation)
         ).fetchone() == (False,)
     assert _reply_states(conn, [job]) == [("queued", "queued", None, False)]
+
+
+DELTAS = "select job_id, new_length from private.append_chat_deltas(%s, %s, %s, %s) order by 1"
+
+
+def test_one_statement_appends_and_publishes_the_text_of_several_replies(
+    db_url: str, conn: psycopg.Connection
+) -> None:
+    a, b, other = make_jobs(conn, 3)
+    conn.execute(CLAIM, ("w", 2, 30))
+    conn.execute(CLAIM, ("someone-else", 1, 30))
+    conn.execute(DELTAS, ("w", [a], [0], ["Hel"]))
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute("listen agentmarket_chat_stream")
+        rows = conn.execute(
+            DELTAS, ("w", [b, a, a, other], [0, 3, 5, 0], ["Hi", "lo", ", all", "x"])
+        ).fetchall()
+        payloads = [json.loads(n.payload) for n in listener.notifies(timeout=1, stop_after=3)]
+    # a: its two pieces after the 3 stored characters; b: from 0; not our job: refused.
+    assert rows == [(a, 10), (b, 2), (other, None)]
+    stored: dict[int, str] = dict(
+        conn.execute(
+            "select j.id, m.content from private.chat_jobs j"
+            " join public.agent_messages m on m.id = j.message_id where j.id = any(%s)",
+            ([a, b, other],),
+        ).fetchall()
+    )
+    assert stored == {a: "Hello, all", b: "Hi", other: ""}
+    a_message = conn.execute("select message_id from private.chat_jobs where id = %s", (a,))
+    a_id = str(a_message.fetchone()[0])  # type: ignore[index]
+    assert sorted((p["m"] == a_id, p["o"], p["d"], p["e"], p["g"]) for p in payloads) == [
+        (False, 0, "Hi", "delta", 1),
+        (True, 3, "lo", "delta", 1),
+        (True, 5, ", all", "delta", 1),
+    ]
+
+
+def test_a_batch_sent_again_is_not_appended_twice_and_a_gap_is_refused(
+    conn: psycopg.Connection,
+) -> None:
+    [job] = make_jobs(conn, 1)
+    conn.execute(CLAIM, ("w", 1, 30))
+    batch = ("w", [job], [0], ["once"])
+    assert conn.execute(DELTAS, batch).fetchall() == [(job, 4)]
+
+    assert conn.execute(DELTAS, batch).fetchall() == [(job, 4)]  # the answer was lost: sent again
+    assert conn.execute(DELTAS, ("w", [job], [9], ["gap"])).fetchall() == [(job, None)]
+
+    content = conn.execute(
+        "select m.content from private.chat_jobs j join public.agent_messages m"
+        " on m.id = j.message_id where j.id = %s",
+        (job,),
+    ).fetchone()
+    assert content == ("once",)
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        conn.execute(DELTAS, ("w", [job], [4, 5], ["a"]))
+
+
+def test_an_append_after_the_finish_is_refused(conn: psycopg.Connection) -> None:
+    [job] = make_jobs(conn, 1)
+    conn.execute(CLAIM, ("w", 1, 30))
+    conn.execute(DELTAS, ("w", [job], [0], ["Hel"]))
+    assert conn.execute(FINISH, (job, "w", "Hello")).fetchone() == (True,)
+
+    assert conn.execute(DELTAS, ("w", [job], [3], ["lo"])).fetchall() == [(job, None)]
+
+    content = conn.execute(
+        "select m.content from private.chat_jobs j join public.agent_messages m"
+        " on m.id = j.message_id where j.id = %s",
+        (job,),
+    ).fetchone()
+    assert content == ("Hello",)
+
+
+COUNTED = "select id, more from private.claim_chat_jobs_counted(%s, %s, %s)"
+
+
+def test_a_claim_says_whether_more_jobs_are_waiting(conn: psycopg.Connection) -> None:
+    jobs = make_jobs(conn, 3)
+
+    first = conn.execute(COUNTED, ("w", 2, 30)).fetchall()
+    assert [job for job, _ in first] == jobs[:2]
+    assert all(more for _, more in first)  # full, and a third one waits
+
+    last = conn.execute(COUNTED, ("w", 1, 30)).fetchall()
+    assert last == [(jobs[2], False)]  # full, and nothing else waits
+    assert conn.execute(COUNTED, ("w", 5, 30)).fetchall() == []
+    # An expired lease is claimable again: it counts as waiting.
+    conn.execute(
+        "update private.chat_jobs set locked_until = now() - interval '1 second' where id = %s",
+        (jobs[0],),
+    )
+    conn.execute(
+        "update private.chat_jobs set locked_until = now() - interval '1 second' where id = %s",
+        (jobs[1],),
+    )
+    again = conn.execute(COUNTED, ("w2", 1, 30)).fetchall()
+    assert again == [(jobs[0], True)]

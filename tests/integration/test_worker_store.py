@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -15,7 +16,7 @@ from agentmarket.core.config import get_settings
 from agentmarket.domain.agents import KnowledgeEntry, Turn
 from agentmarket.ops.tokens import ensure_user
 from workers.context import knowledge_question
-from workers.store import JobStore, Outcome, ReplyEvent
+from workers.store import Job, JobStore, Outcome, Piece, ReplyEvent
 
 pytestmark = pytest.mark.db
 
@@ -100,13 +101,14 @@ async def test_a_job_from_claim_to_finish(
     store = JobStore(pool, worker_id="w-1", lease_seconds=30)
     assert await store.queue_depth() == 1
 
-    [job] = await store.claim(5)
+    claim = await store.claim(5)
+    assert claim.more is False  # fewer than asked for: nothing more is waiting
+    [job] = claim.jobs
     assert (job.message_id, job.attempts, job.trace_id) == (reply, 1, "req-1")
     assert job.pickup_seconds is not None and job.pickup_seconds >= 0
     assert await store.queue_depth() == 0
-    loaded = await store.load_context(
-        reply, history_limit=10, knowledge_limit=1, knowledge_for=knowledge_question
-    )
+    assert job.loaded is not None and job.loaded.knowledge == []  # loaded by the claim
+    loaded = await store.load_context(job, knowledge_limit=1, knowledge_for=knowledge_question)
     assert loaded is not None
     context = loaded.context
     assert (context.message_id, context.kind, context.agent_slug) == (
@@ -126,9 +128,11 @@ async def test_a_job_from_claim_to_finish(
     assert loaded.knowledge == [KnowledgeEntry(**KNOWLEDGE[0])]
 
     assert (await store.extend_lease(job.id)).owned is True
-    assert await store.append(job.id, "Sixty ") == 6
+    assert await store.append_batch([Piece(job.id, 0, "Sixty ")]) == {job.id: 6}
     await store.reset(job.id)
-    assert await store.append(job.id, "60 a minute.") == 12
+    assert await store.append_batch([Piece(job.id, 0, "60 a "), Piece(job.id, 5, "minute.")]) == {
+        job.id: 12
+    }
     event = ReplyEvent(
         "agent.chat.response.received",
         context.user_id,
@@ -153,7 +157,7 @@ async def test_a_job_from_claim_to_finish(
     assert tracked == [("agent.chat.response.received", context.user_id, "completed")]
     # The job is no longer ours: nothing more is written.
     assert (await store.extend_lease(job.id)).owned is False
-    assert await store.append(job.id, "late") is None
+    assert await store.append_batch([Piece(job.id, 12, "late")]) == {job.id: None}
     assert await store.finish(job.id, outcome, event) is False
     assert await store.release(job.id) is False
 
@@ -163,29 +167,46 @@ async def test_a_released_job_is_queued_again(
 ) -> None:
     reply = queue_reply(conn, slug="api-docs-concierge", config={})
     store = JobStore(pool, worker_id="w-1", lease_seconds=30)
-    [job] = await store.claim(1)
+    [job] = (await store.claim(1)).jobs
 
     assert await store.release(job.id) is True
 
-    claimed = await JobStore(pool, worker_id="w-2", lease_seconds=30).claim(1)
-    [again] = claimed
+    claim = await JobStore(pool, worker_id="w-2", lease_seconds=30).claim(1)
+    [again] = claim.jobs
+    assert claim.more is False  # a full claim, and nothing else is waiting
     assert (again.message_id, again.attempts) == (reply, 1)  # a release costs no attempt
     assert again.pickup_seconds is not None
+
+
+async def test_a_claim_loads_the_most_recent_turns_up_to_its_history_limit(
+    conn: psycopg.Connection, pool: AsyncConnectionPool
+) -> None:
+    reply = queue_reply(conn, slug="sql-sidekick", config={})
+    store = JobStore(pool, worker_id="w-1", lease_seconds=30, history_limit=2)
+
+    [job] = (await store.claim(1)).jobs
+
+    assert job.loaded is not None
+    assert job.loaded.context.message_id == reply
+    assert job.loaded.history == [
+        Turn("assistant", "hi!"),
+        Turn("user", "what are the rate limits?"),
+    ]
+    # A chat agent searches no knowledge base: the claim's load is all there is.
+    loaded = await store.load_context(job, knowledge_limit=1, knowledge_for=knowledge_question)
+    assert loaded == job.loaded
 
 
 async def test_the_reply_of_a_deleted_conversation_loads_nothing(
     conn: psycopg.Connection, pool: AsyncConnectionPool
 ) -> None:
-    reply = queue_reply(conn, slug="api-docs-concierge", config={})
+    queue_reply(conn, slug="api-docs-concierge", config={})
     store = JobStore(pool, worker_id="w-1", lease_seconds=30)
-    conn.execute(
-        "delete from public.agent_conversations c using public.agent_messages m"
-        " where m.id = %s and c.id = m.conversation_id",
-        (reply,),
-    )
+    conn.execute("delete from public.agent_conversations")  # its job goes with it
 
-    loaded = await store.load_context(
-        reply, history_limit=10, knowledge_limit=1, knowledge_for=knowledge_question
-    )
+    assert (await store.claim(1)).jobs == []
+    # Deleted while being claimed: the claim found no reply to load.
+    job = Job(1, uuid.uuid4(), 1, datetime.now(UTC), None, None, loaded=None)
+    loaded = await store.load_context(job, knowledge_limit=1, knowledge_for=knowledge_question)
 
     assert loaded is None

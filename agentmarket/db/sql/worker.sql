@@ -3,12 +3,60 @@
 -- the job's lease (`worker_id`).
 
 -- name: claim_chat_jobs
--- Leases up to %(limit)s runnable jobs to this worker for %(lease_seconds)s seconds.
-select id, message_id, attempts, created_at, started_at, trace_id
-  from private.claim_chat_jobs(%(worker_id)s, %(limit)s, %(lease_seconds)s);
+-- Leases up to %(limit)s runnable jobs to this worker for %(lease_seconds)s seconds, each with what
+-- answering its reply needs, in one statement. `more` (on every row) is true when the claim
+-- filled its limit and more jobs were still waiting. The context: the reply's conversation,
+-- deployment, agent and prompt; the conversation's finished, non-empty turns before the reply
+-- (the most recent %(history_limit)s, oldest first, as two parallel arrays); and the deployment's
+-- sealed secrets (opened by the worker with SECRETS_ENCRYPTION_KEY, three parallel arrays); all
+-- null when the reply is gone (its conversation was deleted).
+with claimed as materialized (
+  select * from private.claim_chat_jobs_counted(%(worker_id)s, %(limit)s, %(lease_seconds)s)
+)
+select j.id as job_id, j.message_id as job_message_id, j.attempts, j.created_at, j.started_at,
+       j.trace_id, j.more, ctx.*
+  from claimed j
+  left join lateral (
+    select m.id as message_id, m.conversation_id, m.reply_to, m.created_at as reply_created_at,
+           c.deployment_id, c.user_id, d.config, d.status as deployment_status, d.deleted_at,
+           coalesce(a.config_schema -> 'required', '[]'::jsonb) ? 'openai_api_key'
+             as requires_user_key,
+           a.id as agent_id, a.slug as agent_slug, a.name as agent_name, a.kind, a.model,
+           p.system_prompt,
+           coalesce(h.roles, '{}') as history_roles, coalesce(h.contents, '{}') as history_contents,
+           coalesce(s.fields, '{}') as secret_fields, coalesce(s.key_ids, '{}') as secret_key_ids,
+           coalesce(s.ciphertexts, '{}') as secret_ciphertexts
+      from public.agent_messages m
+      join public.agent_conversations c on c.id = m.conversation_id
+      join public.agent_deployments d on d.id = c.deployment_id
+      join public.marketplace_agents a on a.id = d.agent_id
+      left join private.agent_prompts p on p.agent_id = a.id
+      left join lateral (
+        select array_agg(t.role order by t.created_at, t.id) as roles,
+               array_agg(t.content order by t.created_at, t.id) as contents
+          from (select x.role, x.content, x.created_at, x.id
+                  from public.agent_messages x
+                 where x.conversation_id = m.conversation_id
+                   and x.created_at <= m.created_at
+                   and x.id <> m.id
+                   and x.status = 'completed'
+                   and x.content <> ''
+                 order by x.created_at desc, x.id desc
+                 limit %(history_limit)s) t
+      ) h on true
+      left join lateral (
+        select array_agg(ds.field order by ds.field) as fields,
+               array_agg(ds.key_id order by ds.field) as key_ids,
+               array_agg(ds.ciphertext order by ds.field) as ciphertexts
+          from private.deployment_secrets ds
+         where ds.deployment_id = c.deployment_id
+      ) s on true
+     where m.id = j.message_id
+  ) ctx on true
+ order by j.id;
 
 -- name: chat_queue_depth
--- Jobs waiting to be claimed (the queue depth gauge, sampled at each claim).
+-- Jobs waiting to be claimed (the queue depth gauge, sampled on a timer).
 select count(*) from private.chat_jobs where status = 'queued';
 
 -- name: extend_chat_lease
@@ -16,12 +64,14 @@ select count(*) from private.chat_jobs where status = 'queued';
 select owned, cancel_requested
   from private.extend_chat_lease(%(job_id)s, %(worker_id)s, %(lease_seconds)s);
 
--- name: append_chat_delta
--- A batch of text, appended and published; the new length, or null when the lease is lost.
--- One statement, one round trip: the statement is its own transaction (autocommit) and the local
--- synchronous_commit=off applies to its commit (partial text need not wait for the WAL flush).
-select private.append_chat_delta(%(job_id)s, %(worker_id)s, %(delta)s),
-       set_config('synchronous_commit', 'off', true);
+-- name: append_chat_deltas
+-- One tick of the relay: the pending text of every active reply of this worker, as parallel
+-- arrays (a reply's pieces in order, the first naming the offset it starts at); one row per reply
+-- with its new length, or null when its lease is lost. Its own transaction, committed with
+-- synchronous_commit off (partial text need not wait for the WAL flush; the finish is durable).
+select d.job_id, d.new_length, set_config('synchronous_commit', 'off', true)
+  from private.append_chat_deltas(%(worker_id)s, %(job_ids)s::bigint[], %(offsets)s::integer[],
+                                  %(deltas)s::text[]) d;
 
 -- name: reset_chat_stream
 -- Starts the reply's text over (a retried model call after partial output).
@@ -58,47 +108,6 @@ select ok from finished;
 -- name: release_chat_job
 -- Hands the job back (the attempt does not count) for another worker.
 select private.release_chat_job(%(job_id)s, %(worker_id)s);
-
--- name: chat_job_context
--- What answering the reply %(message_id)s needs, in one statement: its conversation,
--- deployment, agent and prompt; the conversation's finished, non-empty turns before the reply
--- (the most recent %(history_limit)s, oldest first, as two parallel arrays); and the deployment's
--- sealed secrets (opened by the worker with SECRETS_ENCRYPTION_KEY, three parallel arrays).
-select m.id as message_id, m.conversation_id, m.reply_to, m.created_at as reply_created_at,
-       c.deployment_id, c.user_id, d.config, d.status as deployment_status, d.deleted_at,
-       coalesce(a.config_schema -> 'required', '[]'::jsonb) ? 'openai_api_key'
-         as requires_user_key,
-       a.id as agent_id, a.slug as agent_slug, a.name as agent_name, a.kind, a.model,
-       p.system_prompt,
-       coalesce(h.roles, '{}') as history_roles, coalesce(h.contents, '{}') as history_contents,
-       coalesce(s.fields, '{}') as secret_fields, coalesce(s.key_ids, '{}') as secret_key_ids,
-       coalesce(s.ciphertexts, '{}') as secret_ciphertexts
-  from public.agent_messages m
-  join public.agent_conversations c on c.id = m.conversation_id
-  join public.agent_deployments d on d.id = c.deployment_id
-  join public.marketplace_agents a on a.id = d.agent_id
-  left join private.agent_prompts p on p.agent_id = a.id
-  left join lateral (
-    select array_agg(t.role order by t.created_at, t.id) as roles,
-           array_agg(t.content order by t.created_at, t.id) as contents
-      from (select x.role, x.content, x.created_at, x.id
-              from public.agent_messages x
-             where x.conversation_id = m.conversation_id
-               and x.created_at <= m.created_at
-               and x.id <> m.id
-               and x.status = 'completed'
-               and x.content <> ''
-             order by x.created_at desc, x.id desc
-             limit %(history_limit)s) t
-  ) h on true
-  left join lateral (
-    select array_agg(ds.field order by ds.field) as fields,
-           array_agg(ds.key_id order by ds.field) as key_ids,
-           array_agg(ds.ciphertext order by ds.field) as ciphertexts
-      from private.deployment_secrets ds
-     where ds.deployment_id = c.deployment_id
-  ) s on true
- where m.id = %(message_id)s;
 
 -- name: chat_job_knowledge
 -- Support agents: the knowledge-base entries of the deployment's config most relevant to the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +20,7 @@ from workers.store import (
     LeaseState,
     LoadedJob,
     Outcome,
+    Piece,
     ReplyEvent,
     StoredSecret,
 )
@@ -90,12 +91,14 @@ class Finished:
 
 @dataclass
 class FakeStore:
-    """The job store in memory. `owned` false: the lease is lost (appends and finishes fail)."""
+    """The job store in memory. `owned` false: the lease is lost (appends and finishes fail).
+    `batches`: the append statements, each the pieces it carried."""
 
     loaded: LoadedJob | None = field(default_factory=make_loaded)
     owned: bool = True
     cancel_requested: bool = False
     appended: list[str] = field(default_factory=list)
+    batches: list[list[Piece]] = field(default_factory=list)
     resets: int = 0
     finished: list[Finished] = field(default_factory=list)
     released: list[int] = field(default_factory=list)
@@ -115,25 +118,26 @@ class FakeStore:
         return LeaseState(owned=self.owned, cancel_requested=self.cancel_requested)
 
     async def load_context(
-        self,
-        message_id: uuid.UUID,
-        *,
-        history_limit: int,
-        knowledge_limit: int,
-        knowledge_for: KnowledgeQuestion,
+        self, job: Job, *, knowledge_limit: int, knowledge_for: KnowledgeQuestion
     ) -> LoadedJob | None:
         if self.loaded is None:
             return None
         self.questions.append(knowledge_for(self.loaded.context, self.loaded.history))
-        return replace(self.loaded, context=replace(self.loaded.context, message_id=message_id))
+        return replace(self.loaded, context=replace(self.loaded.context, message_id=job.message_id))
 
-    async def append(self, job_id: int, delta: str) -> int | None:
-        if self.on_append is not None:
-            await self.on_append(delta)
-        if not self.owned:
-            return None
-        self.appended.append(delta)
-        return len(self.stored)
+    async def append_batch(self, pieces: Sequence[Piece]) -> Mapping[int, int | None]:
+        self.batches.append(list(pieces))
+        lengths: dict[int, int | None] = {}
+        for piece in pieces:
+            if self.on_append is not None:
+                await self.on_append(piece.text)
+            if not self.owned:
+                lengths[piece.job_id] = None
+                continue
+            assert piece.offset == len(self.stored)
+            self.appended.append(piece.text)
+            lengths[piece.job_id] = len(self.stored)
+        return lengths
 
     async def reset(self, job_id: int) -> None:
         self.resets += 1

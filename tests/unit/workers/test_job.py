@@ -73,7 +73,7 @@ async def test_a_completed_reply_is_relayed_and_finished_with_its_event() -> Non
     with capture_logs() as logs:
         await run(runner(store, model), job, JobSignals())
 
-    assert store.stored == "Hello"
+    assert store.batches == []  # done before the first tick: the finish carries the text
     [finished] = store.finished
     outcome = finished.outcome
     assert (outcome.status, outcome.content, outcome.model) == ("completed", "Hello", "gpt-x-2024")
@@ -114,7 +114,6 @@ async def test_a_reply_past_the_stored_limit_is_cut_and_the_model_no_longer_read
     outcome = store.finished[0].outcome
     assert outcome.truncated is True
     assert outcome.content == "x" * (MAX_REPLY_CHARS - 1) + "y"
-    assert store.stored == outcome.content
     assert model.closed
 
 
@@ -138,7 +137,6 @@ async def test_a_retried_model_call_starts_the_reply_over() -> None:
     )
 
     assert store.resets == 1
-    assert store.stored == "whole"
     assert store.finished[0].outcome.content == "whole"
 
 
@@ -191,7 +189,7 @@ async def test_a_lost_lease_mid_stream_writes_nothing_more() -> None:
 
     logs = await answer(store, TextDelta("a"), lose, TextDelta("b"), signals=signals)
 
-    assert store.stored == "a"
+    assert store.stored == ""
     assert store.finished == []
     assert events(logs) == ["job.lease_lost"]
 
@@ -215,14 +213,44 @@ async def test_a_lost_lease_at_a_write_or_at_the_finish_writes_nothing() -> None
     logs = await answer(store, TextDelta("a"))
     assert store.finished == [] and events(logs) == ["job.lease_lost"]
 
-    store = FakeStore()
+    store = FakeStore(owned=False)
+    written = asyncio.Event()
 
-    async def lose(delta: str) -> None:
-        store.owned = delta != "a"  # the first write lands; the finish does not
+    async def wrote(delta: str) -> None:
+        written.set()
 
-    store.on_append = lose
-    logs = await answer(store, TextDelta("a"), Completed(None, "m", "stop"))
+    async def after_the_write() -> None:
+        await written.wait()  # the relay's first tick found the lease lost
+
+    store.on_append = wrote
+    logs = await answer(
+        store, TextDelta("a"), after_the_write, TextDelta("b"), Completed(None, "m", "stop")
+    )
     assert store.finished == [] and events(logs) == ["job.lease_lost"]
+
+
+async def test_text_still_streaming_at_a_tick_is_appended_and_the_finish_carries_the_rest() -> None:
+    store = FakeStore()
+    written = asyncio.Event()
+
+    async def wrote(delta: str) -> None:
+        written.set()
+
+    store.on_append = wrote
+
+    async def after_the_write() -> None:
+        await written.wait()
+
+    await answer(
+        store,
+        TextDelta("Hel"),
+        after_the_write,
+        TextDelta("lo"),
+        Completed(USAGE, model="m", finish_reason="stop"),
+    )
+
+    assert [[(p.offset, p.text) for p in batch] for batch in store.batches] == [[(0, "Hel")]]
+    assert store.finished[0].outcome.content == "Hello"
 
 
 async def test_a_deleted_conversation_is_dropped() -> None:
@@ -295,7 +323,6 @@ async def test_a_job_cancelled_from_outside_is_handed_back() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    assert store.stored == "a"
     assert store.released == [job.id]
     assert store.finished == []
     assert events(logs) == ["job.released"]

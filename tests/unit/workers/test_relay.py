@@ -1,11 +1,18 @@
-"""The relay's batching policy, truncation and restarts (no database: injected writes)."""
+"""The relay: one flush statement for all active replies, its adaptive tick, truncation, restarts
+and lost leases (no database: a fake store; `Flusher.flush` is called by hand where the tick does
+not matter)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+
 import pytest
 
-from workers.relay import MAX_REPLY_CHARS, Relay
-from workers.store import JobLost
+from tests.unit.workers.fakes import FakeStore
+from workers.relay import MAX_REPLY_CHARS, AppendsBatches, Flusher, Relay
+from workers.store import JobLost, Piece
 
 
 class Clock:
@@ -16,139 +23,321 @@ class Clock:
         return self.now
 
 
-class Writes:
-    """The stored reply: what `append` received, batch by batch."""
+class Store:
+    """Stored text per job; `lost` jobs are refused; `fail` makes the next statement fail."""
 
-    def __init__(self, *, owned: bool = True) -> None:
-        self.batches: list[str] = []
-        self.resets = 0
-        self.owned = owned
+    def __init__(self) -> None:
+        self.texts: dict[int, str] = {}
+        self.statements: list[list[Piece]] = []
+        self.lost: set[int] = set()
+        self.fail = False
+        self.resets: list[int] = []
 
-    async def append(self, delta: str) -> int | None:
-        if not self.owned:
-            return None
-        self.batches.append(delta)
-        return sum(map(len, self.batches))
+    async def append_batch(self, pieces: Sequence[Piece]) -> Mapping[int, int | None]:
+        if self.fail:
+            self.fail = False
+            raise ConnectionError("down")
+        self.statements.append(list(pieces))
+        lengths: dict[int, int | None] = {}
+        for piece in pieces:
+            if piece.job_id in self.lost:
+                lengths[piece.job_id] = None
+                continue
+            stored = self.texts.get(piece.job_id, "")
+            assert piece.offset == len(stored), "a gap or a repeat"
+            self.texts[piece.job_id] = stored + piece.text
+            lengths[piece.job_id] = len(self.texts[piece.job_id])
+        return lengths
 
-    async def reset(self) -> None:
-        self.resets += 1
-        self.batches.clear()
+    def reset(self, job_id: int) -> Callable[[], Awaitable[None]]:
+        async def reset() -> None:
+            self.resets.append(job_id)
+            self.texts[job_id] = ""
+
+        return reset
 
 
-def relay(
-    writes: Writes, clock: Clock, *, flush_chars: int = 10, max_chars: int = MAX_REPLY_CHARS
-) -> Relay:
-    return Relay(
-        writes.append,
-        writes.reset,
-        started=clock.now - 0.25,
-        flush_interval=0.1,
-        flush_chars=flush_chars,
-        max_chars=max_chars,
-        clock=clock,
+# Long enough that the flusher's own task never writes during a test that flushes by hand.
+SLOW = {
+    "first_flush_delay": 10.0,
+    "flush_interval": 20.0,
+    "flush_interval_per_reply": 2.0,
+    "max_flush_interval": 50.0,
+    "flush_chars": 10,
+}
+
+
+@pytest.fixture
+async def flushers() -> AsyncIterator[list[Flusher]]:
+    """Every flusher a test makes, closed at its end (their tasks cancelled)."""
+    made: list[Flusher] = []
+    yield made
+    for f in made:
+        await f.aclose()
+
+
+def make_flusher(
+    made: list[Flusher], store: AppendsBatches, clock: Clock | None = None, **overrides: float
+) -> Flusher:
+    settings = {**SLOW, **overrides}
+    f = Flusher(
+        store,
+        first_flush_delay=settings["first_flush_delay"],
+        flush_interval=settings["flush_interval"],
+        flush_interval_per_reply=settings["flush_interval_per_reply"],
+        max_flush_interval=settings["max_flush_interval"],
+        flush_chars=int(settings["flush_chars"]),
+        clock=clock or time.perf_counter,
     )
+    made.append(f)
+    return f
 
 
-async def test_the_first_piece_is_written_at_once_and_sets_the_time_to_first_token() -> None:
-    writes, clock = Writes(), Clock()
-    r = relay(writes, clock)
-
-    assert await r.add("Hel") is True
-
-    assert writes.batches == ["Hel"]
-    assert r.ttft_ms == 250
-    assert r.pending == ""
+def relay(f: Flusher, store: Store, job_id: int, **kwargs: int) -> Relay:
+    return f.relay(job_id, store.reset(job_id), started=f._clock() - 0.25, **kwargs)
 
 
-async def test_later_pieces_wait_for_the_flush_interval() -> None:
-    writes, clock = Writes(), Clock()
-    r = relay(writes, clock)
-    await r.add("a")
-    clock.now += 0.05
-    await r.add("b")
-    await r.add("c")
-    assert writes.batches == ["a"]
-    assert r.pending == "bc"
+async def test_one_statement_writes_the_pending_text_of_every_reply(
+    flushers: list[Flusher],
+) -> None:
+    store = Store()
+    f = make_flusher(flushers, store, Clock())
+    replies = [relay(f, store, job) for job in range(1, 51)]
+    for r in replies:
+        r.add(f"r{r.job_id}-")
+        r.add("a")
 
-    clock.now += 0.06  # over 0.1 s since the last write
-    await r.add("d")
+    await f.flush()
 
-    assert writes.batches == ["a", "bcd"]
-    assert r.text == "abcd"
-    assert r.ttft_ms == 250  # only the first piece counts
-
-
-async def test_pending_text_reaching_flush_chars_is_written_at_once() -> None:
-    writes, clock = Writes(), Clock()
-    r = relay(writes, clock, flush_chars=5)
-    await r.add("x")
-    await r.add("1234")
-    assert writes.batches == ["x"]
-
-    await r.add("5")  # 5 characters waiting
-
-    assert writes.batches == ["x", "12345"]
+    assert len(store.statements) == 1
+    assert {p.job_id for p in store.statements[0]} == set(range(1, 51))
+    assert store.texts[7] == "r7-a"
+    assert all(r.written == len(r.text) and r.pending == "" for r in replies)
+    await f.flush()  # nothing pending: no statement
+    assert len(store.statements) == 1
 
 
-async def test_a_long_batch_is_written_in_pieces_of_flush_chars() -> None:
-    writes, clock = Writes(), Clock()
-    r = relay(writes, clock, flush_chars=4)
+async def test_n_concurrent_replies_cost_one_statement_per_tick_not_one_per_reply(
+    flushers: list[Flusher],
+) -> None:
+    """The flusher's own task: 20 replies streaming 30 pieces each, with ticks in between."""
+    store = Store()
+    f = make_flusher(
+        flushers,
+        store,
+        first_flush_delay=0.001,
+        flush_interval=0.002,
+        flush_interval_per_reply=0.0001,
+        max_flush_interval=0.01,
+    )
+    replies = [relay(f, store, job) for job in range(1, 21)]
+    for _ in range(30):
+        for r in replies:
+            r.add("tok ")
+        await asyncio.sleep(0.003)
+    for _ in range(10_000):
+        if not any(r.pending for r in replies):
+            break
+        await asyncio.sleep(0.003)
 
-    await r.add("abcdefghij")
-
-    assert writes.batches == ["abcd", "efgh", "ij"]
-    assert r.length == 10
-
-
-async def test_flush_writes_what_is_left() -> None:
-    writes, clock = Writes(), Clock()
-    r = relay(writes, clock)
-    await r.add("a")
-    await r.add("b")
-
-    await r.flush()
-    await r.flush()  # nothing left: no empty write
-
-    assert writes.batches == ["a", "b"]
+    assert all(store.texts[r.job_id] == "tok " * 30 for r in replies)  # no gap, no repeat
+    assert f.statements == len(store.statements)
+    # At most one statement per round of pieces (the text of all 20 replies together), not one
+    # per reply and round (600).
+    assert 1 <= f.statements <= 30
+    task = f._task
+    for r in replies:
+        r.close()
+    if task is not None:
+        await asyncio.wait_for(task, 10)  # the task ends with the last reply
+    assert f._task is None
 
 
-async def test_the_reply_is_cut_at_the_limit() -> None:
-    writes, clock = Writes(), Clock()
-    r = relay(writes, clock, max_chars=8)
-    assert await r.add("12345") is True
+async def test_a_first_piece_is_due_after_the_short_first_delay_later_ones_after_the_tick(
+    flushers: list[Flusher],
+) -> None:
+    store, clock = Store(), Clock()
+    f = make_flusher(flushers, store, clock)
+    r = relay(f, store, 1)
 
-    assert await r.add("67890") is False  # full: stop reading the model
+    r.add("a")
+    assert r.due == clock.now + 10
+    r.add("b")  # already waiting: still due at the same time
+    assert r.due == clock.now + 10
+    await f.flush()
+    r.add("c")
+
+    assert r.due == clock.now + 20
+
+
+async def test_the_tick_stretches_with_the_active_replies_up_to_its_bound(
+    flushers: list[Flusher],
+) -> None:
+    store = Store()
+    f = make_flusher(flushers, store, Clock())
+    assert f.tick() == 20
+    replies = [relay(f, store, job) for job in range(1, 16)]
+    assert f.tick() == 30
+    replies += [relay(f, store, job) for job in range(16, 101)]
+    assert f.tick() == 50
+    for r in replies:
+        r.close()
+    assert f.tick() == 20
+
+
+async def test_after_a_slow_statement_the_next_waits_busy_factor_times_as_long(
+    flushers: list[Flusher],
+) -> None:
+    clock = Clock()
+
+    class Slow(Store):
+        async def append_batch(self, pieces: Sequence[Piece]) -> Mapping[int, int | None]:
+            clock.now += 0.05
+            return await super().append_batch(pieces)
+
+    store = Slow()
+    f = make_flusher(flushers, store, clock)
+    r = relay(f, store, 1)
+    r.add("a")
+    await f.flush()
+
+    assert f._next_allowed == pytest.approx(clock.now + 4 * 0.05)
+
+
+async def test_long_pending_text_goes_in_pieces_of_flush_chars_with_their_offsets(
+    flushers: list[Flusher],
+) -> None:
+    store = Store()
+    f = make_flusher(flushers, store, Clock(), flush_chars=4)
+    r = relay(f, store, 1)
+    r.add("ab")
+    await f.flush()
+
+    r.add("cdefghij")
+    await f.flush()
+
+    assert [(p.offset, p.text) for p in store.statements[1]] == [(2, "cdef"), (6, "ghij")]
+    assert store.texts[1] == "abcdefghij"
+
+
+async def test_a_failed_statement_puts_the_text_back_for_the_next_tick(
+    flushers: list[Flusher],
+) -> None:
+    store, clock = Store(), Clock()
+    f = make_flusher(flushers, store, clock)
+    r = relay(f, store, 1)
+    r.add("ab")
+    store.fail = True
+
+    await f.flush()
+    r.add("c")
+    assert (r.pending, r.written) == ("abc", 0)
+    assert r.due == clock.now + 20
+    await f.flush()
+
+    assert store.texts[1] == "abc"
+
+
+async def test_a_reply_refused_by_the_store_raises_job_lost_at_its_next_piece(
+    flushers: list[Flusher],
+) -> None:
+    store = Store()
+    store.lost.add(1)
+    f = make_flusher(flushers, store, Clock())
+    lost, kept = relay(f, store, 1), relay(f, store, 2)
+    lost.add("a")
+    kept.add("b")
+
+    await f.flush()
+
+    assert lost.lost and not kept.lost
+    with pytest.raises(JobLost):
+        lost.add("more")
+    assert kept.add("more") is True
+
+
+async def test_a_closed_reply_is_not_written(flushers: list[Flusher]) -> None:
+    store = Store()
+    f = make_flusher(flushers, store, Clock())
+    r = relay(f, store, 1)
+    r.add("never written: the finish carries it")
+
+    r.close()
+    await f.flush()
+
+    assert store.statements == []
+    assert r.text == "never written: the finish carries it"
+
+
+async def test_the_reply_is_cut_at_the_limit(flushers: list[Flusher]) -> None:
+    store = Store()
+    f = make_flusher(flushers, store, Clock())
+    r = relay(f, store, 1, max_chars=8)
+    assert r.add("12345") is True
+
+    assert r.add("67890") is False  # full: stop reading the model
 
     assert r.truncated is True
     assert r.text == "12345678"
-    assert writes.batches == ["12345"]  # the cut piece waits for the final flush
-    await r.flush()
-    assert "".join(writes.batches) == "12345678"
+    await f.flush()
+    assert store.texts[1] == "12345678"
 
 
 def test_the_limit_is_the_stored_one() -> None:
     assert MAX_REPLY_CHARS == 200_000
 
 
-async def test_a_retry_starts_the_text_over() -> None:
-    writes, clock = Writes(), Clock()
-    r = relay(writes, clock)
-    await r.add("partial")
-    await r.add(" more")
+async def test_a_retry_starts_the_text_over_after_the_statement_in_flight(
+    flushers: list[Flusher],
+) -> None:
+    clock = Clock()
+    store = Store()
+    release = asyncio.Event()
+
+    class Held(Store):
+        async def append_batch(self, pieces: Sequence[Piece]) -> Mapping[int, int | None]:
+            await release.wait()
+            return await store.append_batch(pieces)
+
+    f = make_flusher(flushers, Held(), clock)
+    r = relay(f, store, 1)
+    r.add("partial")
+    in_flight = asyncio.create_task(f.flush())
+    await asyncio.sleep(0)
+    restart = asyncio.create_task(r.restart())
+    await asyncio.sleep(0)
+    assert store.resets == []  # waits for the statement carrying the old text
+
+    release.set()
+    await asyncio.gather(in_flight, restart)
+
+    assert store.resets == [1] and store.texts[1] == ""
+    assert (r.text, r.pending, r.length, r.written, r.ttft_ms) == ("", "", 0, 0, None)
     clock.now += 1.0
-
-    await r.restart()
-
-    assert writes.resets == 1
-    assert (r.text, r.pending, r.length, r.ttft_ms) == ("", "", 0, None)
-    await r.add("again")  # the first piece of the new attempt is written at once
-    assert writes.batches == ["again"]
+    r.add("again")
     assert r.ttft_ms == 1250
+    assert r.due == clock.now + 10  # a first piece again
+    await f.flush()
+    assert store.texts[1] == "again"
 
 
-async def test_a_lost_lease_stops_the_relay() -> None:
-    writes, clock = Writes(owned=False), Clock()
-    r = relay(writes, clock)
+async def test_the_first_piece_sets_the_time_to_first_token(flushers: list[Flusher]) -> None:
+    store, clock = Store(), Clock()
+    f = make_flusher(flushers, store, clock)
+    r = relay(f, store, 1)
+    clock.now += 0.25
 
-    with pytest.raises(JobLost):
-        await r.add("a")
+    r.add("Hel")
+
+    assert r.ttft_ms == 500
+    assert r.pending == "Hel"
+
+
+async def test_the_job_store_fake_speaks_the_same_protocol(flushers: list[Flusher]) -> None:
+    fake = FakeStore()
+    f = make_flusher(flushers, Store(), Clock())
+    f.store = fake
+    r = f.relay(7, lambda: fake.reset(7), started=0.0)
+    r.add("x")
+    await f.flush()
+    assert fake.stored == "x"

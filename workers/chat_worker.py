@@ -189,11 +189,13 @@ class ChatWorker:
                     running.signals.cancel.set()
 
     async def _sample_queue_depth(self) -> None:
-        """The queue-depth gauge, every `queue_depth_interval` seconds (a claim stays one
-        statement)."""
+        """The queue gauges (depth, the oldest claimable job's wait), every
+        `queue_depth_interval` seconds (a claim stays one statement)."""
         while True:
             try:
-                metrics.QUEUE_DEPTH.set(await self.store.queue_depth())
+                sample = await self.store.queue_sample()
+                metrics.QUEUE_DEPTH.set(sample.depth)
+                metrics.QUEUE_OLDEST.set(sample.oldest_seconds)
             except psycopg.Error as exc:
                 log.warning("worker.queue_depth_failed", error=type(exc).__name__)
             await asyncio.sleep(self.config.queue_depth_interval)

@@ -42,6 +42,7 @@ __all__ = [
     "LoadedJob",
     "Outcome",
     "Piece",
+    "QueueSample",
     "ReplyEvent",
     "Store",
     "StoredSecret",
@@ -86,6 +87,15 @@ class Piece:
     job_id: int
     offset: int
     text: str
+
+
+@dataclass(frozen=True)
+class QueueSample:
+    """The queue as a timer samples it: jobs waiting, and how long the oldest claimable one has
+    waited (0 when none)."""
+
+    depth: int
+    oldest_seconds: float
 
 
 @dataclass(frozen=True)
@@ -219,12 +229,13 @@ class JobStore:
             rows = await cur.fetchall()
         return Claim([_claimed(row) for row in rows], any(row["more"] for row in rows))
 
-    async def queue_depth(self) -> int:
-        """Jobs waiting to be claimed (sampled on a timer, not per claim)."""
+    async def queue_sample(self) -> QueueSample:
+        """Jobs waiting to be claimed and the oldest one's wait (sampled on a timer, not per
+        claim)."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(query("chat_queue_depth"))
             row = await cur.fetchone()
-        return 0 if row is None else int(row[0])
+        return QueueSample(0, 0.0) if row is None else QueueSample(int(row[0]), float(row[1]))
 
     async def extend_lease(self, job_id: int) -> LeaseState:
         params = {**self._lease(job_id), "lease_seconds": self.lease_seconds}

@@ -15,7 +15,10 @@ __all__ = [
     "CHAT_TOKENS",
     "CHAT_TTFT",
     "DEPLOYMENTS",
+    "HTTP_REQUEST_DURATION",
+    "MODEL_ATTEMPTS",
     "QUEUE_DEPTH",
+    "QUEUE_OLDEST",
     "QUEUE_PICKUP",
     "RATE_LIMIT_REJECTIONS",
 ]
@@ -40,6 +43,23 @@ CHAT_TOKENS = Counter("agent_chat_token_usage", "Model tokens used, by kind.", [
 CHAT_ERRORS = Counter("agent_chat_errors", "Failed replies by error type.", ["error_type"])
 CHAT_MESSAGES = Counter("agent_chat_messages", "Chat messages accepted, by mode.", ["mode"])
 QUEUE_DEPTH = Gauge("agent_chat_queue_depth", "Chat jobs waiting to be claimed.")
+QUEUE_OLDEST = Gauge(
+    "agent_chat_queue_oldest_seconds",
+    "How long the oldest claimable chat job has waited (0 when none).",
+)
+MODEL_ATTEMPTS = Counter(
+    "agent_model_attempts",
+    "Model calls (each attempt, retries included) by outcome: ok, retrying (failed, retried), "
+    "failed (the call ends with a model error), error (an unexpected one), cancelled.",
+    ["outcome"],
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "HTTP requests by route template, method and status; time to the response's start (a "
+    "stream's duration is not included).",
+    ["route", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 QUEUE_PICKUP = Histogram(
     "agent_chat_queue_pickup_seconds",
     "Time from enqueue to a worker claiming the job (first attempts).",

@@ -41,6 +41,7 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base, wait_exponential, wait_random
 
+from agentmarket.core import metrics
 from agentmarket.llm.sse import SSEDecoder
 
 if TYPE_CHECKING:
@@ -384,6 +385,7 @@ class _AttemptLog:
             model=self._model,
             duration_ms=round(duration * 1000),
         )
+        metrics.MODEL_ATTEMPTS.labels(outcome=outcome).inc()
         if self._on_attempt is not None:
             self._on_attempt(
                 AttemptInfo(self.number, self._started, outcome, code, delay, status, duration)

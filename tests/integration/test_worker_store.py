@@ -16,7 +16,7 @@ from agentmarket.core.config import get_settings
 from agentmarket.domain.agents import KnowledgeEntry, Turn
 from agentmarket.ops.tokens import ensure_user
 from workers.context import knowledge_question
-from workers.store import Job, JobStore, Outcome, Piece, ReplyEvent
+from workers.store import Job, JobStore, Outcome, Piece, QueueSample, ReplyEvent
 
 pytestmark = pytest.mark.db
 
@@ -99,14 +99,15 @@ async def test_a_job_from_claim_to_finish(
 ) -> None:
     reply = queue_reply(conn, slug="api-docs-concierge", config={"knowledge_base": KNOWLEDGE})
     store = JobStore(pool, worker_id="w-1", lease_seconds=30)
-    assert await store.queue_depth() == 1
+    waiting = await store.queue_sample()
+    assert waiting.depth == 1 and waiting.oldest_seconds >= 0
 
     claim = await store.claim(5)
     assert claim.more is False  # fewer than asked for: nothing more is waiting
     [job] = claim.jobs
     assert (job.message_id, job.attempts, job.trace_id) == (reply, 1, "req-1")
     assert job.pickup_seconds is not None and job.pickup_seconds >= 0
-    assert await store.queue_depth() == 0
+    assert await store.queue_sample() == QueueSample(0, 0.0)
     assert job.loaded is not None and job.loaded.knowledge == []  # loaded by the claim
     loaded = await store.load_context(job, knowledge_limit=1, knowledge_for=knowledge_question)
     assert loaded is not None

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from agentmarket.llm.client import (
@@ -577,6 +578,22 @@ async def test_every_attempt_is_logged_without_the_key(
     assert attempt_logs[3]["delay"] is None
     assert all({"attempt", "outcome", "error_code", "delay", "status"} <= e.keys() for e in logs)
     assert_no_key(logs)
+
+
+async def test_every_attempt_is_counted_by_outcome(llm: LLMClient, api: respx.MockRouter) -> None:
+    def counted(outcome: str) -> float:
+        value = REGISTRY.get_sample_value("agent_model_attempts_total", {"outcome": outcome})
+        return value or 0.0
+
+    before = {outcome: counted(outcome) for outcome in ("ok", "retrying", "failed")}
+    api.post("/chat/completions").mock(side_effect=[error(503, "busy"), ok(), error(401, "no")])
+    await collect(llm, request())
+    await failure(llm, request())
+    assert {outcome: counted(outcome) - before[outcome] for outcome in before} == {
+        "ok": 1,
+        "retrying": 1,
+        "failed": 1,
+    }
 
 
 async def test_consumer_closing_early_is_logged_and_leaks_nothing(

@@ -56,8 +56,13 @@ select j.id as job_id, j.message_id as job_message_id, j.attempts, j.created_at,
  order by j.id;
 
 -- name: chat_queue_depth
--- Jobs waiting to be claimed (the queue depth gauge, sampled on a timer).
-select count(*) from private.chat_jobs where status = 'queued';
+-- Jobs waiting to be claimed and how long the oldest claimable one has waited, in seconds (the
+-- queue gauges, sampled on a timer). A retry waiting out its backoff is queued, not yet waiting.
+select count(*) as depth,
+       coalesce(extract(epoch from now() - min(run_after) filter (where run_after <= now())), 0)
+         ::float8 as oldest_seconds
+  from private.chat_jobs
+ where status = 'queued';
 
 -- name: extend_chat_lease
 -- Keeps the lease; `owned` is false once the job is no longer this worker's.

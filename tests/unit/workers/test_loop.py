@@ -13,7 +13,7 @@ from tests.unit.workers.fakes import make_job
 from workers.chat_worker import ChatWorker
 from workers.config import WorkerConfig
 from workers.lease import JobSignals
-from workers.store import Claim, Job
+from workers.store import Claim, Job, QueueSample
 
 
 class CountingStore:
@@ -26,9 +26,9 @@ class CountingStore:
         self.claims += 1
         return Claim([], more=False)
 
-    async def queue_depth(self) -> int:
+    async def queue_sample(self) -> QueueSample:
         self.depth_reads += 1
-        return self.depth
+        return QueueSample(self.depth, 12.5)
 
 
 def worker(interval: float) -> tuple[ChatWorker, CountingStore]:
@@ -89,6 +89,7 @@ async def test_the_queue_depth_is_sampled_on_a_timer() -> None:
         await sampler
     assert 3 <= store.depth_reads <= 7
     assert REGISTRY.get_sample_value("agent_chat_queue_depth") == 7
+    assert REGISTRY.get_sample_value("agent_chat_queue_oldest_seconds") == 12.5
 
 
 async def test_a_job_claimed_again_after_its_lease_lapsed_stops_the_stale_attempt() -> None:

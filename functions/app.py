@@ -23,6 +23,7 @@ from agentmarket.services.limits import StreamSlots
 from agentmarket.services.streams import StreamHub
 from agentmarket.services.telemetry import EventSink
 from functions import problems
+from functions.cache import CachedAnswers
 from functions.deps import AppState
 from functions.middleware import RequestContextMiddleware
 from functions.routers import chat, deployments, health, marketplace, me
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    # The last added runs first: the request id and log line wrap the cached answers too.
+    app.add_middleware(CachedAnswers)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=MAX_BODY_BYTES)
     app.include_router(marketplace.router)
     app.include_router(deployments.router)

@@ -138,6 +138,9 @@ class CachedAnswers:
     def __len__(self) -> int:
         return len(self._known)
 
+    def remembers(self, path: str, query_string: bytes) -> bool:
+        return (path, query_string) in self._known
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET":
             await self.app(scope, receive, send)

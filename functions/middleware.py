@@ -133,6 +133,9 @@ class RequestContextMiddleware:
             if not declared.isdigit() or int(declared) > self.max_body_bytes:
                 raise _TooLarge
             await self.app(scope, receive, send)
+        elif scope["method"] in ("GET", "HEAD") and "transfer-encoding" not in headers:
+            # Neither length nor chunks: no body (RFC 9112 §6.3), nothing to bound or replay.
+            await self.app(scope, receive, send)
         else:
             # Chunked or absent: read it all (bounded) first, then replay it to the app.
             await self.app(scope, await self._buffered(receive), send)

@@ -4,11 +4,13 @@ secrets are redacted by key whatever logged them."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 __all__ = ["REDACTED_KEYS", "configure_logging"]
@@ -19,11 +21,24 @@ REDACTED_KEYS = frozenset(
 )
 
 
+_REDACTED_SUFFIXES = ("_token", "_secret", "_key")
+
+
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key in list(event_dict):
-        if key.lower() in REDACTED_KEYS or key.lower().endswith(("_token", "_secret", "_key")):
+    for key in event_dict:
+        lowered = key.lower()
+        if lowered in REDACTED_KEYS or lowered.endswith(_REDACTED_SUFFIXES):
             event_dict[key] = "[redacted]"
     return event_dict
+
+
+def _dumps(event_dict: Any, *, default: Callable[[Any], Any]) -> str:
+    """The line's JSON: orjson (a fraction of json.dumps's cost, which every request's log line
+    pays), or json.dumps for what orjson refuses (integers past 64 bits)."""
+    try:
+        return orjson.dumps(event_dict, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(event_dict, default=default)
 
 
 def configure_logging(
@@ -33,7 +48,9 @@ def configure_logging(
     `stream` (default stderr)."""
     use_json = not sys.stderr.isatty() if json_logs is None else json_logs
     renderer: Any = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(serializer=_dumps)
+        if use_json
+        else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[

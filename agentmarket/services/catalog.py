@@ -3,14 +3,23 @@
 Queries run as the caller, so RLS decides what is visible. Published rows are visible to every
 caller alike, so answers made only of published rows are cached in-process for a few seconds
 (`CatalogCache`, of models: the HTTP layer renders each cached model once): a cache hit answers
-without touching the database. Views and searches are recorded through the batched `EventSink`
-on every call, hits included.
+without touching the database. Concurrent misses of one key wait for the first one's query
+instead of each running their own (no burst of identical queries each time an entry expires
+under load). Views and searches are recorded through the batched `EventSink` on every call, hits
+included.
+
+`cached_list_agents`, `cached_agent` and `cached_categories` make the same answer for a query
+already parsed, from the cache alone (None when it is not cached): the HTTP layer uses them to
+answer repeated anonymous GETs without routing them again (docs/architecture.md#http-functions).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from cachetools import TTLCache
@@ -34,6 +43,9 @@ __all__ = [
     "CatalogCache",
     "CategoryList",
     "agent_key",
+    "cached_agent",
+    "cached_categories",
+    "cached_list_agents",
     "get_agent",
     "list_agents",
     "list_categories",
@@ -52,6 +64,8 @@ class CatalogCache:
         self._entries: TTLCache[tuple[Any, ...], Any] = TTLCache(
             maxsize=maxsize, ttl=max(ttl, 0.001), timer=time.monotonic
         )
+        # Keys being loaded: the lock and how many requests hold or wait for it.
+        self._loading: dict[tuple[Any, ...], tuple[asyncio.Lock, list[int]]] = {}
 
     def get(self, key: tuple[Any, ...]) -> Any:
         return self._entries.get(key) if self.enabled else None
@@ -62,6 +76,30 @@ class CatalogCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+    @asynccontextmanager
+    async def loading(self, key: tuple[Any, ...]) -> AsyncIterator[None]:
+        """One loader of `key` at a time: a request that missed waits here for the one already
+        loading it, then looks in the cache again (and loads it itself only if that one's
+        answer was not cacheable, or failed). Does nothing while caching is off."""
+        if not self.enabled:
+            yield
+            return
+        entry = self._loading.get(key)
+        if entry is None:
+            entry = self._loading[key] = (asyncio.Lock(), [0])
+        lock, holders = entry
+        holders[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            holders[0] -= 1
+            if not holders[0]:
+                del self._loading[key]
+
+    def loads_in_progress(self) -> int:
+        return len(self._loading)
 
 
 def agent_key(id_or_slug: str) -> dict[str, Any]:
@@ -98,19 +136,49 @@ async def _search(db: CallerSession, query: AgentQuery, params: dict[str, Any]) 
     )
 
 
+def _list_key(params: dict[str, Any]) -> tuple[Any, ...]:
+    return ("list", *sorted(params.items()))
+
+
 async def list_agents(
     *, db: CallerSession, query: AgentQuery, cache: CatalogCache, events: EventSink
 ) -> AgentList:
     params = query.model_dump(mode="json")
-    key = ("list", *sorted(params.items()))
+    key = _list_key(params)
     result: AgentList | None = cache.get(key)
     if result is None:
-        result = await _search(db, query, params)
-        cache.put(key, result)  # search_agents returns published rows only: same for everyone
+        async with cache.loading(key):
+            result = cache.get(key)
+            if result is None:
+                result = await _search(db, query, params)
+                # search_agents returns published rows only: the same for everyone
+                cache.put(key, result)
+    _record_search(events, query, result, db.user_id)
+    return result
+
+
+def cached_list_agents(
+    *, query: AgentQuery, cache: CatalogCache, events: EventSink
+) -> Callable[[], AgentList | None]:
+    """`list_agents` for an anonymous caller, from the cache alone."""
+    key = _list_key(query.model_dump(mode="json"))
+
+    def answer() -> AgentList | None:
+        result: AgentList | None = cache.get(key)
+        if result is not None:
+            _record_search(events, query, result, None)
+        return result
+
+    return answer
+
+
+def _record_search(
+    events: EventSink, query: AgentQuery, result: AgentList, user_id: str | None
+) -> None:
     if query.q or query.category or query.pricing or query.tag:
         events.record(
             "marketplace.search.performed",
-            user_id=db.user_id,
+            user_id=user_id,
             query=query.q,
             category=query.category,
             pricing=query.pricing.value if query.pricing else None,
@@ -118,45 +186,92 @@ async def list_agents(
             sort=query.sort.value if query.sort else None,
             results=result.total,
         )
-    return result
 
 
 async def get_agent(
     *, db: CallerSession, id_or_slug: str, cache: CatalogCache, events: EventSink
 ) -> AgentDetail:
     params = agent_key(id_or_slug)
-    key = ("agent", params["id"], params["slug"])
+    key = _agent_cache_key(params)
     detail: AgentDetail | None = cache.get(key)
     if detail is None:
-        conn = await db.conn()
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(queries.query("catalog_agent_detail"), params)
-            row = await cur.fetchone()
-        if row is None:
-            raise AgentNotFound()
-        published = row.pop("is_published")
-        detail = AgentDetail.model_validate(
-            {**row, "secret_fields": sorted(configschema.secret_fields(row["config_schema"]))}
-        )
-        if published:  # an admin's view of an unpublished agent is never shared
-            cache.put(key, detail)
+        async with cache.loading(key):
+            detail = cache.get(key)
+            if detail is None:
+                detail, published = await _agent_detail(db, params)
+                if published:  # an admin's view of an unpublished agent is never shared
+                    cache.put(key, detail)
+    _record_view(events, detail, db.user_id)
+    return detail
+
+
+def _agent_cache_key(params: dict[str, Any]) -> tuple[Any, ...]:
+    return ("agent", params["id"], params["slug"])
+
+
+async def _agent_detail(db: CallerSession, params: dict[str, Any]) -> tuple[AgentDetail, bool]:
+    """The agent as the caller sees it, and whether it is published (AgentNotFound if hidden)."""
+    conn = await db.conn()
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(queries.query("catalog_agent_detail"), params)
+        row = await cur.fetchone()
+    if row is None:
+        raise AgentNotFound()
+    published = bool(row.pop("is_published"))
+    detail = AgentDetail.model_validate(
+        {**row, "secret_fields": sorted(configschema.secret_fields(row["config_schema"]))}
+    )
+    return detail, published
+
+
+def cached_agent(
+    *, id_or_slug: str, cache: CatalogCache, events: EventSink
+) -> Callable[[], AgentDetail | None]:
+    """`get_agent` for an anonymous caller, from the cache alone."""
+    key = _agent_cache_key(agent_key(id_or_slug))
+
+    def answer() -> AgentDetail | None:
+        detail: AgentDetail | None = cache.get(key)
+        if detail is not None:
+            _record_view(events, detail, None)
+        return detail
+
+    return answer
+
+
+def _record_view(events: EventSink, detail: AgentDetail, user_id: str | None) -> None:
     events.record(
         "marketplace.agent.viewed",
-        user_id=db.user_id,
+        user_id=user_id,
         agent_id=detail.id,
         slug=detail.slug,
         category=detail.category,
     )
-    return detail
 
 
 async def list_categories(*, db: CallerSession, cache: CatalogCache) -> CategoryList:
-    categories: CategoryList | None = cache.get(("categories",))
+    categories: CategoryList | None = cache.get(_CATEGORIES)
     if categories is None:
-        conn = await db.conn()
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(queries.query("catalog_categories"))
-            rows = await cur.fetchall()
-        categories = CategoryList([CategoryCount.model_validate(r) for r in rows])
-        cache.put(("categories",), categories)
+        async with cache.loading(_CATEGORIES):
+            categories = cache.get(_CATEGORIES)
+            if categories is None:
+                conn = await db.conn()
+                async with conn.cursor(row_factory=dict_row) as cur:
+                    await cur.execute(queries.query("catalog_categories"))
+                    rows = await cur.fetchall()
+                categories = CategoryList([CategoryCount.model_validate(r) for r in rows])
+                cache.put(_CATEGORIES, categories)
     return categories
+
+
+_CATEGORIES: tuple[Any, ...] = ("categories",)
+
+
+def cached_categories(*, cache: CatalogCache) -> Callable[[], CategoryList | None]:
+    """`list_categories` from the cache alone."""
+
+    def answer() -> CategoryList | None:
+        categories: CategoryList | None = cache.get(_CATEGORIES)
+        return categories
+
+    return answer

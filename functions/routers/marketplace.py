@@ -15,7 +15,7 @@ from agentmarket.domain.models import (
     DeployRequest,
 )
 from agentmarket.services import catalog, deployments
-from functions.cache import json_response
+from functions.cache import json_response, offer_cached
 from functions.deps import Box, Cache, Caller, CurrentUser, Events, Rules, Signer, UserSession
 from functions.openapi import problem_responses
 
@@ -34,13 +34,16 @@ async def list_agents(
 ) -> Response:
     """Browse and search the published catalog."""
     agents = await catalog.list_agents(db=db, query=query, cache=cache, events=events)
+    offer_cached(request, catalog.cached_list_agents(query=query, cache=cache, events=events))
     return json_response(request, agents)
 
 
 @router.get("/categories", response_model=list[CategoryCount])
 async def list_categories(request: Request, db: Caller, cache: Cache) -> Response:
     """Categories of published agents, with how many agents each has."""
-    return json_response(request, await catalog.list_categories(db=db, cache=cache))
+    categories = await catalog.list_categories(db=db, cache=cache)
+    offer_cached(request, catalog.cached_categories(cache=cache))
+    return json_response(request, categories)
 
 
 @router.get("/agents/{agent}", response_model=AgentDetail, responses=problem_responses(404, 422))
@@ -58,6 +61,7 @@ async def get_agent(
 ) -> Response:
     """One agent with its configuration schema and example prompts (never its system prompt)."""
     detail = await catalog.get_agent(db=db, id_or_slug=agent, cache=cache, events=events)
+    offer_cached(request, catalog.cached_agent(id_or_slug=agent, cache=cache, events=events))
     return json_response(request, detail)
 
 

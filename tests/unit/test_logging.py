@@ -35,3 +35,18 @@ def test_each_line_is_one_write_with_its_newline() -> None:
     records = [json.loads(w) for w in stream.writes]
     assert [r["event"] for r in records] == ["first.event", "second.event"]
     assert records[1]["api_key"] == "[redacted]"
+
+
+def test_lines_render_what_orjson_refuses_and_what_json_cannot_show() -> None:
+    stream = RecordingStream()
+    configure_logging("info", json_logs=True, stream=stream)
+    try:
+        log = structlog.get_logger()
+        log.info("big.number", count=2**70, name="café", keyed={1: "one"})
+        log.info("odd.value", value=object(), worker_token="t-123")
+    finally:
+        configure_logging("info")
+    big, odd = (json.loads(w) for w in stream.writes)
+    assert (big["count"], big["name"], big["keyed"]) == (2**70, "café", {"1": "one"})
+    assert odd["value"].startswith("<object object at ")
+    assert odd["worker_token"] == "[redacted]"

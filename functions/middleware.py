@@ -12,6 +12,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentmarket.core.errors import AppError, PayloadTooLarge, UnsupportedMediaType
+from agentmarket.core.metrics import HTTP_REQUEST_DURATION
 from functions.problems import PROBLEM_JSON, problem_body
 
 __all__ = ["RequestContextMiddleware"]
@@ -46,6 +47,22 @@ def _unsupported_body(method: str, headers: dict[str, str]) -> bool:
     return declared not in (None, "0") or "chunked" in headers.get("transfer-encoding", "")
 
 
+# Methods we answer; any other a client sends is counted as "other", so a client cannot grow the
+# metric's label set.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _observe(method: str, route: str | None, response: _Response, started: float) -> None:
+    """`http_request_duration_seconds`: by route template (never the raw path), to the
+    response's start (a stream's length is not the request's latency)."""
+    end = response.started_at if response.started_at is not None else time.perf_counter()
+    HTTP_REQUEST_DURATION.labels(
+        route=route or "unmatched",
+        method=method if method in _METHODS else "other",
+        status=str(response.status),
+    ).observe(end - started)
+
+
 class _Response:
     """What has been sent of the response; `send` adds the X-Request-ID header to it."""
 
@@ -54,12 +71,14 @@ class _Response:
         self._request_id = request_id
         self.status = 500
         self.started = False
+        self.started_at: float | None = None  # perf_counter() when the response started
         self.ended = False
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self.started = True
+            self.started_at = time.perf_counter()
             message["headers"] = [
                 *message.get("headers", []),
                 (b"x-request-id", self._request_id.encode()),
@@ -105,6 +124,7 @@ class RequestContextMiddleware:
                 await response.send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             route = scope.get("route")
+            _observe(scope["method"], getattr(route, "path", None), response, started)
             log.info(
                 "request",
                 method=scope["method"],

@@ -9,50 +9,16 @@
 -- deployment, agent and prompt; the conversation's finished, non-empty turns before the reply
 -- (the most recent %(history_limit)s, oldest first, as two parallel arrays); and the deployment's
 -- sealed secrets (opened by the worker with SECRETS_ENCRYPTION_KEY, three parallel arrays); all
--- null when the reply is gone (its conversation was deleted).
+-- null when the reply is gone (its conversation was deleted). The context is read by a VOLATILE
+-- function, with a snapshot taken after the claim (supabase/migrations/
+-- 20261130150100_claim_context_snapshot.sql): it sees every reply the claim saw.
 with claimed as materialized (
   select * from private.claim_chat_jobs_counted(%(worker_id)s, %(limit)s, %(lease_seconds)s)
 )
 select j.id as job_id, j.message_id as job_message_id, j.attempts, j.created_at, j.started_at,
        j.trace_id, j.more, ctx.*
   from claimed j
-  left join lateral (
-    select m.id as message_id, m.conversation_id, m.reply_to, m.created_at as reply_created_at,
-           c.deployment_id, c.user_id, d.config, d.status as deployment_status, d.deleted_at,
-           coalesce(a.config_schema -> 'required', '[]'::jsonb) ? 'openai_api_key'
-             as requires_user_key,
-           a.id as agent_id, a.slug as agent_slug, a.name as agent_name, a.kind, a.model,
-           p.system_prompt,
-           coalesce(h.roles, '{}') as history_roles, coalesce(h.contents, '{}') as history_contents,
-           coalesce(s.fields, '{}') as secret_fields, coalesce(s.key_ids, '{}') as secret_key_ids,
-           coalesce(s.ciphertexts, '{}') as secret_ciphertexts
-      from public.agent_messages m
-      join public.agent_conversations c on c.id = m.conversation_id
-      join public.agent_deployments d on d.id = c.deployment_id
-      join public.marketplace_agents a on a.id = d.agent_id
-      left join private.agent_prompts p on p.agent_id = a.id
-      left join lateral (
-        select array_agg(t.role order by t.created_at, t.id) as roles,
-               array_agg(t.content order by t.created_at, t.id) as contents
-          from (select x.role, x.content, x.created_at, x.id
-                  from public.agent_messages x
-                 where x.conversation_id = m.conversation_id
-                   and x.created_at <= m.created_at
-                   and x.id <> m.id
-                   and x.status = 'completed'
-                   and x.content <> ''
-                 order by x.created_at desc, x.id desc
-                 limit %(history_limit)s) t
-      ) h on true
-      left join lateral (
-        select array_agg(ds.field order by ds.field) as fields,
-               array_agg(ds.key_id order by ds.field) as key_ids,
-               array_agg(ds.ciphertext order by ds.field) as ciphertexts
-          from private.deployment_secrets ds
-         where ds.deployment_id = c.deployment_id
-      ) s on true
-     where m.id = j.message_id
-  ) ctx on true
+  left join lateral private.chat_job_context(j.message_id, %(history_limit)s) ctx on true
  order by j.id;
 
 -- name: chat_queue_depth

@@ -6,7 +6,7 @@
 begin;
 set local search_path = public, extensions;
 
-select plan(14);
+select plan(20);
 
 select function_privs_are('private', 'append_chat_deltas', array['text', 'bigint[]', 'integer[]', 'text[]'],
                           'anon', array[]::name[], 'anon cannot execute append_chat_deltas');
@@ -45,6 +45,25 @@ reset role;
 set local role service_role;
 select lives_ok($$select * from private.append_chat_deltas('pgtap-worker', '{}', '{}', '{}')$$,
                 'service_role may call append_chat_deltas');
+reset role;
+
+-- A claimed job's context (20261130150100_claim_context_snapshot.sql): the worker's only.
+select function_privs_are('private', 'chat_job_context', array['uuid', 'integer'],
+                          'anon', array[]::name[], 'anon cannot execute chat_job_context');
+select function_privs_are('private', 'chat_job_context', array['uuid', 'integer'],
+                          'authenticated', array[]::name[], 'authenticated cannot execute chat_job_context');
+select function_privs_are('private', 'chat_job_context', array['uuid', 'integer'],
+                          'service_role', array['EXECUTE'], 'the worker (service_role) may execute chat_job_context');
+select ok((select proconfig @> array['search_path=""'] from pg_proc
+            where oid = 'private.chat_job_context(uuid, integer)'::regprocedure),
+          'chat_job_context pins search_path to empty');
+set local role authenticated;
+select throws_ok($$select * from private.chat_job_context(gen_random_uuid(), 20)$$, '42501', null,
+                 'authenticated is refused chat_job_context');
+reset role;
+set local role service_role;
+select is((select count(*)::int from private.chat_job_context(gen_random_uuid(), 20)), 0,
+          'a reply that is not there has no context');
 reset role;
 
 select * from finish();

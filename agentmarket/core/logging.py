@@ -1,6 +1,6 @@
 """Structured logs: structlog with JSON lines (or a console renderer in a terminal) and
 contextvars, so request_id / user_id / deployment_id / job_id bound once appear on every line, and
-secrets are redacted by key whatever logged them."""
+secrets are redacted by key, and scrubbed from any text, whatever logged them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+
+from agentmarket.core.redaction import scrub
 
 __all__ = ["REDACTED_KEYS", "configure_logging"]
 
@@ -25,10 +27,14 @@ _REDACTED_SUFFIXES = ("_token", "_secret", "_key")
 
 
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key in event_dict:
+    """Values under secret-like keys go whole; keys, JWTs and bearer credentials inside any other
+    text (a message, a URL, the formatted exception) are scrubbed (agentmarket.core.redaction)."""
+    for key, value in event_dict.items():
         lowered = key.lower()
         if lowered in REDACTED_KEYS or lowered.endswith(_REDACTED_SUFFIXES):
             event_dict[key] = "[redacted]"
+        elif isinstance(value, str):
+            event_dict[key] = scrub(value)
     return event_dict
 
 
@@ -57,8 +63,9 @@ def configure_logging(
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact,
+            # After the exception is formatted, so its text is scrubbed too.
             structlog.processors.format_exc_info,
+            _redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

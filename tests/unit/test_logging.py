@@ -50,3 +50,33 @@ def test_lines_render_what_orjson_refuses_and_what_json_cannot_show() -> None:
     assert (big["count"], big["name"], big["keyed"]) == (2**70, "café", {"1": "one"})
     assert odd["value"].startswith("<object object at ")
     assert odd["worker_token"] == "[redacted]"
+
+
+def test_secrets_inside_any_text_are_scrubbed_exceptions_included() -> None:
+    key = "sk-live-0123456789abcdefABCDEF"
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyIn0.c2lnbmF0dXJlLXZhbHVl"
+    stream = RecordingStream()
+    configure_logging("info", json_logs=True, stream=stream)
+    try:
+        log = structlog.get_logger()
+        log.info(
+            "upstream.said",
+            detail=f"Incorrect API key provided: {key}",
+            header=f"Authorization: Bearer {jwt}",
+            url=f"https://example.test/?token={jwt}",
+            note="sk-short and eyJ alone are not secrets",
+        )
+        try:
+            raise ValueError(f"bad key {key} for bearer abcdefgh12345678")
+        except ValueError:
+            log.exception("failed")
+    finally:
+        configure_logging("info")
+    text = "".join(stream.writes)
+    assert key not in text and jwt not in text and "abcdefgh12345678" not in text
+    first, second = (json.loads(w) for w in stream.writes)
+    assert first["detail"] == "Incorrect API key provided: sk-[redacted]"
+    assert first["header"] == "Authorization: Bearer [redacted]"
+    assert first["url"] == "https://example.test/?token=[redacted-jwt]"
+    assert first["note"] == "sk-short and eyJ alone are not secrets"
+    assert "ValueError: bad key sk-[redacted] for bearer [redacted]" in second["exception"]

@@ -20,6 +20,7 @@ from prometheus_client import start_http_server
 from agentmarket.core import loops
 from agentmarket.core.config import Settings
 from agentmarket.core.logging import configure_logging
+from agentmarket.core.metrics import worker_registry
 from workers.chat_worker import ChatWorker, WorkerConfig
 
 __all__ = ["run"]
@@ -52,7 +53,9 @@ def _work(settings: Settings, config: WorkerConfig, index: int) -> None:
     """One worker process. Process `index` serves its metrics on WORKER_METRICS_PORT + index."""
     configure_logging(settings.log_level)
     if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port + index, addr="127.0.0.1")
+        start_http_server(
+            settings.worker_metrics_port + index, addr="127.0.0.1", registry=worker_registry()
+        )
 
     async def main() -> None:
         worker = ChatWorker(settings, config=config)

@@ -1,12 +1,18 @@
 """Prometheus metrics (names from the product plan, underscores for dots).
 
 prometheus-client keeps metrics in its process-wide default registry by design; each process
-(functions instance, worker) exposes its own on /metrics.
+(functions instance, worker) exposes its own on /metrics, and only the series it records:
+`api_registry()` leaves out the worker's, `worker_registry()` the functions'.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 __all__ = [
     "CHAT_ERRORS",
@@ -21,6 +27,8 @@ __all__ = [
     "QUEUE_OLDEST",
     "QUEUE_PICKUP",
     "RATE_LIMIT_REJECTIONS",
+    "api_registry",
+    "worker_registry",
 ]
 
 DEPLOYMENTS = Counter(
@@ -70,3 +78,43 @@ RATE_LIMIT_REJECTIONS = Counter(
     "Requests refused by a limit (docs/api.md#limits), by limit.",
     ["limit"],
 )
+
+
+class _Without(Collector):
+    """The default registry without some metrics' families: what one kind of process exposes."""
+
+    def __init__(self, hidden: Iterable[MetricWrapperBase]) -> None:
+        self._hidden = frozenset(family.name for metric in hidden for family in metric.describe())
+
+    def collect(self) -> Iterator[Metric]:
+        return (family for family in REGISTRY.collect() if family.name not in self._hidden)
+
+
+# Recorded only by the workers / only by the functions.
+_WORKER_ONLY = (
+    CHAT_RESPONSE_TIME,
+    CHAT_TTFT,
+    CHAT_TOKENS,
+    CHAT_ERRORS,
+    QUEUE_DEPTH,
+    QUEUE_OLDEST,
+    QUEUE_PICKUP,
+    MODEL_ATTEMPTS,
+)
+_API_ONLY = (DEPLOYMENTS, CHAT_MESSAGES, RATE_LIMIT_REJECTIONS, HTTP_REQUEST_DURATION)
+
+
+def _exposed(hidden: Iterable[MetricWrapperBase]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Without(hidden))
+    return registry
+
+
+def api_registry() -> CollectorRegistry:
+    """What a functions process exposes on GET /metrics: everything but the worker's series."""
+    return _exposed(_WORKER_ONLY)
+
+
+def worker_registry() -> CollectorRegistry:
+    """What a worker process exposes on WORKER_METRICS_PORT: everything but the functions'."""
+    return _exposed(_API_ONLY)

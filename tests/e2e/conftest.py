@@ -68,12 +68,13 @@ class Stack:
     logs: Path
     processes: list[Process] = field(default_factory=list)
 
-    def spawn(self, name: str, *args: str) -> Process:
+    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> Process:
+        """`agentmarket *args` with the stack's environment (plus `env`)."""
         log = self.logs / f"{name}-{len(self.processes)}.log"
         with log.open("wb") as sink:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "agentmarket", *args],
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )

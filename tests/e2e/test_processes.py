@@ -4,13 +4,16 @@ each, every one with its own pool and LISTEN connection, on uvloop."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
+import socket
 import time
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import Process, Stack, deploy, sse_events, wait_http
 from tests.e2e.test_chat import finished, wait_message
@@ -116,3 +119,68 @@ def test_worker_processes_share_the_queue_and_stop_on_sigterm(stack: Stack) -> N
     for pid in children:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def two_free_ports() -> int:
+    """A port whose next one is free too."""
+    for _ in range(20):
+        port = free_port()
+        with contextlib.suppress(OSError), socket.socket() as probe:
+            probe.bind(("127.0.0.1", port + 1))
+            return port
+    raise AssertionError("no two consecutive free ports")
+
+
+def scrape(url: str) -> dict[str, list[Any]]:
+    """Family name -> its samples, parsed as Prometheus does."""
+    text = httpx.get(url, timeout=10).text
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+WORKER_SERIES = {
+    "agent_chat_ttft_seconds",
+    "agent_chat_response_time_seconds",
+    "agent_chat_queue_depth",
+    "agent_chat_queue_oldest_seconds",
+    "agent_chat_queue_pickup_seconds",
+    "agent_model_attempts",
+}
+API_SERIES = {"http_request_duration_seconds", "marketplace_deployments", "agent_chat_messages"}
+
+
+def test_each_worker_process_serves_its_own_metrics_and_the_api_only_its_own(
+    stack: Stack,
+) -> None:
+    stop_default_worker(stack)
+    port = two_free_ports()
+    parent = stack.spawn(
+        "workers-metrics",
+        "worker",
+        "--processes",
+        "2",
+        "--lease-seconds",
+        "3",
+        env={"WORKER_METRICS_PORT": str(port)},
+    )
+    wait_log(parent, "worker.started", 2)
+    with stack.client("worker-metrics@example.com") as client:
+        deployment = deploy(client)
+        for i in range(4):
+            sent = client.post(f"/api/agents/{deployment}/chat", json={"message": f"m{i}"})
+            assert sent.status_code == 200, sent.text
+        api = scrape(f"{stack.api}/metrics")
+
+    workers = [scrape(f"http://127.0.0.1:{port + i}/metrics") for i in (0, 1)]
+    for families in workers:
+        assert families.keys() >= WORKER_SERIES, sorted(families)
+        assert not API_SERIES & families.keys()
+    answered = sum(
+        sample.value
+        for families in workers
+        for sample in families["agent_model_attempts"]
+        if sample.name == "agent_model_attempts_total" and sample.labels["outcome"] == "ok"
+    )
+    assert answered == 4
+    assert api.keys() >= API_SERIES, sorted(api)
+    assert not WORKER_SERIES & api.keys()
+    assert parent.stop() == 0, parent.output()

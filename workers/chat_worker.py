@@ -91,14 +91,7 @@ class ChatWorker:
             lease_seconds=self.config.lease_seconds,
             history_limit=self.config.history_messages,
         )
-        self.flusher = Flusher(
-            self.store,
-            first_flush_delay=self.config.first_flush_delay,
-            flush_interval=self.config.flush_interval,
-            flush_interval_per_reply=self.config.flush_interval_per_reply,
-            max_flush_interval=self.config.max_flush_interval,
-            flush_chars=self.config.flush_chars,
-        )
+        self.flusher = Flusher.from_config(self.store, self.config)
         self.runner = JobRunner(
             self.store,
             self.llm,

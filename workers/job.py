@@ -77,15 +77,7 @@ class JobRunner:
         self.config = config
         self.defaults = defaults
         self._clock = clock
-        self.flusher = flusher or Flusher(
-            store,
-            first_flush_delay=config.first_flush_delay,
-            flush_interval=config.flush_interval,
-            flush_interval_per_reply=config.flush_interval_per_reply,
-            max_flush_interval=config.max_flush_interval,
-            flush_chars=config.flush_chars,
-            clock=clock,
-        )
+        self.flusher = flusher or Flusher.from_config(store, config, clock=clock)
 
     def _elapsed_ms(self, started: float) -> int:
         return int((self._clock() - started) * 1000)

@@ -33,6 +33,7 @@ from typing import Final, Protocol
 import structlog
 
 from agentmarket.core import metrics
+from workers.config import WorkerConfig
 from workers.store import JobLost, Piece
 
 __all__ = ["MAX_REPLY_CHARS", "AppendsBatches", "Flusher", "Relay"]
@@ -168,6 +169,25 @@ class Flusher:
         self._next_allowed = -math.inf  # no statement before this (busy_factor)
         self._closed = False
         self.statements = 0  # batch statements sent
+
+    @classmethod
+    def from_config(
+        cls,
+        store: AppendsBatches,
+        config: WorkerConfig,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> Flusher:
+        """The flusher with the worker's tick settings (WorkerConfig)."""
+        return cls(
+            store,
+            first_flush_delay=config.first_flush_delay,
+            flush_interval=config.flush_interval,
+            flush_interval_per_reply=config.flush_interval_per_reply,
+            max_flush_interval=config.max_flush_interval,
+            flush_chars=config.flush_chars,
+            clock=clock,
+        )
 
     def relay(
         self,

@@ -12,7 +12,6 @@ the read can be missed and nothing before it is sent twice (docs/architecture.md
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import uuid
@@ -93,14 +92,6 @@ class StreamHub:
 
     async def aclose(self) -> None:
         await self._listener.aclose()
-
-    @contextlib.asynccontextmanager
-    async def subscribe(self, message_id: uuid.UUID) -> AsyncIterator[Subscription]:
-        subscription = self.open(message_id)
-        try:
-            yield subscription
-        finally:
-            self.close(message_id, subscription)
 
     def open(self, message_id: uuid.UUID) -> Subscription:
         """Start receiving the message's notices now (close it with `close`)."""

@@ -378,7 +378,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"./scripts/dev setup && {command} --write",
             results,
             [
-                "HTTP rows: the real server process (uvicorn, one worker) with the default "
+                "HTTP rows: the real server process (uvicorn, one worker unless the row says "
+                "--workers 2) with the default "
                 "5 s catalog cache, anonymous callers cycling through 8 queries (5 distinct "
                 "searches). wrk (C) measures the server; the httpx row adds a Python client on "
                 "the same two cores. The psycopg row runs the same transaction (role + claims "

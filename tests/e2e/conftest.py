@@ -197,3 +197,16 @@ def sse_events(response: httpx.Response) -> Iterator[tuple[str | None, str, dict
             name = line[6:].strip()
         elif line.startswith("data:"):
             data.append(line[5:].strip())
+
+
+def stream_short_messages(client: httpx.Client, deployment: str, count: int) -> None:
+    """Send `count` short messages one after another, each streamed to `message.completed`."""
+    for i in range(count):
+        with client.stream(
+            "POST",
+            f"/api/agents/{deployment}/chat",
+            json={"message": f"short {i}"},
+            headers={"Accept": "text/event-stream"},
+        ) as response:
+            names = [name for _, name, _ in sse_events(response)]
+        assert names[-1] == "message.completed", names

@@ -10,7 +10,7 @@ import uuid
 import psycopg
 import pytest
 
-from tests.e2e.conftest import Stack, deploy, sse_events
+from tests.e2e.conftest import Stack, deploy, stream_short_messages
 
 pytestmark = [pytest.mark.db, pytest.mark.e2e]
 
@@ -65,15 +65,7 @@ def test_statements_per_streamed_message(stack: Stack) -> None:
             time.sleep(1.5)  # let the deploy's events flush before counting
             conn.execute("select pg_stat_statements_reset()")
             started = time.monotonic()
-            for i in range(MESSAGES):
-                with client.stream(
-                    "POST",
-                    f"/api/agents/{deployment}/chat",
-                    json={"message": f"short {i}"},
-                    headers={"Accept": "text/event-stream"},
-                ) as response:
-                    names = [name for _, name, _ in sse_events(response)]
-                assert names[-1] == "message.completed", names
+            stream_short_messages(client, deployment, MESSAGES)
             elapsed = time.monotonic() - started
         api = statements(conn, API_ROLES)
         total = api + statements(conn, WORKER_ROLES)

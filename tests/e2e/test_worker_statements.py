@@ -12,7 +12,7 @@ import uuid
 import psycopg
 import pytest
 
-from tests.e2e.conftest import Stack, deploy, sse_events
+from tests.e2e.conftest import Stack, deploy, stream_short_messages
 
 pytestmark = [pytest.mark.db, pytest.mark.e2e]
 
@@ -55,15 +55,7 @@ def test_the_worker_claims_and_loads_once_and_finishes_once_per_short_message(
             deployment = deploy(client)
             time.sleep(1.5)  # the deploy's own work is done before counting
             reset(conn)
-            for i in range(messages):
-                with client.stream(
-                    "POST",
-                    f"/api/agents/{deployment}/chat",
-                    json={"message": f"short {i}"},
-                    headers={"Accept": "text/event-stream"},
-                ) as response:
-                    names = [name for _, name, _ in sse_events(response)]
-                assert names[-1] == "message.completed", names
+            stream_short_messages(client, deployment, messages)
         statements = worker_statements(conn)
     total = sum(calls for calls, _, _ in statements)
     claims, _ = calls_of(statements, "claim_chat_jobs")

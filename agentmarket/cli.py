@@ -356,10 +356,36 @@ def _bench_chat(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _bench_soak(args: argparse.Namespace, settings: Settings) -> int:
+    from agentmarket.devtools import bench, bench_soak
+
+    plan = bench_soak.SoakPlan(
+        seconds=args.minutes * 60,
+        fault_rate=args.fault_rate,
+        kill_every=args.kill_every,
+        conversations=args.clients,
+    )
+    command = (
+        f"agentmarket bench soak --minutes {args.minutes:g} --fault-rate {plan.fault_rate:g}"
+        f" --kill-every {plan.kill_every:g} --clients {plan.conversations}"
+    )
+    report = bench_soak.run_soak(settings, plan)
+    if args.json:
+        print(bench_soak.soak_json(report))
+    section = bench_soak.soak_report(f"./scripts/dev setup && {command} --write", report)
+    if not args.json:
+        print(section)
+    if args.write:
+        print(f"wrote {bench.write_section(section, bench_soak.TITLE)}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from agentmarket.devtools import bench
 
     settings = _settings()
+    if args.scenario == "soak":
+        return _bench_soak(args, settings)
     if args.scenario == "limits":
         return _bench_limits(args, settings)
     if args.scenario == "chat":
@@ -501,7 +527,7 @@ def _add_openapi(sub: _Subparsers) -> None:
 
 def _add_bench(sub: _Subparsers) -> None:
     p = sub.add_parser("bench", help="run a benchmark (results to docs/benchmarks.md)")
-    p.add_argument("scenario", choices=("catalog", "chat", "limits"))
+    p.add_argument("scenario", choices=("catalog", "chat", "limits", "soak"))
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--requests", type=int, default=5000, help="for the Python clients")
     p.add_argument("--seconds", type=int, default=10, help="for wrk")
@@ -516,10 +542,21 @@ def _add_bench(sub: _Subparsers) -> None:
     p.add_argument("--long-tps", type=float, default=100.0, help="chat: long replies' pace")
     p.add_argument("--long-conversations", type=int, default=10, help="chat: long replies at once")
     p.add_argument("--long-turns", type=int, default=2, help="chat: long replies per conversation")
-    p.add_argument("--json", action="store_true", help="chat: print the results as JSON")
+    p.add_argument("--json", action="store_true", help="chat, soak: print the results as JSON")
     p.add_argument(
         "--pause-ms", type=int, default=200, help="limits: each user's pause between sends"
     )
+    p.add_argument("--minutes", type=float, default=5.0, help="soak: how long the load runs")
+    p.add_argument(
+        "--fault-rate", type=float, default=0.3, help="soak: share of model calls faulted"
+    )
+    p.add_argument(
+        "--kill-every",
+        type=float,
+        default=60.0,
+        help="soak: SIGKILL and restart the worker this often, in seconds (0 = never)",
+    )
+    p.add_argument("--clients", type=int, default=8, help="soak: conversations at once")
     p.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     p.set_defaults(func=cmd_bench)
 

@@ -64,8 +64,11 @@ key, body and model checks. Responses carry `x-offline-conversation`, `x-offline
 `x-offline-outcome` headers.
 
 Global faults for benchmarks: with `config.fault_rate` > 0, a request without a `[[fault:...]]`
-marker gets `config.fault_kind` when a uniform number derived from sha256(seed, conversation,
-attempt) is below the rate: seeded and independent of how concurrent requests interleave.
+marker gets a fault when a uniform number derived from sha256(seed, conversation, attempt) is
+below the rate: seeded and independent of how concurrent requests interleave. `config.fault_kind`
+is one outcome (`"500"`) or a comma-separated mix (`"429,500,503,timeout,cut"`, the soak's); with
+a mix, each faulted request gets one of its outcomes, picked evenly by another part of the same
+digest (list an outcome twice to weigh it double).
 
 Timing: `latency_ms` passes before the response headers (for every request that passes the checks,
 faults included); a stream then sends the role chunk, waits `ttft_ms`, and sends the tokens
@@ -227,7 +230,7 @@ class OfflineModelConfig:
     hang_seconds: float = 600.0  # how long a `timeout` outcome hangs
     cut_after_tokens: int = 3  # tokens a `cut` stream sends before it drops the connection
     fault_rate: float = 0.0  # 0..1: share of unmarked requests that get fault_kind
-    fault_kind: str = "500"  # any outcome, e.g. "429", "429:2", "500", "cut"
+    fault_kind: str = "500"  # an outcome ("429", "429:2", "cut") or a mix ("429,500,timeout")
     seed: int = 0  # seeds the global fault draw
     model_names: tuple[str, ...] = ()  # served in addition to DEFAULT_MODELS
     reject_key: str = DEFAULT_REJECT_KEY  # this API key gets 401 invalid_api_key
@@ -241,7 +244,7 @@ class OfflineModelConfig:
                 raise ValueError(f"{name} must be a finite number >= 0")
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ValueError("fault_rate must be between 0 and 1")
-        parse_outcome(self.fault_kind)
+        parse_fault_spec(self.fault_kind)
         if self.cut_after_tokens < 0:
             raise ValueError("cut_after_tokens must be >= 0")
         if self.max_records < 1 or self.max_conversations < 1:
@@ -685,7 +688,7 @@ class OfflineModel:
         self._attempts: OrderedDict[str, int] = OrderedDict()
         self._records: deque[RequestRecord] = deque(maxlen=config.max_records)
         self._seq = 0
-        self._global_fault = parse_outcome(config.fault_kind)
+        self._global_faults = parse_fault_spec(config.fault_kind)
 
     # state
 
@@ -720,7 +723,10 @@ class OfflineModel:
             return OK
         digest = hashlib.sha256(f"{self.config.seed}:{identity}:{attempt}".encode()).digest()
         draw = int.from_bytes(digest[:8], "big") / 2**64
-        return self._global_fault if draw < rate else OK
+        if draw >= rate:
+            return OK
+        faults = self._global_faults
+        return faults[int.from_bytes(digest[8:16], "big") % len(faults)]
 
     # endpoints
 
@@ -1076,7 +1082,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fault-kind",
         default=defaults.fault_kind,
-        help="429, 429:R, 500, 503, cut, timeout, 401 or 400 (default: %(default)s)",
+        help="429, 429:R, 500, 503, cut, timeout, 401 or 400, or a comma-separated mix of them"
+        " (each faulted request gets one, evenly; default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the fault draw")
     parser.add_argument(

@@ -677,6 +677,33 @@ async def test_global_fault_rate(make_app: Callable[..., Starlette]) -> None:
         assert (await http.post("/v1/chat/completions", json=body, headers=AUTH)).is_success
 
 
+async def test_global_fault_mix(make_app: Callable[..., Starlette]) -> None:
+    """A comma-separated fault_kind spreads the faulted requests over its outcomes, seeded."""
+
+    async def outcomes(app: Starlette) -> list[str]:
+        async with http_for(app) as http:
+            responses = await asyncio.gather(
+                *(
+                    http.post(
+                        "/v1/chat/completions",
+                        json={"model": "gpt-4o-mini", "messages": [user(f"mix {i}")]},
+                        headers=AUTH,
+                    )
+                    for i in range(60)
+                )
+            )
+        return [r.headers["x-offline-outcome"] for r in responses]
+
+    first = await outcomes(make_app(fault_rate=1.0, fault_kind="429,500,503", seed=5))
+    assert first == await outcomes(make_app(fault_rate=1.0, fault_kind="429,500,503", seed=5))
+    assert set(first) == {"429", "500", "503"}
+    assert all(first.count(kind) >= 10 for kind in ("429", "500", "503"))
+    half = await outcomes(make_app(fault_rate=0.5, fault_kind="429:2,503", seed=5))
+    assert set(half) == {"ok", "429:2", "503"}
+    with pytest.raises(ValueError, match="fault outcome"):
+        OfflineModelConfig(fault_kind="429,418")
+
+
 # Timing
 
 

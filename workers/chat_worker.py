@@ -10,7 +10,8 @@
   claim filled its limit with more jobs waiting (`Claim.more`), and every `poll_interval`; a job
   ending alone does not claim again when the queue was empty. Once LISTEN is in place (its
   connect itself triggers a claim), a job enqueued after a claim found nothing wakes the loop.
-  The queue depth gauge is sampled on a timer.
+  The queue gauges and the marketplace gauges (active agents and conversations) are sampled on
+  a timer, never per scrape or per claim.
 * The replies' text goes out through one `Flusher` (workers/relay.py) for all running jobs.
 * SIGTERM (`stop`): stop claiming, let running jobs finish for `grace_seconds`, then cancel the
   rest, which hand their jobs back.
@@ -182,13 +183,19 @@ class ChatWorker:
                     running.signals.cancel.set()
 
     async def _sample_queue_depth(self) -> None:
-        """The queue gauges (depth, the oldest claimable job's wait), every
-        `queue_depth_interval` seconds (a claim stays one statement)."""
+        """The queue gauges (depth, the oldest claimable job's wait) and the marketplace gauges
+        (deployments active, conversations active), every `queue_depth_interval` seconds (a claim
+        stays one statement; a scrape reads the last sample)."""
         while True:
             try:
                 sample = await self.store.queue_sample()
                 metrics.QUEUE_DEPTH.set(sample.depth)
                 metrics.QUEUE_OLDEST.set(sample.oldest_seconds)
+                agents, conversations = await self.store.activity_sample(
+                    self.config.active_conversation_minutes
+                )
+                metrics.AGENTS_ACTIVE.set(agents)
+                metrics.CONVERSATIONS_ACTIVE.set(conversations)
             except psycopg.Error as exc:
                 log.warning("worker.queue_depth_failed", error=type(exc).__name__)
             await asyncio.sleep(self.config.queue_depth_interval)

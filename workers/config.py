@@ -27,8 +27,11 @@ class WorkerConfig:
     flush_interval_per_reply: float = 0.004
     max_flush_interval: float = 0.5
     flush_chars: int = 1_500
-    # How often the queue-depth gauge is sampled (one count, not one per claim).
+    # How often the queue-depth gauge is sampled (one count, not one per claim), and with it the
+    # marketplace gauges (active deployments; conversations with a message in the last
+    # active_conversation_minutes).
     queue_depth_interval: float = 5.0
+    active_conversation_minutes: int = 15
     worker_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     )

@@ -20,7 +20,7 @@ from prometheus_client import start_http_server
 from agentmarket.core import loops
 from agentmarket.core.config import Settings
 from agentmarket.core.logging import configure_logging
-from agentmarket.core.metrics import worker_registry
+from agentmarket.core.metrics import PoolCollector, worker_registry
 from workers.chat_worker import ChatWorker, WorkerConfig
 
 __all__ = ["run"]
@@ -52,13 +52,13 @@ def run(
 def _work(settings: Settings, config: WorkerConfig, index: int) -> None:
     """One worker process. Process `index` serves its metrics on WORKER_METRICS_PORT + index."""
     configure_logging(settings.log_level)
+    registry = worker_registry()
     if settings.worker_metrics_port:
-        start_http_server(
-            settings.worker_metrics_port + index, addr="127.0.0.1", registry=worker_registry()
-        )
+        start_http_server(settings.worker_metrics_port + index, addr="127.0.0.1", registry=registry)
 
     async def main() -> None:
         worker = ChatWorker(settings, config=config)
+        registry.register(PoolCollector("worker", worker.pool.get_stats))
         loop = asyncio.get_running_loop()
         for sig in _STOP_SIGNALS:
             loop.add_signal_handler(sig, worker.stop)

@@ -237,6 +237,16 @@ class JobStore:
             row = await cur.fetchone()
         return QueueSample(0, 0.0) if row is None else QueueSample(int(row[0]), float(row[1]))
 
+    async def activity_sample(self, active_minutes: int) -> tuple[int, int]:
+        """(deployments in service, conversations with a message in the last `active_minutes`
+        minutes): the marketplace gauges, sampled on a timer."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                query("marketplace_activity"), {"active_minutes": active_minutes}
+            )
+            row = await cur.fetchone()
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
     async def extend_lease(self, job_id: int) -> LeaseState:
         params = {**self._lease(job_id), "lease_seconds": self.lease_seconds}
         async with self.pool.connection() as conn:

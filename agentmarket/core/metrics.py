@@ -2,24 +2,27 @@
 
 prometheus-client keeps metrics in its process-wide default registry by design; each process
 (functions instance, worker) exposes its own on /metrics, and only the series it records:
-`api_registry()` leaves out the worker's, `worker_registry()` the functions'.
+`api_registry()` leaves out the worker's, `worker_registry()` the functions'. A connection pool's
+gauges come from `PoolCollector`, which reads the pool's in-memory stats at scrape time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "AGENTS_ACTIVE",
     "CHAT_ERRORS",
     "CHAT_MESSAGES",
     "CHAT_RESPONSE_TIME",
     "CHAT_TOKENS",
     "CHAT_TTFT",
+    "CONVERSATIONS_ACTIVE",
     "DEPLOYMENTS",
     "HTTP_REQUEST_DURATION",
     "MODEL_ATTEMPTS",
@@ -27,6 +30,7 @@ __all__ = [
     "QUEUE_OLDEST",
     "QUEUE_PICKUP",
     "RATE_LIMIT_REJECTIONS",
+    "PoolCollector",
     "api_registry",
     "worker_registry",
 ]
@@ -79,6 +83,47 @@ RATE_LIMIT_REJECTIONS = Counter(
     ["limit"],
 )
 
+AGENTS_ACTIVE = Gauge(
+    "marketplace_agents_active",
+    "Deployed agents in service (deployments whose status is active), sampled by the worker.",
+)
+CONVERSATIONS_ACTIVE = Gauge(
+    "marketplace_conversations_active",
+    "Conversations with a message in the last 15 minutes, sampled by the worker.",
+)
+
+
+class PoolCollector(Collector):
+    """A psycopg pool's gauges, read from its in-memory `get_stats()` at scrape time (no
+    database work): connections in use and idle, requests waiting for one, the pool's maximum.
+    `stats` is the pool's `get_stats` (any callable returning that mapping)."""
+
+    def __init__(self, pool: str, stats: Callable[[], Mapping[str, int]]) -> None:
+        self._pool = pool
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
+        values = (
+            (
+                "db_pool_connections_in_use",
+                "Pool connections lent out (or being set up).",
+                size - idle,
+            ),
+            ("db_pool_connections_idle", "Pool connections idle in the pool.", idle),
+            (
+                "db_pool_requests_waiting",
+                "Requests waiting for a pool connection.",
+                stats.get("requests_waiting", 0),
+            ),
+            ("db_pool_max_connections", "The pool's maximum size.", stats.get("pool_max", 0)),
+        )
+        for name, documentation, value in values:
+            family = GaugeMetricFamily(name, documentation, labels=["pool"])
+            family.add_metric([self._pool], max(value, 0))
+            yield family
+
 
 class _Without(Collector):
     """The default registry without some metrics' families: what one kind of process exposes."""
@@ -100,21 +145,27 @@ _WORKER_ONLY = (
     QUEUE_OLDEST,
     QUEUE_PICKUP,
     MODEL_ATTEMPTS,
+    AGENTS_ACTIVE,
+    CONVERSATIONS_ACTIVE,
 )
 _API_ONLY = (DEPLOYMENTS, CHAT_MESSAGES, RATE_LIMIT_REJECTIONS, HTTP_REQUEST_DURATION)
 
 
-def _exposed(hidden: Iterable[MetricWrapperBase]) -> CollectorRegistry:
+def _exposed(hidden: Iterable[MetricWrapperBase], extra: Iterable[Collector]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Without(hidden))
+    for collector in extra:
+        registry.register(collector)
     return registry
 
 
-def api_registry() -> CollectorRegistry:
-    """What a functions process exposes on GET /metrics: everything but the worker's series."""
-    return _exposed(_WORKER_ONLY)
+def api_registry(*extra: Collector) -> CollectorRegistry:
+    """What a functions process exposes on GET /metrics: everything but the worker's series
+    (plus `extra` collectors, e.g. its pool's)."""
+    return _exposed(_WORKER_ONLY, extra)
 
 
-def worker_registry() -> CollectorRegistry:
-    """What a worker process exposes on WORKER_METRICS_PORT: everything but the functions'."""
-    return _exposed(_API_ONLY)
+def worker_registry(*extra: Collector) -> CollectorRegistry:
+    """What a worker process exposes on WORKER_METRICS_PORT: everything but the functions'
+    (plus `extra` collectors; more can be registered later)."""
+    return _exposed(_API_ONLY, extra)

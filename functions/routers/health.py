@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agentmarket.core.metrics import api_registry
+from agentmarket.core.metrics import PoolCollector, api_registry
 from agentmarket.services import health
 from functions.deps import State
 
@@ -29,5 +29,7 @@ async def readyz(state: State) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    return Response(generate_latest(api_registry()), media_type=CONTENT_TYPE_LATEST)
+async def metrics(state: State) -> Response:
+    """This process's series, with its request pool's gauges read from the pool at scrape time."""
+    registry = api_registry(PoolCollector("requests", state.pool.get_stats))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

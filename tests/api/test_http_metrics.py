@@ -80,3 +80,32 @@ async def test_requests_are_counted_by_route_template_method_and_status(
         if family.name == "http_request_duration_seconds"
         for sample in family.samples
     }
+
+
+async def test_metrics_show_the_request_pool_read_at_scrape_time(
+    client: httpx.AsyncClient,
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    # A request holds a pooled connection while it runs; afterwards it is back in the pool.
+    assert (await client.get("/api/marketplace/agents")).status_code == 200
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    samples = {
+        sample.name: sample
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name.startswith("db_pool_")
+    }
+    assert set(samples) == {
+        "db_pool_connections_in_use",
+        "db_pool_connections_idle",
+        "db_pool_requests_waiting",
+        "db_pool_max_connections",
+    }
+    assert all(sample.labels == {"pool": "requests"} for sample in samples.values())
+    assert samples["db_pool_max_connections"].value == 16  # create_pool's default
+    assert samples["db_pool_requests_waiting"].value == 0
+    assert samples["db_pool_connections_idle"].value >= 1  # the catalog request's, given back
+    # No worker series here: the marketplace gauges are sampled (and exported) by the worker.
+    assert "marketplace_agents_active" not in response.text

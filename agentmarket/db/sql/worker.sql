@@ -30,6 +30,14 @@ select count(*) as depth,
   from private.chat_jobs
  where status = 'queued';
 
+-- name: marketplace_activity
+-- The marketplace gauges, sampled on the queue gauges' timer: deployments in service (status
+-- active) and conversations with a message in the last %(active_minutes)s minutes.
+select (select count(*) from public.agent_deployments where status = 'active') as agents_active,
+       (select count(*) from public.agent_conversations
+         where last_message_at > now() - make_interval(mins => %(active_minutes)s))
+         as conversations_active;
+
 -- name: extend_chat_lease
 -- Keeps the lease; `owned` is false once the job is no longer this worker's.
 select owned, cancel_requested

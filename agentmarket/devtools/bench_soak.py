@@ -239,9 +239,13 @@ class _Workers:
         self.kills += 1
         self.process = _spawn(self.args, self.env)
 
-    async def killing(self, every: float) -> None:
-        while True:
-            await asyncio.sleep(every)
+    async def killing(self, every: float, seconds: float) -> None:
+        """Kill at `every`, 2·`every`, … while the load runs: floor(seconds / every) kills,
+        none while the last turns finish after it."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for k in range(1, int(seconds / every + 1e-9) + 1):
+            await asyncio.sleep(max(0.0, start + k * every - loop.time()))
             self.kill_and_restart()
 
 
@@ -250,7 +254,11 @@ async def _drive(load: _Load, workers: _Workers, plan: SoakPlan) -> float:
     limits = httpx.Limits(max_connections=plan.conversations * 2 + 4)
     # Reads wait for pings (every 15 s) at worst; a reply should end well within a minute.
     timeout = httpx.Timeout(10.0, read=60.0)
-    killer = asyncio.create_task(workers.killing(plan.kill_every)) if plan.kill_every > 0 else None
+    killer = (
+        asyncio.create_task(workers.killing(plan.kill_every, plan.seconds))
+        if plan.kill_every > 0
+        else None
+    )
     started = time.monotonic()
     try:
         async with httpx.AsyncClient(base_url=load.api, limits=limits, timeout=timeout) as http:

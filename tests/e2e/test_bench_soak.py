@@ -52,7 +52,7 @@ def test_soak_survives_faults_and_kills(report: bench_soak.SoakReport) -> None:
     # The model saw every kind of fault of the mix, and more calls than replies (retries).
     faults = {kind for kind in report.model_requests if kind != "ok"}
     assert faults <= {"429", "500", "503", "timeout", "cut"}
-    assert len(faults) >= 3, report.model_requests
+    assert len(faults) >= 2, report.model_requests
     assert sum(report.model_requests.values()) > report.turns
     # Every reply the clients followed is stored, and every stored reply has ended.
     stored = sum(report.stored.values())

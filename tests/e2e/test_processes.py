@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.e2e.conftest import Process, Stack, deploy, sse_events, wait_http
 from tests.e2e.test_chat import finished, wait_message
 from tests.procs import free_port
+from tests.unit.test_dashboard import documented as documented_metrics
 
 pytestmark = [pytest.mark.db, pytest.mark.e2e]
 
@@ -144,8 +145,16 @@ WORKER_SERIES = {
     "agent_chat_queue_oldest_seconds",
     "agent_chat_queue_pickup_seconds",
     "agent_model_attempts",
+    "marketplace_agents_active",
+    "marketplace_conversations_active",
 }
 API_SERIES = {"http_request_duration_seconds", "marketplace_deployments", "agent_chat_messages"}
+POOL_SERIES = {
+    "db_pool_connections_in_use",
+    "db_pool_connections_idle",
+    "db_pool_requests_waiting",
+    "db_pool_max_connections",
+}
 
 
 def test_each_worker_process_serves_its_own_metrics_and_the_api_only_its_own(
@@ -183,4 +192,16 @@ def test_each_worker_process_serves_its_own_metrics_and_the_api_only_its_own(
     assert answered == 4
     assert api.keys() >= API_SERIES, sorted(api)
     assert not WORKER_SERIES & api.keys()
+    # Each process has its own pool's gauges: the request pool, each worker's pool.
+    for families, pool in [(api, "requests"), *((w, "worker") for w in workers)]:
+        assert families.keys() >= POOL_SERIES
+        assert {s.labels["pool"] for s in families["db_pool_max_connections"]} == {pool}
+    # Every metric docs/operations.md documents is served by one of the two kinds of process
+    # (counters' families are named without `_total`).
+    served = api.keys() | workers[0].keys() | workers[1].keys()
+    documented = {
+        name.removesuffix("_total") if kind == "counter" else name
+        for name, kind in documented_metrics().items()
+    }
+    assert documented <= served, sorted(documented - served)
     assert parent.stop() == 0, parent.output()

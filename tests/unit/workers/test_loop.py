@@ -30,6 +30,10 @@ class CountingStore:
         self.depth_reads += 1
         return QueueSample(self.depth, 12.5)
 
+    async def activity_sample(self, active_minutes: int) -> tuple[int, int]:
+        assert active_minutes == 15
+        return 3, 5
+
 
 def worker(interval: float) -> tuple[ChatWorker, CountingStore]:
     chat_worker = ChatWorker(
@@ -90,6 +94,9 @@ async def test_the_queue_depth_is_sampled_on_a_timer() -> None:
     assert 3 <= store.depth_reads <= 7
     assert REGISTRY.get_sample_value("agent_chat_queue_depth") == 7
     assert REGISTRY.get_sample_value("agent_chat_queue_oldest_seconds") == 12.5
+    # The marketplace gauges are sampled with them, on the same timer.
+    assert REGISTRY.get_sample_value("marketplace_agents_active") == 3
+    assert REGISTRY.get_sample_value("marketplace_conversations_active") == 5
 
 
 async def test_a_job_claimed_again_after_its_lease_lapsed_stops_the_stale_attempt() -> None:

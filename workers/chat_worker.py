@@ -69,6 +69,7 @@ class ChatWorker:
                 settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
             ),
             timeout=settings.openai_timeout_seconds,
+            http_backend=settings.openai_http_backend,
         )
         # The worker's own service login (WORKER_DATABASE_URL: acts as service_role, not a
         # superuser), a session connection: lease-holding claims need one.

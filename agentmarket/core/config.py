@@ -10,7 +10,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     openai_model: str = "gpt-4o-mini"
     openai_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
     openai_max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
+    # The SDK's HTTP transport in the worker (docs/operations.md#model-calls-and-retries).
+    openai_http_backend: Literal["httpx", "aiohttp"] = "aiohttp"
     secrets_encryption_key: SecretStr = SecretStr(DEV_ENCRYPTION_KEY)
     sentry_dsn: SecretStr | None = None
     # Limits (docs/api.md#limits). Those marked (db) are enforced by the database and stored in

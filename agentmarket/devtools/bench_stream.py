@@ -4,9 +4,11 @@
     python -m agentmarket.devtools.bench_stream --in-process [--tokens 2000] [--runs 5]
 
 Starts the offline model as its own process (so its CPU is not counted), streams a reply of
-`--tokens` tokens through `LLMClient` with `fast_stream=True` and `False`, and prints the client
+`--tokens` tokens through `LLMClient` with `fast_stream=False` and `True` over httpx, and with
+`fast_stream=True` over aiohttp (`http_backend`, the worker's default), and prints the client
 process's CPU time (`time.process_time`) per streamed token for each. `--tps 0` sends the tokens
-without pauses (more tokens per network read, so less CPU per token than a paced stream).
+without pauses (more tokens per network read, so less CPU per token than a paced stream);
+`--streams N` streams N replies at once (a busy worker: one loop wake-up serves several reads).
 A third line reads the same stream with plain httpx, bytes thrown away: the network stack's
 share, which no parsing change removes. `--in-process` serves a recorded-shape SSE body from an
 `httpx.MockTransport` instead, one event per read and no socket: the cost of the SDK and the
@@ -29,7 +31,7 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 
-from agentmarket.llm.client import CompletionRequest, LLMClient, TextDelta
+from agentmarket.llm.client import CompletionRequest, HttpBackend, LLMClient, TextDelta
 
 __all__ = ["main"]
 
@@ -96,20 +98,26 @@ def _mock_transport(tokens: int) -> httpx.MockTransport:
     return httpx.MockTransport(answer)
 
 
-async def _one_run(llm: LLMClient, tokens: int, tps: float) -> tuple[float, int]:
-    """CPU seconds of this process while streaming one reply, and the text deltas received."""
+async def _one_reply(llm: LLMClient, tokens: int, tps: float, number: int) -> int:
     req = CompletionRequest(
         model="gpt-4o-mini",
-        messages=[{"role": "user", "content": f"bench [[long:{tokens}]] [[tps:{tps:g}]]"}],
+        messages=[{"role": "user", "content": f"bench {number} [[long:{tokens}]] [[tps:{tps:g}]]"}],
         api_key="sk-bench-" + "x" * 20,
     )
     deltas = 0
-    started = time.process_time()
     async with contextlib.aclosing(llm.stream(req)) as events:
         async for event in events:
             if isinstance(event, TextDelta):
                 deltas += 1
-    return time.process_time() - started, deltas
+    return deltas
+
+
+async def _one_run(llm: LLMClient, tokens: int, tps: float, streams: int = 1) -> tuple[float, int]:
+    """CPU seconds of this process while streaming `streams` replies at once, and the text
+    deltas received."""
+    started = time.process_time()
+    counts = await asyncio.gather(*(_one_reply(llm, tokens, tps, n) for n in range(streams)))
+    return time.process_time() - started, sum(counts)
 
 
 async def _floor(base_url: str, *, tokens: int, tps: float, runs: int) -> str:
@@ -136,23 +144,37 @@ async def _floor(base_url: str, *, tokens: int, tps: float, runs: int) -> str:
 
 
 async def _measure(
-    base_url: str, *, fast: bool, tokens: int, tps: float, runs: int, in_process: bool
+    base_url: str,
+    *,
+    fast: bool,
+    backend: HttpBackend,
+    tokens: int,
+    tps: float,
+    runs: int,
+    in_process: bool,
+    streams: int,
 ) -> str:
     http = httpx.AsyncClient(transport=_mock_transport(tokens)) if in_process else None
-    llm = LLMClient(base_url=base_url, platform_api_key=None, fast_stream=fast, http_client=http)
+    llm = LLMClient(
+        base_url=base_url,
+        platform_api_key=None,
+        fast_stream=fast,
+        http_client=http,
+        http_backend=backend,
+    )
     try:
         await _one_run(llm, 50, 0)  # warm up: connection, imports
         per_token: list[float] = []
         for _ in range(runs):
-            cpu, deltas = await _one_run(llm, tokens, tps)
+            cpu, deltas = await _one_run(llm, tokens, tps, streams)
             per_token.append(cpu / deltas * 1e6)
     finally:
         await llm.aclose()
         if http is not None:
             await http.aclose()
-    name = "fast (orjson)" if fast else "SDK (pydantic)"
+    name = ("fast (orjson)" if fast else "SDK (pydantic)") + ("" if in_process else f" {backend}")
     values = ", ".join(f"{v:.1f}" for v in per_token)
-    where = "in-process" if in_process else f"tps={tps:g}"
+    where = "in-process" if in_process else f"tps={tps:g} streams={streams}"
     return (
         f"{name:15} {where} tokens~{tokens}: median {statistics.median(per_token):.1f} "
         f"µs CPU/token (runs: {values})"
@@ -164,20 +186,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--tps", type=float, default=100.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--streams", type=int, default=1, help="replies streamed at once")
     parser.add_argument("--in-process", action="store_true")
     args = parser.parse_args(argv)
     port = _free_port()
     model = None if args.in_process else _start_model(port)
     try:
-        for fast in (False, True):
+        variants: list[tuple[bool, HttpBackend]] = [(False, "httpx"), (True, "httpx")]
+        if not args.in_process:
+            variants.append((True, "aiohttp"))
+        for fast, backend in variants:
             line = asyncio.run(
                 _measure(
                     f"http://127.0.0.1:{port}/v1",
                     fast=fast,
+                    backend=backend,
                     tokens=args.tokens,
                     tps=args.tps,
                     runs=args.runs,
                     in_process=args.in_process,
+                    streams=1 if args.in_process else args.streams,
                 )
             )
             print(line, flush=True)

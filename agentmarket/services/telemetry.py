@@ -12,6 +12,7 @@ import contextlib
 import uuid
 from typing import Any
 
+import orjson
 import psycopg
 import structlog
 from psycopg.types.json import Jsonb
@@ -119,9 +120,17 @@ class EventSink:
         if len(self._pending) >= self.max_pending:
             self._pending.pop(0)
             self.dropped += 1
-        self._pending.append((user_id, _event_row(name, agent_id, deployment_id, properties)))
+        event = {
+            "name": name,
+            "agent_id": agent_id,
+            "deployment_id": deployment_id,
+            "properties": properties,
+        }
+        self._pending.append((user_id, event))
 
     async def flush(self) -> int:
+        """Write the buffer: one `private.track_events` statement per caller, the events as one
+        JSON array (encoded here with orjson), all in one transaction."""
         batch, self._pending = self._pending, []
         if not batch:
             return 0
@@ -133,7 +142,8 @@ class EventSink:
                 for user_id, events in by_user.items():
                     claims = None if user_id is None else {"sub": user_id, "role": "authenticated"}
                     await cur.execute(set_caller(claims))
-                    await cur.executemany(query("telemetry_track_event"), events)
+                    payload = orjson.dumps(events).decode()
+                    await cur.execute(query("telemetry_track_events"), {"events": payload})
         except psycopg.Error:
             log.warning("telemetry.flush_failed", events=len(batch))
             self._pending = (batch + self._pending)[-self.max_pending :]

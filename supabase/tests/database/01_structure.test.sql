@@ -75,7 +75,7 @@ select table_privs_are('private', 'chat_jobs', 'service_role', array['SELECT', '
 -- run as the caller's role and call private SECURITY DEFINER functions); PostgREST does not expose
 -- it, and they hold no privilege on any private table, sequence or non-API function (pinned below).
 select schema_privs_are('private', 'anon', array['USAGE'],
-                        'anon may use schema private (to call private.track_event), not create in it');
+                        'anon may use schema private (to call private.track_event and track_events), not create in it');
 select schema_privs_are('private', 'authenticated', array['USAGE'],
                         'authenticated may use schema private (to call the deployment functions), not create in it');
 select schema_privs_are('private', 'service_role', array['USAGE'],
@@ -332,8 +332,8 @@ select results_eq($$
   select p.oid::regprocedure::text collate "default" from pg_proc p
    where p.pronamespace = 'private'::regnamespace and has_function_privilege('anon', p.oid, 'EXECUTE')
    order by 1
-$$, array['private.track_event(text,uuid,uuid,jsonb)'],
-  'anon may execute exactly private.track_event');
+$$, array['private.track_event(text,uuid,uuid,jsonb)', 'private.track_events(jsonb)'],
+  'anon may execute exactly private.track_event and track_events');
 select results_eq($$
   select p.oid::regprocedure::text collate "default" from pg_proc p
    where p.pronamespace = 'private'::regnamespace and has_function_privilege('authenticated', p.oid, 'EXECUTE')
@@ -349,6 +349,7 @@ $$, array['private.cancel_chat_message(uuid)',
           'private.put_deployment_secret(uuid,text,text,bytea,text)',
           'private.send_chat_message(uuid,uuid,text,text,text,uuid,text)',
           'private.track_event(text,uuid,uuid,jsonb)',
+          'private.track_events(jsonb)',
           'private.update_deployment(uuid,text,text,text[],bytea,text)'],
   'authenticated may execute exactly the API functions in schema private');
 select results_eq($$
@@ -379,6 +380,7 @@ $$, array['private.api_signing_key()',
           'private.put_deployment_secret(uuid,text,text,bytea,text)',
           'private.send_chat_message(uuid,uuid,text,text,text,uuid,text)',
           'private.track_event(text,uuid,uuid,jsonb)',
+          'private.track_events(jsonb)',
           'private.update_deployment(uuid,text,text,text[],bytea,text)'],
   'exactly these private functions are SECURITY DEFINER');
 select is_empty($$

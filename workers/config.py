@@ -29,6 +29,8 @@ class WorkerConfig:
     flush_chars: int = 1_500
     # How often the queue-depth gauge is sampled (one count, not one per claim).
     queue_depth_interval: float = 5.0
+    # Forced faults (agentmarket.core.faults): APP_ENV=test only.
+    test_faults: bool = False
     worker_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     )

@@ -1,13 +1,26 @@
-"""Secrets in free text: the patterns scrubbed from every log line (agentmarket.core.logging),
-whatever field or exception text they appear in. Keys named like secrets are redacted whole
-there; these catch a secret quoted inside a message, a URL or a traceback."""
+"""Secrets: the one set of rules for every log line (agentmarket.core.logging) and every Sentry
+event (agentmarket.core.sentry). Values under keys named like secrets (`is_secret_key`) are
+redacted whole; `scrub` catches a secret quoted inside free text: a message, a URL, a traceback."""
 
 from __future__ import annotations
 
 import re
 from typing import Final
 
-__all__ = ["scrub"]
+__all__ = ["REDACTED_KEYS", "is_secret_key", "scrub"]
+
+# Keys whose values never reach a log line or an event, whatever put them there.
+REDACTED_KEYS: Final = frozenset(
+    {"authorization", "token", "access_token", "password", "api_key", "openai_api_key", "secret"}
+)
+_REDACTED_SUFFIXES: Final = ("_token", "_secret", "_key")
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a value under `key` is a secret as a whole (`api_key`, `webhook_token`, …)."""
+    lowered = key.lower()
+    return lowered in REDACTED_KEYS or lowered.endswith(_REDACTED_SUFFIXES)
+
 
 # An OpenAI-style key, a JWT (header.payload.signature, base64url), a bearer credential.
 _SECRET: Final = re.compile(

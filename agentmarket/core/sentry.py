@@ -47,6 +47,7 @@ from sentry_sdk.integrations.fastapi import FastApiIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.integrations.starlette import StarletteIntegration
 from sentry_sdk.tracing import Span
+from sentry_sdk.transport import Transport
 
 from agentmarket.core.config import LOCAL_LOGIN_PASSWORDS, Settings
 from agentmarket.core.errors import AppError
@@ -58,6 +59,7 @@ __all__ = [
     "bind_context",
     "breadcrumb",
     "capture_unexpected",
+    "close",
     "current_trace_id",
     "db_span",
     "enabled",
@@ -113,11 +115,13 @@ def init_sentry(
     *,
     process: Literal["api", "worker"],
     expected: Sequence[type[BaseException]] = (),
+    transport: Transport | None = None,
 ) -> bool:
     """Set up Sentry for this process when SENTRY_DSN is set (else nothing; False).
 
     `expected`: exception types that are outcomes, never events, besides `AppError` (the worker
-    passes `LLMError`). The API gets the FastAPI/Starlette integration (a transaction per
+    passes `LLMError`). `transport`: where envelopes go instead of the DSN's server (tests).
+    The API gets the FastAPI/Starlette integration (a transaction per
     request, named by route; no event for any HTTP status: our middleware captures what is
     unexpected). No other integration is enabled on its own (the OpenAI or httpx ones would
     wrap every streamed chunk, or send trace headers to the model's provider)."""
@@ -138,7 +142,6 @@ def init_sentry(
         release=release(settings),
         environment=settings.app_env.value,
         traces_sample_rate=settings.sentry_traces_sample_rate,
-        send_default_pii=False,
         include_local_variables=False,
         max_request_body_size="never",
         ignore_errors=[AppError, *expected],
@@ -149,6 +152,7 @@ def init_sentry(
         auto_enabling_integrations=False,
         trace_propagation_targets=[],
         shutdown_timeout=2,
+        transport=transport,
     )
     sentry_sdk.set_tag("process", process)
     _active = True
@@ -159,6 +163,14 @@ def flush(timeout: float = 2.0) -> None:
     """Send what is queued (on shutdown), waiting at most `timeout` seconds."""
     if _active:
         sentry_sdk.flush(timeout=timeout)
+
+
+def close() -> None:
+    """Send what is queued and stop reporting (tests; a process just exits)."""
+    global _active
+    if _active:
+        sentry_sdk.get_client().close(timeout=2)
+        _active = False
 
 
 def release(settings: Settings) -> str:

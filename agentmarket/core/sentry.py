@@ -299,6 +299,8 @@ def scrub_breadcrumb(crumb: Any, hint: Any = None) -> Any:
 
 def _clean(value: Any, secrets: tuple[str, ...]) -> Any:
     if isinstance(value, str):
+        if len(value) < _MIN_SECRET_LENGTH:  # shorter than any pattern or registered secret
+            return value
         text = scrub(value)
         for secret in secrets:
             if secret in text:

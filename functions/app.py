@@ -11,9 +11,9 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from agentmarket.core import loops, paths
+from agentmarket.core import loops, paths, sentry
 from agentmarket.core.auth import TokenVerifier
-from agentmarket.core.config import Settings, get_settings
+from agentmarket.core.config import AppEnv, Settings, get_settings
 from agentmarket.core.logging import configure_logging
 from agentmarket.db.pool import create_pool
 from agentmarket.domain.secrets import SecretBox
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     starts, so processes share nothing but the database."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
+    sentry.init_sentry(settings, process="api")  # only with SENTRY_DSN
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await events.aclose()
             await verifier.aclose()
             await pool.close()
+            sentry.flush()
 
     app = FastAPI(
         title="Agent Marketplace",
@@ -100,7 +102,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     # The last added runs first: the request id and log line wrap the cached answers too.
     app.add_middleware(CachedAnswers)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=MAX_BODY_BYTES)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=MAX_BODY_BYTES,
+        # Forced faults (agentmarket.core.faults) exist only in tests.
+        faults=settings.app_env is AppEnv.TEST,
+    )
     app.include_router(marketplace.router)
     app.include_router(deployments.router)
     app.include_router(chat.router)

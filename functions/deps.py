@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 
+from agentmarket.core import sentry
 from agentmarket.core.auth import TokenVerifier, User, bearer_token
 from agentmarket.core.config import Settings
 from agentmarket.core.errors import AnonymousToken, Unauthorized
@@ -124,7 +124,7 @@ async def optional_user(
     except AnonymousToken:
         return None
     request.scope.setdefault("state", {})["user_id"] = str(user.id)
-    structlog.contextvars.bind_contextvars(user_id=str(user.id))
+    sentry.bind_context(user_id=str(user.id))
     return user
 
 

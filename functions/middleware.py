@@ -11,7 +11,9 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentmarket.core import sentry
 from agentmarket.core.errors import AppError, PayloadTooLarge, UnsupportedMediaType
+from agentmarket.core.faults import FAULT_HEADER, ForcedFault
 from agentmarket.core.metrics import HTTP_REQUEST_DURATION
 from functions.problems import PROBLEM_JSON, problem_body
 
@@ -88,12 +90,34 @@ class _Response:
         await self._send(message)
 
 
-class RequestContextMiddleware:
-    """Binds request_id (echoed as X-Request-ID), enforces the body limit, logs the request."""
+def _tag_route(scope: Scope) -> None:
+    """The route's ids (deployment_id, conversation_id, message_id) as tags of the request's
+    events and transaction."""
+    if sentry.enabled():
+        sentry.set_tags(scope.get("path_params") or {})
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+
+def _faulty(send: Send, headers: dict[str, str]) -> Send:
+    """`send` that raises `ForcedFault` when the response starts (agentmarket.core.faults); its
+    text repeats the Authorization header, which no error report may keep."""
+
+    async def faulty(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            authorization = headers.get("authorization")
+            raise ForcedFault(f"forced by {FAULT_HEADER} (authorization: {authorization})")
+        await send(message)
+
+    return faulty
+
+
+class RequestContextMiddleware:
+    """Binds request_id (echoed as X-Request-ID) and, with Sentry, trace_id; enforces the body
+    limit, logs the request. `faults` (APP_ENV=test only) honours `X-Agentmarket-Fault: raise`."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, faults: bool = False) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.faults = faults
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,11 +127,17 @@ class RequestContextMiddleware:
         request_id = _request_id(headers)
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        if sentry.enabled():
+            sentry.bind_context(request_id=request_id, trace_id=sentry.current_trace_id())
+        else:
+            structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         response = _Response(send, request_id)
+        forward: Send = response.send
+        if self.faults and headers.get(FAULT_HEADER) == "raise":
+            forward = _faulty(forward, headers)
         try:
-            await self._forward(scope, receive, response.send, headers, request_id)
+            await self._forward(scope, receive, forward, headers, request_id)
         except _TooLarge:
             too_large = PayloadTooLarge(f"The request body exceeds {self.max_body_bytes} bytes.")
             await self._send_problem(response.send, too_large, request_id)
@@ -116,6 +146,8 @@ class RequestContextMiddleware:
             # into the server: that drops the keep-alive connection and prints a multi-line
             # traceback. One JSON line (traceback in its `exception` field) and a clean 500.
             log.error("unhandled_error", exc_info=exc, path=scope["path"])
+            _tag_route(scope)
+            sentry.capture_unexpected(exc)
             if not response.started:
                 await self._send_problem(
                     response.send, AppError("An unexpected error occurred."), request_id
@@ -124,6 +156,7 @@ class RequestContextMiddleware:
                 await response.send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             route = scope.get("route")
+            _tag_route(scope)
             _observe(scope["method"], getattr(route, "path", None), response, started)
             log.info(
                 "request",

@@ -32,6 +32,8 @@ class WorkerConfig:
     # active_conversation_minutes).
     queue_depth_interval: float = 5.0
     active_conversation_minutes: int = 15
+    # Forced faults (agentmarket.core.faults): APP_ENV=test only.
+    test_faults: bool = False
     worker_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     )

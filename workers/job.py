@@ -26,7 +26,8 @@ from typing import Protocol
 import psycopg
 import structlog
 
-from agentmarket.core import metrics
+from agentmarket.core import metrics, sentry
+from agentmarket.core.faults import FAULT_MARKER, ForcedFault
 from agentmarket.domain.secrets import SecretBox
 from agentmarket.llm.client import (
     Completed,
@@ -40,7 +41,7 @@ from workers.config import WorkerConfig
 from workers.context import ModelDefaults, ReplyRefused, build_request, knowledge_question
 from workers.lease import JobSignals, LeaseKeeper, lease_interval
 from workers.relay import Flusher, Relay
-from workers.store import Job, JobContext, JobLost, Outcome, ReplyEvent, Store
+from workers.store import Job, JobContext, JobLost, LoadedJob, Outcome, ReplyEvent, Store
 
 __all__ = ["JobRunner", "Model"]
 
@@ -83,11 +84,16 @@ class JobRunner:
         return int((self._clock() - started) * 1000)
 
     async def run(self, job: Job, signals: JobSignals) -> None:
-        """Answer `job`, keeping its lease meanwhile; never raises but CancelledError."""
-        structlog.contextvars.bind_contextvars(
+        """Answer `job`, keeping its lease meanwhile; never raises but CancelledError. With
+        Sentry, a transaction of its own that continues the send's trace."""
+        with sentry.job_transaction("chat.reply", op="queue.process", trace=job.trace_id):
+            await self._run(job, signals)
+
+    async def _run(self, job: Job, signals: JobSignals) -> None:
+        sentry.bind_context(
             job_id=job.id,
             message_id=str(job.message_id),
-            trace_id=job.trace_id,
+            trace_id=sentry.trace_id_of(job.trace_id),
             worker_id=self.config.worker_id,
         )
         started = self._clock()
@@ -109,6 +115,7 @@ class JobRunner:
             raise
         except Exception as exc:
             log.error("job.crashed", exc_info=exc)
+            sentry.capture_unexpected(exc)
             await self._finish_unanswered(
                 job,
                 started,
@@ -134,8 +141,11 @@ class JobRunner:
         if loaded is None:
             raise JobLost()  # the conversation was deleted
         ctx = loaded.context
-        structlog.contextvars.bind_contextvars(
-            deployment_id=str(ctx.deployment_id), agent=ctx.agent_slug
+        sentry.bind_context(
+            deployment_id=str(ctx.deployment_id),
+            agent=ctx.agent_slug,
+            conversation_id=str(ctx.conversation_id),
+            user_id=str(ctx.user_id),
         )
         try:
             request = build_request(
@@ -146,13 +156,19 @@ class JobRunner:
                 job, started, refused.code, refused.message, ctx, status=refused.status
             )
             return
+        sentry.register_secrets([request.api_key])  # replaced wherever an event holds it
+        if self.config.test_faults:
+            _forced_fault(loaded, request)
         relay = self.flusher.relay(job.id, lambda: self.store.reset(job.id), started=started)
         try:
             try:
-                streamed = await self._stream(request, relay, signals)
+                streamed = await self._traced_stream(request, relay, signals)
             finally:
                 relay.close()  # from here on the finish writes the text
         except LLMError as exc:
+            sentry.breadcrumb(
+                "model", "model call failed", error_code=exc.error_code, attempts=exc.attempts
+            )
             await self._finish_unanswered(
                 job, started, exc.error_code, exc.message, ctx, model_attempts=exc.attempts
             )
@@ -160,6 +176,22 @@ class JobRunner:
         if relay.lost:
             raise JobLost()
         await self._finish_answered(job, ctx, request, relay, streamed, started)
+
+    async def _traced_stream(
+        self, request: CompletionRequest, relay: Relay, signals: JobSignals
+    ) -> Streamed:
+        """`_stream` within trace spans (with Sentry): the relay's, and the model call's in it
+        (time to first token, tokens). Nothing is traced per piece of text."""
+        with sentry.span("stream.relay", "relay reply") as relay_span:
+            with sentry.span("gen_ai.chat", f"chat {request.model}") as model_span:
+                streamed = await self._stream(request, relay, signals)
+                if model_span is not None:
+                    _describe_model_call(model_span, request, relay, streamed)
+            if relay_span is not None:
+                relay_span.set_data("chars", relay.length)
+                relay_span.set_data("chars_appended_while_streaming", relay.written)
+                relay_span.set_data("status", streamed.status)
+        return streamed
 
     async def _stream(
         self, request: CompletionRequest, relay: Relay, signals: JobSignals
@@ -273,3 +305,26 @@ class JobRunner:
         log.warning(
             f"job.{status}", error_code=code, latency_ms=latency_ms, model_attempts=model_attempts
         )
+
+
+def _describe_model_call(
+    span: sentry.Span, request: CompletionRequest, relay: Relay, streamed: Streamed
+) -> None:
+    """The model call's span data (OpenTelemetry's gen_ai names where there is one)."""
+    completed = streamed.completed
+    usage = completed.usage if completed else None
+    span.set_data("gen_ai.request.model", request.model)
+    span.set_data("gen_ai.response.model", completed.model if completed else None)
+    span.set_data("gen_ai.usage.input_tokens", usage.prompt_tokens if usage else None)
+    span.set_data("gen_ai.usage.output_tokens", usage.completion_tokens if usage else None)
+    span.set_data("gen_ai.response.finish_reasons", completed.finish_reason if completed else None)
+    span.set_data("ttft_ms", relay.ttft_ms)
+    span.set_data("status", streamed.status)
+
+
+def _forced_fault(loaded: LoadedJob, request: CompletionRequest) -> None:
+    """APP_ENV=test only (agentmarket.core.faults): a reply asked to fail fails unexpectedly,
+    with the user's message and the deployment's key in the exception's text on purpose."""
+    history = loaded.history
+    if history and history[-1].role == "user" and FAULT_MARKER in history[-1].content:
+        raise ForcedFault(f"forced by {history[-1].content!r} (key {request.api_key})")

@@ -17,10 +17,11 @@ from types import FrameType
 import structlog
 from prometheus_client import start_http_server
 
-from agentmarket.core import loops
-from agentmarket.core.config import Settings
+from agentmarket.core import loops, sentry
+from agentmarket.core.config import AppEnv, Settings
 from agentmarket.core.logging import configure_logging
 from agentmarket.core.metrics import PoolCollector, worker_registry
+from agentmarket.llm.client import LLMError
 from workers.chat_worker import ChatWorker, WorkerConfig
 
 __all__ = ["run"]
@@ -41,7 +42,10 @@ def run(
     """Serve the worker's metrics (WORKER_METRICS_PORT) and consume chat jobs until SIGTERM/SIGINT,
     then drain (running replies get `grace_seconds`). Returns the exit status."""
     config = WorkerConfig(
-        concurrency=concurrency, lease_seconds=lease_seconds, grace_seconds=grace_seconds
+        concurrency=concurrency,
+        lease_seconds=lease_seconds,
+        grace_seconds=grace_seconds,
+        test_faults=settings.app_env is AppEnv.TEST,
     )
     if processes <= 1:
         _work(settings, config, 0)
@@ -52,6 +56,8 @@ def run(
 def _work(settings: Settings, config: WorkerConfig, index: int) -> None:
     """One worker process. Process `index` serves its metrics on WORKER_METRICS_PORT + index."""
     configure_logging(settings.log_level)
+    # Only with SENTRY_DSN; a model failure after its retries is an outcome, not an event.
+    sentry.init_sentry(settings, process="worker", expected=(LLMError,))
     registry = worker_registry()
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port + index, addr="127.0.0.1", registry=registry)
@@ -65,7 +71,10 @@ def _work(settings: Settings, config: WorkerConfig, index: int) -> None:
         log.info("worker.loop", loop=loops.running_loop_name(), process=index)
         await worker.run()
 
-    loops.run(main())
+    try:
+        loops.run(main())
+    finally:
+        sentry.flush()
 
 
 def _child(settings: Settings, config: WorkerConfig, index: int) -> None:

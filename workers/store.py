@@ -17,7 +17,8 @@ only module of the worker that runs any. Rows come back as the typed records bel
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from agentmarket.core import sentry
 from agentmarket.db.queries import query
 from agentmarket.domain.agents import KnowledgeEntry, Turn
 from agentmarket.services.telemetry import check_event
@@ -215,6 +217,14 @@ class JobStore:
     def _lease(self, job_id: int) -> dict[str, Any]:
         return {"job_id": job_id, "worker_id": self.worker_id}
 
+    @asynccontextmanager
+    async def _connection(self, name: str) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection for the named query `name`, within a trace span named so (when
+        the job's transaction is traced: agentmarket.core.sentry)."""
+        with sentry.db_span(name):
+            async with self.pool.connection() as conn:
+                yield conn
+
     async def claim(self, limit: int) -> Claim:
         """Lease up to `limit` runnable jobs, each with its context, and whether more are
         waiting (one statement)."""
@@ -224,7 +234,10 @@ class JobStore:
             "lease_seconds": self.lease_seconds,
             "history_limit": self.history_limit,
         }
-        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        async with (
+            self._connection("claim_chat_jobs") as conn,
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
             await cur.execute(query("claim_chat_jobs"), params)
             rows = await cur.fetchall()
         return Claim([_claimed(row) for row in rows], any(row["more"] for row in rows))
@@ -232,7 +245,7 @@ class JobStore:
     async def queue_sample(self) -> QueueSample:
         """Jobs waiting to be claimed and the oldest one's wait (sampled on a timer, not per
         claim)."""
-        async with self.pool.connection() as conn:
+        async with self._connection("chat_queue_depth") as conn:
             cur = await conn.execute(query("chat_queue_depth"))
             row = await cur.fetchone()
         return QueueSample(0, 0.0) if row is None else QueueSample(int(row[0]), float(row[1]))
@@ -249,7 +262,7 @@ class JobStore:
 
     async def extend_lease(self, job_id: int) -> LeaseState:
         params = {**self._lease(job_id), "lease_seconds": self.lease_seconds}
-        async with self.pool.connection() as conn:
+        async with self._connection("extend_chat_lease") as conn:
             cur = await conn.execute(query("extend_chat_lease"), params)
             row = await cur.fetchone()
         if row is None:
@@ -272,7 +285,7 @@ class JobStore:
         return {int(job_id): None if length is None else int(length) for job_id, length, _ in rows}
 
     async def reset(self, job_id: int) -> None:
-        async with self.pool.connection() as conn:
+        async with self._connection("reset_chat_stream") as conn:
             await conn.execute(query("reset_chat_stream"), self._lease(job_id))
 
     async def finish(self, job_id: int, outcome: Outcome, event: ReplyEvent | None) -> bool:
@@ -292,14 +305,14 @@ class JobStore:
             "truncated": outcome.truncated,
             **_event_params(event),
         }
-        async with self.pool.connection() as conn:
+        async with self._connection("finish_chat_job") as conn:
             cur = await conn.execute(query("finish_chat_job"), params)
             row = await cur.fetchone()
         return row is not None and bool(row[0])
 
     async def release(self, job_id: int) -> bool:
         """Hand the job back for another worker (the attempt does not count)."""
-        async with self.pool.connection() as conn:
+        async with self._connection("release_chat_job") as conn:
             cur = await conn.execute(query("release_chat_job"), self._lease(job_id))
             row = await cur.fetchone()
         return row is not None and bool(row[0])
@@ -316,7 +329,7 @@ class JobStore:
         question = knowledge_for(loaded.context, loaded.history)
         if not question:
             return loaded
-        async with self.pool.connection() as conn:
+        async with self._connection("chat_job_knowledge") as conn:
             knowledge = await _knowledge(conn, loaded.context.config, question, knowledge_limit)
         return replace(loaded, knowledge=knowledge)
 

@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     openai_http_backend: Literal["httpx", "aiohttp"] = "aiohttp"
     secrets_encryption_key: SecretStr = SecretStr(DEV_ENCRYPTION_KEY)
     sentry_dsn: SecretStr | None = None
+    # Error tracking and tracing (docs/operations.md#error-tracking-and-tracing).
+    sentry_traces_sample_rate: Annotated[float, Field(ge=0, le=1)] = 0.1
+    sentry_release: str | None = None
+    git_sha: str | None = None
     # Limits (docs/api.md#limits). Those marked (db) are enforced by the database and stored in
     # private.app_settings by `agentmarket migrate`; the others by each functions instance.
     rate_limit_chat_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 20  # (db)
@@ -148,6 +152,8 @@ class Settings(BaseSettings):
         "openai_api_key",
         "openai_base_url",
         "sentry_dsn",
+        "sentry_release",
+        "git_sha",
         mode="before",
     )
     @classmethod

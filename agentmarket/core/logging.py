@@ -13,25 +13,16 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-from agentmarket.core.redaction import scrub
+from agentmarket.core.redaction import REDACTED_KEYS, is_secret_key, scrub
 
 __all__ = ["REDACTED_KEYS", "configure_logging"]
-
-# Keys whose values never reach a log line, whatever logged them.
-REDACTED_KEYS = frozenset(
-    {"authorization", "token", "access_token", "password", "api_key", "openai_api_key", "secret"}
-)
-
-
-_REDACTED_SUFFIXES = ("_token", "_secret", "_key")
 
 
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Values under secret-like keys go whole; keys, JWTs and bearer credentials inside any other
     text (a message, a URL, the formatted exception) are scrubbed (agentmarket.core.redaction)."""
     for key, value in event_dict.items():
-        lowered = key.lower()
-        if lowered in REDACTED_KEYS or lowered.endswith(_REDACTED_SUFFIXES):
+        if is_secret_key(key):
             event_dict[key] = "[redacted]"
         elif isinstance(value, str):
             event_dict[key] = scrub(value)

@@ -14,20 +14,38 @@ BEGIN or COMMIT to send).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    nullcontext,
+)
+from functools import cache
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Params, Query
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from agentmarket.core import sentry
 from agentmarket.core.errors import DatabaseUnavailable, UnknownUser
+from agentmarket.db.queries import load
 from agentmarket.db.sqlstate import app_errors
 
-__all__ = ["ANON_CLAIMS", "CallerSession", "as_caller", "run_as_caller", "set_caller"]
+__all__ = [
+    "ANON_CLAIMS",
+    "CallerSession",
+    "TracedCursor",
+    "as_caller",
+    "run_as_caller",
+    "set_caller",
+    "statement_name",
+]
 
 ANON_CLAIMS: dict[str, Any] = {"role": "anon"}
 
@@ -49,6 +67,48 @@ def set_caller(claims: dict[str, Any] | None) -> sql.Composed:
     return sql.SQL(
         "select set_config('role', {}, true), set_config('request.jwt.claims', {}, true)"
     ).format(sql.Literal(role), sql.Literal(claims_json))
+
+
+@cache
+def _query_names() -> dict[str, str]:
+    return {named.text: name for name, named in load().items()}
+
+
+def statement_name(statement: str) -> str:
+    """A statement's name for its trace span: the named query's name, else its first word
+    (`commit`, `rollback`)."""
+    name = _query_names().get(statement)
+    if name is None:
+        words = statement.split(None, 1)
+        name = words[0].lower() if words else "sql"
+    return name
+
+
+class TracedCursor(psycopg.AsyncCursor[Any]):
+    """A cursor whose statements are trace spans named by `statement_name` (op `db`): the
+    caller transaction's connections use it while Sentry is on (agentmarket.core.sentry)."""
+
+    async def execute(
+        self,
+        query: Any,
+        params: Params | None = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool | None = None,
+    ) -> Self:
+        with _span(query):
+            return await super().execute(query, params, prepare=prepare, binary=binary)
+
+    async def executemany(
+        self, query: Query, params_seq: Iterable[Params], *, returning: bool = False
+    ) -> None:
+        with _span(query):
+            await super().executemany(query, params_seq, returning=returning)
+
+
+def _span(query: Query) -> AbstractContextManager[object]:
+    """A span for a statement given as text (the composed BEGIN has its own, in `as_caller`)."""
+    return sentry.db_span(statement_name(query)) if isinstance(query, str) else nullcontext()
 
 
 # The settings ahead of `run_as_caller`'s statement, bound like its own parameters.
@@ -74,7 +134,10 @@ async def as_caller(
         # Our own SQLSTATEs (a private function refusing the caller) become their AppErrors.
         with app_errors():
             async with pool.connection() as conn:
-                await conn.execute(begin)
+                if sentry.enabled():
+                    conn.cursor_factory = TracedCursor
+                with sentry.db_span("begin"):
+                    await conn.execute(begin)
                 try:
                     yield conn
                 except BaseException:
@@ -127,7 +190,8 @@ async def run_as_caller(
                 pool.connection() as conn,
                 psycopg.AsyncClientCursor(conn, row_factory=dict_row) as cur,
             ):
-                await cur.execute(_RUN_PREFIX + statement, bound)
+                with sentry.db_span(statement_name(statement)):
+                    await cur.execute(_RUN_PREFIX + statement, bound)
                 cur.nextset()  # past the settings' row, to the statement's result
                 return await cur.fetchall() if cur.description is not None else []
     except psycopg.errors.ForeignKeyViolation as exc:

@@ -45,7 +45,7 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base, wait_exponential, wait_random
 
-from agentmarket.core import metrics
+from agentmarket.core import metrics, sentry
 from agentmarket.llm.sse import SSEDecoder
 
 if TYPE_CHECKING:
@@ -407,6 +407,12 @@ class _AttemptLog:
             duration_ms=round(duration * 1000),
         )
         metrics.MODEL_ATTEMPTS.labels(outcome=outcome).inc()
+        sentry.record_span(
+            "gen_ai.attempt",
+            f"attempt {self.number}",
+            duration=duration,
+            data={"outcome": outcome, "error_code": code, "status": status},
+        )
         if self._on_attempt is not None:
             self._on_attempt(
                 AttemptInfo(self.number, self._started, outcome, code, delay, status, duration)

@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from agentmarket.core import sentry
 from agentmarket.domain.models import (
     ChatExchange,
     ChatMode,
@@ -64,7 +65,8 @@ async def send_chat(
         deployment_id=deployment_id,
         request=body,
         mode=mode,
-        trace_id=getattr(request.state, "request_id", None),
+        # The job continues this request's trace (its Sentry trace, else its request id).
+        trace_id=sentry.traceparent() or getattr(request.state, "request_id", None),
         hub=state.hub,
         settings=state.settings,
         slots=state.stream_slots,

@@ -55,6 +55,7 @@ class Reply:
     """One accepted exchange as the client saw it."""
 
     sent: str  # the message's text
+    deployment: str
     user_message_id: str
     reply_id: str
     conversation_id: str
@@ -188,6 +189,7 @@ def exchange(
     assert follow.user_message_id and follow.reply_id and follow.conversation_id
     return Reply(
         text,
+        deployment,
         follow.user_message_id,
         follow.reply_id,
         follow.conversation_id,

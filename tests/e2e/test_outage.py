@@ -177,23 +177,42 @@ class Traffic:
             time.sleep(0.1)
 
 
-def probe(stack: Stack, log: Log, client: httpx.Client, message_id: str) -> list[int]:
-    """The statuses of a /readyz and of a read of a message; a 503 read is recorded with how
-    long it took, and /readyz (its own report, not a problem) must answer as quickly."""
+def probe(
+    stack: Stack, log: Log, client: httpx.Client, reply: Reply, *, send: bool = False
+) -> list[int]:
+    """The statuses of a /readyz, of a read of a message and (`send`) of a new message sent to
+    the reply's conversation; a 503 is recorded with how long it took, and /readyz (its own
+    report, not a problem) must answer as quickly."""
     started = time.monotonic()
     ready = httpx.get(f"{stack.api}/readyz", timeout=30)
     if time.monotonic() - started > DB_TIMEOUT + MARGIN:
         log.error(f"/readyz took {time.monotonic() - started:.1f}s")
-    path = f"/api/messages/{message_id}"
-    started = time.monotonic()
-    read = client.get(path, timeout=30)
-    if read.status_code == 503:
-        log.add_503(read, path, time.monotonic() - started)
-    return [ready.status_code, read.status_code]
+    statuses = [ready.status_code]
+    requests: list[tuple[str, str, dict[str, str] | None]] = [
+        ("GET", f"/api/messages/{reply.reply_id}", None)
+    ]
+    if send:
+        path = f"/api/messages/{reply.reply_id}"
+        message = client.get(path).json() if ready.status_code == 200 else None
+        del message
+        requests.append(
+            (
+                "POST",
+                f"/api/agents/{reply.deployment}/chat",
+                {"message": "probe", "conversation_id": reply.conversation_id, "mode": "async"},
+            )
+        )
+    for method, path, body in requests:
+        started = time.monotonic()
+        response = client.request(method, path, json=body, timeout=30)
+        if response.status_code == 503:
+            log.add_503(response, path, time.monotonic() - started)
+        statuses.append(response.status_code)
+    return statuses
 
 
 def run_outage(
-    stack: Stack, tag: str, outage: Callable[[Log, Callable[[], list[int]]], None]
+    stack: Stack, tag: str, outage: Callable[[Log, Callable[..., list[int]]], None]
 ) -> Traffic:
     pids = [p.popen.pid for p in stack.processes]
     with Traffic(stack, tag) as traffic:
@@ -202,7 +221,7 @@ def run_outage(
         # The reply's owner reads it (the client made for the first conversation's user).
         owner = f"outage-{tag}-{_conversation(first)}"
         with stack.client(f"{owner}@example.com") as client:
-            outage(traffic.log, lambda: probe(stack, traffic.log, client, first.reply_id))
+            outage(traffic.log, lambda **kw: probe(stack, traffic.log, client, first, **kw))
         accepted = len(traffic.replies)
         traffic.wait_for(accepted + 2 * CONVERSATIONS, seconds=90)  # and after it, as much again
     assert [p.popen.pid for p in stack.processes] == pids
@@ -217,6 +236,12 @@ def _conversation(reply: Reply) -> int:
 
 def check(stack: Stack, traffic: Traffic) -> None:
     log = traffic.log
+    slowest = max((u.seconds for u in log.unavailable), default=0.0)
+    print(
+        f"\n{traffic.tag}: {len(traffic.replies)} replies, {len(log.unavailable)} answers 503"
+        f" (slowest {slowest:.2f}s), {len(log.closings)} streams closed and resumed,"
+        f" {sum(1 for r in traffic.replies if r.resumes)} replies resumed"
+    )
     assert log.errors == []
     assert traffic.replies
     for unavailable in log.unavailable:
@@ -277,7 +302,7 @@ LISTENERS = {"agentmarket-api-listen", "agentmarket-worker-listen"}
 def test_a_fast_restart_under_load_loses_nothing(stack: Stack, cluster: Cluster) -> None:
     after: list[list[int]] = []
 
-    def outage(log: Log, probe_now: Callable[[], list[int]]) -> None:
+    def outage(log: Log, probe_now: Callable[..., list[int]]) -> None:
         time.sleep(1)
         cluster.restart()
         # Right after the restart: pooled connections that idled through it are checked when
@@ -286,7 +311,7 @@ def test_a_fast_restart_under_load_loses_nothing(stack: Stack, cluster: Cluster)
 
     traffic = run_outage(stack, "restart", outage)
     check(stack, traffic)
-    statuses = [s for pair in after for s in pair]
+    statuses = [status for pair in after for status in pair]
     assert 500 not in statuses
     assert statuses.count(503) <= 2, statuses  # at most while the LISTEN reconnect lags
     assert statuses[-2:] == [200, 200]
@@ -296,20 +321,19 @@ def test_a_fast_restart_under_load_loses_nothing(stack: Stack, cluster: Cluster)
 def test_a_ten_second_outage_under_load_loses_nothing(stack: Stack, cluster: Cluster) -> None:
     during: list[list[int]] = []
 
-    def outage(log: Log, probe_now: Callable[[], list[int]]) -> None:
+    def outage(log: Log, probe_now: Callable[..., list[int]]) -> None:
         time.sleep(1)
         cluster.stop()
         stopped = time.monotonic()
         while time.monotonic() - stopped < 10:
-            during.append(probe_now())
+            during.append(probe_now(send=True))
         cluster.start()
 
     traffic = run_outage(stack, "stop", outage)
     check(stack, traffic)
     # /readyz and reads said 503 while the database was away; streams were told to come back.
-    assert all(pair == [503, 503] for pair in during), during
+    assert all(statuses == [503, 503, 503] for statuses in during), during
     assert len(during) >= 2
-    assert any(u.path.startswith("/api/agents/") for u in traffic.log.unavailable)
     assert wait_listening(stack) == LISTENERS
     with httpx.Client(base_url=stack.api) as c:
         assert c.get("/readyz").status_code == 200

@@ -313,8 +313,7 @@ def test_a_fast_restart_under_load_loses_nothing(stack: Stack, cluster: Cluster)
     check(stack, traffic)
     statuses = [status for pair in after for status in pair]
     assert 500 not in statuses
-    assert statuses.count(503) <= 2, statuses  # at most while the LISTEN reconnect lags
-    assert statuses[-2:] == [200, 200]
+    assert statuses == [200] * len(statuses), statuses
     assert wait_listening(stack) == LISTENERS
 
 
@@ -333,7 +332,7 @@ def test_a_ten_second_outage_under_load_loses_nothing(stack: Stack, cluster: Clu
     check(stack, traffic)
     # /readyz and reads said 503 while the database was away; streams were told to come back.
     assert all(statuses == [503, 503, 503] for statuses in during), during
-    assert len(during) >= 2
+    assert during
     assert wait_listening(stack) == LISTENERS
     with httpx.Client(base_url=stack.api) as c:
         assert c.get("/readyz").status_code == 200

@@ -93,11 +93,16 @@ class Follow:
         self.text = ""
         self.final: dict[str, Any] | None = None
         self.closing: dict[str, Any] | None = None
+        self._reading: tuple[httpx.Response, Iterator[tuple[str | None, str, dict[str, Any]]]]
+        self._reading = (httpx.Response(200), iter(()))
 
     def read(self, response: httpx.Response, *, until: Any = None) -> None:
-        """Consume one stream until it ends (or `until(self)` is true after an event)."""
+        """Consume one stream until it ends (or `until(self)` is true after an event: a later
+        call goes on where that one stopped)."""
         self.closing = None
-        for event_id, name, data in events(response):
+        if self._reading[0] is not response:
+            self._reading = (response, events(response))
+        for event_id, name, data in self._reading[1]:
             if name == "message.created":
                 message = data["message"]
                 self.conversation_id = message["conversation_id"]

@@ -15,7 +15,7 @@ from agentmarket.core import loops, paths
 from agentmarket.core.auth import TokenVerifier
 from agentmarket.core.config import Settings, get_settings
 from agentmarket.core.logging import configure_logging
-from agentmarket.db.pool import create_pool, refresh_soon
+from agentmarket.db.pool import connect_timeout, create_pool, refresh_soon
 from agentmarket.domain.secrets import SecretBox
 from agentmarket.domain.signing import DeploymentSigner
 from agentmarket.ops import migrate
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # that idled through it (docs/operations.md#database-outages).
         hub = StreamHub(
             settings.api_direct_url,
-            connect_timeout=max(2, round(settings.db_unavailable_timeout_seconds)),
+            connect_timeout=connect_timeout(settings),
             on_reconnect=lambda: refresh_soon(pool),
         )
         await hub.start()

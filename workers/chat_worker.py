@@ -35,7 +35,7 @@ from agentmarket.core import metrics
 from agentmarket.core.config import Settings
 from agentmarket.db.channels import CHAT_CANCEL, CHAT_JOBS
 from agentmarket.db.listen import Listener
-from agentmarket.db.pool import create_worker_pool, refresh_soon
+from agentmarket.db.pool import connect_timeout, create_worker_pool, refresh_soon
 from agentmarket.domain.secrets import SecretBox
 from agentmarket.llm.client import LLMClient
 from workers.config import WorkerConfig
@@ -104,7 +104,7 @@ class ChatWorker:
             on_notify=self._notified,
             on_connect=self._listening,
             application_name="agentmarket-worker-listen",
-            connect_timeout=max(2, round(settings.db_unavailable_timeout_seconds)),
+            connect_timeout=connect_timeout(settings),
         )
         self.running: dict[int, Running] = {}
         self._wake = asyncio.Event()

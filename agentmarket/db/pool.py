@@ -25,6 +25,7 @@ from agentmarket.core.config import Settings
 
 __all__ = [
     "connect",
+    "connect_timeout",
     "connection_kwargs",
     "create_pool",
     "create_worker_pool",
@@ -43,17 +44,24 @@ def connect(settings: Settings) -> psycopg.Connection:
     )
 
 
+def connect_timeout(settings: Settings) -> int:
+    """Whole seconds a connection attempt may take (see `connection_kwargs`)."""
+    return max(10, math.ceil(2 * settings.db_unavailable_timeout_seconds))
+
+
 def connection_kwargs(settings: Settings, application_name: str) -> dict[str, Any]:
     """Connection options for the processes' autocommit connections (pooled or LISTEN).
 
-    `connect_timeout` is whole seconds (libpq: at least 2), from DB_UNAVAILABLE_TIMEOUT_SECONDS.
+    `connect_timeout` bounds a connection attempt that hangs (a host that vanished): twice
+    DB_UNAVAILABLE_TIMEOUT_SECONDS, at least 10 s, so a slow but working server (a loaded
+    machine, a cold start) is not given up on; a request's own wait is the pool's `timeout`.
     TCP keepalives notice a peer that vanished without closing the connection (a LISTEN
     connection otherwise waits on it forever).
     """
     return {
         "autocommit": True,
         "prepare_threshold": None,
-        "connect_timeout": max(2, math.ceil(settings.db_unavailable_timeout_seconds)),
+        "connect_timeout": connect_timeout(settings),
         "application_name": application_name,
         "keepalives": 1,
         "keepalives_idle": 30,
@@ -90,7 +98,9 @@ def create_worker_pool(settings: Settings, *, min_size: int, max_size: int) -> A
         min_size=min_size,
         max_size=max_size,
         kwargs=connection_kwargs(settings, "agentmarket-worker"),
-        timeout=settings.db_unavailable_timeout_seconds,
+        # No client waits on the worker: it may wait longer than a request for a connection
+        # (a slow one is not an outage), still bounded.
+        timeout=2 * settings.db_unavailable_timeout_seconds,
         check=AsyncConnectionPool.check_connection,
         open=False,
         name="agentmarket-worker",

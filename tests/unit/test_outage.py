@@ -51,11 +51,12 @@ def test_lost_connections_and_pool_timeouts_are_a_lost_database_and_bad_sql_is_n
 
 def test_both_pools_check_connections_and_wait_at_most_the_outage_timeout() -> None:
     settings = Settings(db_unavailable_timeout_seconds=3)
-    for pool in (create_pool(settings), create_worker_pool(settings, min_size=1, max_size=2)):
-        assert pool.timeout == 3
+    api, worker = create_pool(settings), create_worker_pool(settings, min_size=1, max_size=2)
+    assert (api.timeout, worker.timeout) == (3, 6)  # a request waits at most the setting
+    for pool in (api, worker):
         assert pool._check is not None  # a connection is checked when it is taken
         assert isinstance(pool.kwargs, dict)
-        assert pool.kwargs["connect_timeout"] == 3
+        assert pool.kwargs["connect_timeout"] == 10
         assert pool.kwargs["keepalives"] == 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -260,6 +261,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "access_log": False,  # the app logs one canonical line per request
         "log_level": settings.log_level.lower(),
         "proxy_headers": True,
+        # SIGTERM: in-flight requests get this long; streams end at once (functions/shutdown.py).
+        "timeout_graceful_shutdown": math.ceil(settings.shutdown_grace_seconds),
     }
     if args.workers == 1:
         uvicorn.run(_app("http")(settings), **options)

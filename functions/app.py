@@ -15,7 +15,7 @@ from agentmarket.core import loops, paths, sentry
 from agentmarket.core.auth import TokenVerifier
 from agentmarket.core.config import AppEnv, Settings, get_settings
 from agentmarket.core.logging import configure_logging
-from agentmarket.db.pool import create_pool
+from agentmarket.db.pool import connect_timeout, create_pool, refresh_soon
 from agentmarket.domain.secrets import SecretBox
 from agentmarket.domain.signing import DeploymentSigner
 from agentmarket.ops import migrate
@@ -23,7 +23,7 @@ from agentmarket.services.catalog import CatalogCache
 from agentmarket.services.limits import StreamSlots
 from agentmarket.services.streams import StreamHub
 from agentmarket.services.telemetry import EventSink
-from functions import problems
+from functions import problems, shutdown
 from functions.cache import CachedAnswers
 from functions.deps import AppState
 from functions.middleware import RequestContextMiddleware
@@ -60,7 +60,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         verifier = TokenVerifier.from_settings(settings)
         events = EventSink(pool)
         events.start()
-        hub = StreamHub(settings.api_direct_url)
+        # Once its LISTEN connection is back after an outage, the pool replaces the connections
+        # that idled through it (docs/operations.md#database-outages).
+        hub = StreamHub(
+            settings.api_direct_url,
+            connect_timeout=connect_timeout(settings),
+            on_reconnect=lambda: refresh_soon(pool),
+        )
         await hub.start()
         signer = DeploymentSigner(pool)
         warming = asyncio.create_task(signer.warm(), name="signing-key")
@@ -84,7 +90,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         try:
-            yield
+            # SIGTERM: every open stream ends with `stream.closing` at once, so the server's
+            # graceful shutdown waits only for ordinary requests (functions/shutdown.py).
+            with shutdown.on_stop_signal(hub.shutdown):
+                yield
         finally:
             warming.cancel()
             await hub.aclose()

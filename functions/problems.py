@@ -3,12 +3,17 @@
 Every error response has `{type, title, status, detail, code, request_id}` (+ `errors` for field
 problems, JSON Pointer paths). Unexpected exceptions are answered (a bare 500 problem without
 internals) and logged by `functions.middleware`, which keeps the connection usable.
+
+A database that is away is never a 500: whatever path meets a lost or refused connection (or a
+pool timeout) answers 503 `database_unavailable` with `Retry-After`
+(docs/operations.md#database-outages).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from agentmarket.core.errors import (
     AppError,
     BadRequest,
+    DatabaseUnavailable,
     DeploymentTotalLimit,
     FieldError,
     LimitExceeded,
@@ -116,6 +122,13 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, LimitExceeded | DeploymentTotalLimit):
             _count_rejection(exc)
         return problem_response(request, exc)
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_error(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        # The services map these to DatabaseUnavailable where they run SQL; this catches any
+        # path that does not, so an outage is a 503 to retry, not an internal error.
+        log.warning("database.unavailable", error=type(exc).__name__, path=request.url.path)
+        return problem_response(request, DatabaseUnavailable())
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

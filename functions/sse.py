@@ -1,5 +1,11 @@
 """Server-sent events for a reply: the event names and payloads clients see
-(docs/api.md), formatted from `agentmarket.services.replies` events."""
+(docs/api.md), formatted from `agentmarket.services.replies` events.
+
+A stream may end before its reply does with `stream.closing` (`{reason, retry_ms}`, and an SSE
+`retry:` field): the instance is shutting down (`shutdown`) or the database stopped answering
+(`database_unavailable`). The client resumes with `Last-Event-ID` (on any instance) after
+`retry_ms`; the event has no id, so the last id the client saw stays the one to resume from.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +15,30 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
+import structlog
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from agentmarket.core.errors import ServiceUnavailable
 from agentmarket.services.replies import ReplyCreated, ReplyDeleted, ReplyEvent, ReplyFinished
 
-__all__ = ["SSE_HEADERS", "ReplyStreamResponse", "render", "reply_response", "sse"]
+__all__ = ["SSE_HEADERS", "ReplyStreamResponse", "closing", "render", "reply_response", "sse"]
+
+log = structlog.get_logger("agentmarket.streaming")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def sse(event: str, data: Any, event_id: str | None = None) -> str:
+def sse(event: str, data: Any, event_id: str | None = None, retry_ms: int | None = None) -> str:
     head = f"id: {event_id}\n" if event_id else ""
+    if retry_ms is not None:
+        head += f"retry: {retry_ms}\n"
     return f"{head}event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+def closing(reason: str, retry_ms: int) -> str:
+    """`stream.closing`: the stream ends now, resume it with Last-Event-ID after `retry_ms`."""
+    return sse("stream.closing", {"reason": reason, "retry_ms": retry_ms}, retry_ms=retry_ms)
 
 
 def render(message_id: uuid.UUID, event: ReplyEvent) -> str:
@@ -35,6 +52,8 @@ def render(message_id: uuid.UUID, event: ReplyEvent) -> str:
         return sse("message.deleted", {"message_id": str(message_id)}, event.id)
     if event.kind == "ping":
         return sse("ping", {})
+    if event.kind == "closing":
+        return closing(event.text, event.retry_ms)
     if event.kind == "reset":
         return sse("message.reset", {"message_id": str(message_id)}, event.id)
     return sse("message.delta", {"message_id": str(message_id), "delta": event.text}, event.id)
@@ -45,8 +64,22 @@ async def _text(
 ) -> AsyncIterator[str]:
     # Closing the response closes the reply's events at once (and so its subscription).
     async with aclosing(events):
-        async for event in events:
-            yield render(message_id, event)
+        try:
+            async for event in events:
+                yield render(message_id, event)
+        except ServiceUnavailable as exc:
+            # A read the stream needed failed (the database is away): end it cleanly and tell
+            # the client when to resume, rather than cutting the response off.
+            retry_ms = _retry_ms(exc)
+            log.warning("stream.closing", reason=exc.code, message_id=str(message_id))
+            yield closing(exc.code, retry_ms)
+
+
+def _retry_ms(exc: ServiceUnavailable) -> int:
+    try:
+        return int(float(exc.headers.get("Retry-After", "2")) * 1000)
+    except ValueError:
+        return 2000
 
 
 class ReplyStreamResponse(StreamingResponse):

@@ -15,6 +15,10 @@
 * The replies' text goes out through one `Flusher` (workers/relay.py) for all running jobs.
 * SIGTERM (`stop`): stop claiming, let running jobs finish for `grace_seconds`, then cancel the
   rest, which hand their jobs back.
+* A database outage stops nothing (docs/operations.md#database-outages): a failed claim backs off
+  (doubling from `poll_interval` up to `max_claim_backoff`), the listener reconnects by itself and
+  then has the pool replace its broken connections and the loop claim at once, and a job that
+  lost the database hands itself back (workers.job).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from agentmarket.core import metrics
 from agentmarket.core.config import Settings
 from agentmarket.db.channels import CHAT_CANCEL, CHAT_JOBS
 from agentmarket.db.listen import Listener
+from agentmarket.db.pool import connect_timeout, create_worker_pool, refresh_soon
 from agentmarket.domain.secrets import SecretBox
 from agentmarket.llm.client import LLMClient
 from workers.config import WorkerConfig
@@ -73,19 +78,12 @@ class ChatWorker:
         )
         # The worker's own service login (WORKER_DATABASE_URL: acts as service_role, not a
         # superuser), a session connection: lease-holding claims need one.
-        self.pool = AsyncConnectionPool(
-            settings.worker_url,
+        self.pool: AsyncConnectionPool = create_worker_pool(
+            settings,
             # Database work per reply is a few short statements: a modest pool serves many
             # concurrent replies (and leaves connections for everyone else).
             min_size=min(4, self.config.concurrency),
             max_size=min(self.config.concurrency + 2, 24),
-            kwargs={
-                "autocommit": True,
-                "prepare_threshold": None,
-                "application_name": "agentmarket-worker",
-            },
-            open=False,
-            name="agentmarket-worker",
         )
         self.store = JobStore(
             self.pool,
@@ -106,9 +104,9 @@ class ChatWorker:
             settings.worker_url,
             [CHAT_JOBS, CHAT_CANCEL],
             on_notify=self._notified,
-            # Catch up on anything enqueued while we were not listening.
-            on_connect=lambda _: self._claim_soon(),
+            on_connect=self._listening,
             application_name="agentmarket-worker-listen",
+            connect_timeout=connect_timeout(settings),
         )
         self.running: dict[int, Running] = {}
         self._wake = asyncio.Event()
@@ -116,6 +114,7 @@ class ChatWorker:
         # Whether a claim may find something: set at start, by a NOTIFY, a (re)connect or a
         # claim that filled its limit with more waiting; cleared by each claim.
         self._maybe_more = True
+        self._claim_failures = 0  # consecutive failed claims (the database is away)
 
     def stop(self) -> None:
         """Stop claiming; running jobs finish (or are released after the grace period)."""
@@ -126,8 +125,24 @@ class ChatWorker:
         self._maybe_more = True
         self._wake.set()
 
+    def _listening(self, reconnected: bool) -> None:
+        """LISTEN is in place: catch up on anything enqueued while we were not listening. After
+        a loss the database is back: replace the pool's broken connections and claim at once."""
+        if reconnected:
+            refresh_soon(self.pool)
+            self._claim_failures = 0
+        self._claim_soon()
+
+    def _claim_backoff(self) -> float:
+        """How long after a failed claim the next one waits: doubling up to max_claim_backoff."""
+        exponent = min(self._claim_failures - 1, 8)
+        backoff: float = self.config.poll_interval * 2.0**exponent
+        return min(backoff, self.config.max_claim_backoff)
+
     async def run(self) -> None:
-        await self.pool.open(wait=True)
+        # Not waiting for the connections: a worker started while the database is away runs its
+        # loop (backing off) until it is back.
+        await self.pool.open(wait=False)
         # Claim at once, without waiting for LISTEN: its (re)connect wakes the loop anyway.
         await self.listener.start(wait=0)
         sampler = asyncio.create_task(self._sample_queue_depth(), name="queue-depth")
@@ -143,7 +158,8 @@ class ChatWorker:
                 free = self.config.concurrency - len(self.running)
                 if free > 0 and (self._maybe_more or loop.time() >= next_poll):
                     next_poll = loop.time() + self.config.poll_interval
-                    await self._claim(free)
+                    if not await self._claim(free):
+                        next_poll = loop.time() + self._claim_backoff()
                 # No free slot: only a job ending (or a stop) can make the loop claim again.
                 full = len(self.running) >= self.config.concurrency
                 timeout = None if full else max(next_poll - loop.time(), 0)
@@ -201,15 +217,19 @@ class ChatWorker:
                 log.warning("worker.queue_depth_failed", error=type(exc).__name__)
             await asyncio.sleep(self.config.queue_depth_interval)
 
-    async def _claim(self, limit: int) -> None:
+    async def _claim(self, limit: int) -> bool:
         """Claim up to `limit` jobs and start them; a NOTIFY during the claim keeps
-        `_maybe_more` set."""
+        `_maybe_more` set. False when the claim failed."""
         self._maybe_more = False
         try:
             claim = await self.store.claim(limit)
         except psycopg.Error as exc:
-            log.warning("worker.claim_failed", error=type(exc).__name__)
-            return  # the next poll tries again
+            self._claim_failures += 1
+            log.warning(
+                "worker.claim_failed", error=type(exc).__name__, failures=self._claim_failures
+            )
+            return False  # the next poll (backing off) tries again
+        self._claim_failures = 0
         if claim.more:
             self._maybe_more = True
         for job in claim.jobs:
@@ -224,6 +244,7 @@ class ChatWorker:
             running = Running(job)
             self.running[job.id] = running
             running.task = asyncio.create_task(self._run(running), name=f"job-{job.id}")
+        return True
 
     async def _run(self, running: Running) -> None:
         try:

@@ -15,6 +15,8 @@ class WorkerConfig:
     concurrency: int = 8
     lease_seconds: int = 30
     poll_interval: float = 1.0
+    # After failed claims (the database is away) the next waits poll_interval, doubling, up to this.
+    max_claim_backoff: float = 5.0
     grace_seconds: float = 20.0
     history_messages: int = 20
     history_chars: int = 24_000

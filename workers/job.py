@@ -12,6 +12,10 @@ knowledge-base search for support agents) → admit → stream the model → rel
   product event in one transaction, only while we hold the lease, so a reply is never written
   twice.
 * Cancelled from outside (shutting down past the grace period), the job is handed back.
+* Losing the database (`agentmarket.db.pool.database_lost`: a lost or refused connection, a pool
+  timeout) is never the reply's failure: the job is handed back if the database answers that,
+  otherwise its lease (no longer extended) runs out and a claim takes it over
+  (docs/operations.md#database-outages).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import structlog
 
 from agentmarket.core import metrics, sentry
 from agentmarket.core.faults import FAULT_MARKER, ForcedFault
+from agentmarket.db.pool import database_lost
 from agentmarket.domain.secrets import SecretBox
 from agentmarket.llm.client import (
     Completed,
@@ -114,6 +119,11 @@ class JobRunner:
             await asyncio.shield(self._release(job))
             raise
         except Exception as exc:
+            if database_lost(exc):
+                # Retryable, whatever step met it: hand the job back, or let its lease run out.
+                log.warning("job.database_lost", error=type(exc).__name__, attempt=job.attempts)
+                await self._release(job)
+                return
             log.error("job.crashed", exc_info=exc)
             sentry.capture_unexpected(exc)
             await self._finish_unanswered(

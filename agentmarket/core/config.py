@@ -135,6 +135,12 @@ class Settings(BaseSettings):
     catalog_cache_seconds: Annotated[float, Field(ge=0, le=3_600)] = 5.0
     chat_wait_seconds: Annotated[float, Field(ge=0, le=600)] = 60.0
     sse_ping_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0
+    # How long a request waits for the database (a pooled connection, a new connection) before
+    # it answers 503 database_unavailable with Retry-After (docs/operations.md#database-outages).
+    db_unavailable_timeout_seconds: Annotated[float, Field(ge=1, le=60)] = 5.0
+    # SIGTERM: in-flight requests get this long to finish; open streams end at once with
+    # `stream.closing` (docs/operations.md#graceful-shutdown).
+    shutdown_grace_seconds: Annotated[float, Field(ge=0, le=600)] = 30.0
     worker_metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 0
     # `format: uri` config fields take https URLs only; this lets http ones through (development).
     allow_http_urls: bool = False

@@ -130,8 +130,10 @@ async def wait_for_reply(
             notice = await held.next(remaining)
             if notice is None:
                 return await read_message(db=db, message_id=message_id)  # as it stands now
-            if notice.kind in ("done", "resync"):
+            if notice.kind in ("done", "resync", "closing"):
                 current = await read_message(db=db, message_id=message_id)
+            if notice.kind == "closing":
+                break  # the instance is shutting down: answer with the reply as it stands
         return current
     finally:
         hub.close(message_id, held)

@@ -7,6 +7,9 @@ drop notifications) and hands each notification to the subscribers of that messa
 a subscription plus the message's stored state into SSE-ready events with resumable ids
 `"<generation>.<offset>"`: subscribe first, then read the stored text, so nothing committed after
 the read can be missed and nothing before it is sent twice (docs/architecture.md#stream-protocol).
+
+When the instance shuts down (`StreamHub.shutdown`) every follower ends with a `closing` event
+(the client resumes elsewhere with Last-Event-ID) instead of holding the shutdown open.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -41,13 +44,15 @@ log = structlog.get_logger("agentmarket.streaming")
 
 @dataclass(frozen=True)
 class Notice:
-    """One notification about a message (or `resync` after the hub reconnected)."""
+    """One notification about a message (or `resync` after the hub reconnected, or `closing`
+    when the instance shuts down: `text` is the reason, `retry_ms` when to come back)."""
 
-    kind: Literal["delta", "reset", "done", "resync"]
+    kind: Literal["delta", "reset", "done", "resync", "closing"]
     generation: int = 0
     offset: int = 0
     text: str = ""
     status: str | None = None
+    retry_ms: int = 0
 
 
 class Subscription:
@@ -73,18 +78,30 @@ class SubscriptionHold:
 
 
 class StreamHub:
-    """The instance's LISTEN connection and its subscribers (message id → queues)."""
+    """The instance's LISTEN connection and its subscribers (message id → queues).
 
-    def __init__(self, url: str, *, reconnect_delay: float = 1.0) -> None:
+    `on_reconnect` runs when the LISTEN connection is back after a loss (the database is back:
+    the app has its pool replace the connections that idled through the outage)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        reconnect_delay: float = 0.5,
+        connect_timeout: int = 5,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
         self._subscribers: dict[uuid.UUID, set[Subscription]] = defaultdict(set)
+        self._on_reconnect = on_reconnect
+        self._closing: Notice | None = None
         self._listener = Listener(
             url,
             [CHAT_STREAM],
             on_notify=lambda _, payload: self._dispatch(payload),
-            # Notifications may have been missed while reconnecting: every follower re-reads.
-            on_connect=lambda reconnected: self._resync_all() if reconnected else None,
+            on_connect=self._connected,
             application_name="agentmarket-api-listen",
             reconnect_delay=reconnect_delay,
+            connect_timeout=connect_timeout,
         )
 
     async def start(self, *, wait: float = 10.0) -> None:
@@ -94,10 +111,31 @@ class StreamHub:
         await self._listener.aclose()
 
     def open(self, message_id: uuid.UUID) -> Subscription:
-        """Start receiving the message's notices now (close it with `close`)."""
+        """Start receiving the message's notices now (close it with `close`). Once the hub is
+        shutting down, the first notice is `closing`."""
         subscription = Subscription()
         self._subscribers[message_id].add(subscription)
+        if self._closing is not None:
+            subscription.queue.put_nowait(self._closing)
         return subscription
+
+    def shutdown(self, reason: str = "shutdown", *, retry_ms: int = 1000) -> None:
+        """The instance is going away: every subscription, and every one opened from now on,
+        gets a `closing` notice (a stream ends with `stream.closing`, a blocking wait answers
+        with the reply as it stands). Idempotent."""
+        if self._closing is not None:
+            return
+        self._closing = Notice(kind="closing", text=reason, retry_ms=retry_ms)
+        log.info("stream.hub_closing", reason=reason, followers=self.followers)
+        self._broadcast(self._closing)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing is not None
+
+    @property
+    def followers(self) -> int:
+        return sum(len(subscribers) for subscribers in self._subscribers.values())
 
     def hold(self, message_id: uuid.UUID, subscription: Subscription) -> SubscriptionHold:
         """The subscription as something a stream holds until it ends (`release()` closes it)."""
@@ -135,10 +173,21 @@ class StreamHub:
         for subscription in subscribers:
             subscription.queue.put_nowait(notice)
 
-    def _resync_all(self) -> None:
-        for subscribers in self._subscribers.values():
-            for subscription in subscribers:
-                subscription.queue.put_nowait(Notice(kind="resync"))
+    def _connected(self, reconnected: bool) -> None:
+        if not reconnected:
+            return
+        # Notifications may have been missed while reconnecting: every follower re-reads.
+        self._broadcast(Notice(kind="resync"))
+        if self._on_reconnect is not None:
+            self._on_reconnect()
+
+    def _broadcast(self, notice: Notice) -> None:
+        for subscription in _all(self._subscribers.values()):
+            subscription.queue.put_nowait(notice)
+
+
+def _all(groups: Iterable[set[Subscription]]) -> list[Subscription]:
+    return [subscription for subscribers in groups for subscription in subscribers]
 
 
 # --- following one message -----------------------------------------------------------------------
@@ -153,11 +202,14 @@ class StreamState:
 
 @dataclass(frozen=True)
 class Event:
-    """An SSE event for a client: `delta` text, a `reset` (start over), or the final `done`."""
+    """An SSE event for a client: `delta` text, a `reset` (start over), the final `done`, a
+    `ping`, or `closing` (the stream ends before the reply does: `text` is the reason,
+    `retry_ms` when to resume with Last-Event-ID)."""
 
-    kind: Literal["delta", "reset", "done", "ping"]
+    kind: Literal["delta", "reset", "done", "ping", "closing"]
     id: str | None = None
     text: str = ""
+    retry_ms: int = 0
 
 
 # The ids `follow` writes: "<generation>.<offset>", "f" after the final one. ASCII digits only
@@ -185,7 +237,8 @@ async def follow(
     initial: StreamState | None = None,
     read_done: Callable[[], Awaitable[StreamState]] | None = None,
 ) -> AsyncIterator[Event]:
-    """Events for one message until it finishes, resuming after `last_event_id` if given.
+    """Events for one message until it finishes (or a `closing` notice ends it first),
+    resuming after `last_event_id` if given.
 
     A `last_event_id` of this generation resumes right after it. One of an earlier generation (a
     retried reply) or one that is not a valid id here (malformed, or beyond the stored text)
@@ -208,6 +261,9 @@ async def follow(
         if notice is None:
             yield Event("ping")
             continue
+        if notice.kind == "closing":
+            yield Event("closing", text=notice.text, retry_ms=notice.retry_ms)
+            return
         if notice.kind == "resync":
             events = cursor.resync(await read_state())
         elif notice.generation < cursor.generation:

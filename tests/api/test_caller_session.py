@@ -157,13 +157,22 @@ async def test_run_maps_errors_like_a_caller_transaction(
     # Our SQLSTATEs become their AppErrors (AMNF2: no such deployment of yours).
     with pytest.raises(DeploymentNotFound):
         await db.run(SEND, {"id": uuid.uuid4()})
-    # A lost connection is DatabaseUnavailable.
+
+    # A connection lost while in use is DatabaseUnavailable. Terminated, and gone when
+    # pg_terminate_backend returns (it waits up to 10 s for the backend to exit).
+    async def lose_connection_in_use() -> None:
+        async with db.transaction() as tx:
+            conn.execute("select pg_terminate_backend(%s, 10000)", (tx.info.backend_pid,))
+            await tx.execute(WHO)
+
+    with pytest.raises(DatabaseUnavailable):
+        await lose_connection_in_use()
+    # One lost while idle in the pool is found when taken (the pool checks it) and replaced:
+    # the next statement is answered (docs/operations.md#database-outages).
     async with one_conn_pool.connection() as pooled:
         pid = pooled.info.backend_pid
-    # Terminated, and gone when this returns (it waits up to 10 s for the backend to exit).
     assert conn.execute("select pg_terminate_backend(%s, 10000)", (pid,)).fetchone() == (True,)
-    with pytest.raises(DatabaseUnavailable):
-        await db.run(WHO, {})
+    assert await db.run(WHO, {}) == [{"role": "authenticated", "uid": str(alice.user.id)}]
     # So is a pool with no connection to give.
     busy = AsyncConnectionPool(settings.api_url, min_size=1, max_size=1, timeout=0.2, open=False)
     await busy.open(wait=True)

@@ -27,10 +27,12 @@ import psycopg
 import structlog
 
 from agentmarket.core import metrics
+from agentmarket.core.redaction import scrub
 from agentmarket.domain.secrets import SecretBox
 from agentmarket.llm.client import (
     Completed,
     CompletionRequest,
+    FallingBack,
     LLMError,
     Retrying,
     StreamEvent,
@@ -57,6 +59,7 @@ class Model(Protocol):
 class Streamed:
     status: str  # completed | cancelled
     completed: Completed | None  # the model's final event, when it was read
+    fallback: bool = False  # answered by the fallback model (the primary kept failing)
 
 
 class JobRunner:
@@ -114,7 +117,7 @@ class JobRunner:
                 started,
                 "internal_error",
                 "Something went wrong while answering; send the message again.",
-                None,
+                job.loaded.context if job.loaded is not None else None,
             )
 
     async def _release(self, job: Job) -> None:
@@ -154,7 +157,20 @@ class JobRunner:
                 relay.close()  # from here on the finish writes the text
         except LLMError as exc:
             await self._finish_unanswered(
-                job, started, exc.error_code, exc.message, ctx, model_attempts=exc.attempts
+                job,
+                started,
+                exc.error_code,
+                exc.message,
+                ctx,
+                model_attempts=exc.attempts,
+                # The provider refused the deployment's own key or account: the deployment goes
+                # to `error` until its owner reconfigures it. The platform key being refused is
+                # the operator's to fix, not the deployment's.
+                deployment_error=(
+                    f"{exc.error_code}: {exc.message}"
+                    if exc.account_refused and request.api_key is not None
+                    else None
+                ),
             )
             return
         if relay.lost:
@@ -166,20 +182,24 @@ class JobRunner:
     ) -> Streamed:
         """Relay the model's reply until it completes, is cancelled or reaches the length limit."""
         completed: Completed | None = None
+        fallback = False
         async with contextlib.aclosing(self.llm.stream(request)) as events:
             async for event in events:
                 if signals.lost.is_set():
                     raise JobLost()
                 if signals.cancel.is_set():
-                    return Streamed("cancelled", completed)
+                    return Streamed("cancelled", completed, fallback)
                 if isinstance(event, TextDelta):
                     if not relay.add(event.text):
                         break  # cut at the stored limit
-                elif isinstance(event, Retrying):
+                elif isinstance(event, Retrying | FallingBack):
+                    # The reply starts over (a new generation): followers get message.reset,
+                    # then the new attempt's text from offset 0, no gap and no repeat.
                     await relay.restart()
+                    fallback = fallback or isinstance(event, FallingBack)
                 elif isinstance(event, Completed):
                     completed = event
-        return Streamed("completed", completed)
+        return Streamed("completed", completed, fallback)
 
     async def _finish_answered(
         self,
@@ -217,6 +237,7 @@ class JobRunner:
                 "model": outcome.model,
                 "attempt": job.attempts,
                 "truncated": outcome.truncated,
+                "fallback": streamed.fallback,
             },
         )
         if not await self.store.finish(job.id, outcome, event):
@@ -233,6 +254,8 @@ class JobRunner:
             attempt=job.attempts,
             completion_tokens=outcome.completion_tokens,
             truncated=outcome.truncated,
+            model=outcome.model,
+            fallback=streamed.fallback,
         )
 
     async def _finish_unanswered(
@@ -245,12 +268,22 @@ class JobRunner:
         *,
         model_attempts: int | None = None,
         status: str = "failed",
+        deployment_error: str | None = None,
     ) -> None:
-        """End the reply without an answer: `failed` (counted as an error) or `cancelled`."""
+        """End the reply without an answer: `failed` (counted as an error, with an
+        `agent.chat.error` event whenever the reply's context is known) or `cancelled`.
+        `deployment_error`: move the deployment to `error` with this reason, in the same
+        transaction."""
         latency_ms = self._elapsed_ms(started)
         if status == "failed":
             metrics.CHAT_ERRORS.labels(error_type=code).inc()
-        outcome = Outcome(status, latency_ms, error_code=code, error_message=message)
+        outcome = Outcome(
+            status,
+            latency_ms,
+            error_code=code,
+            error_message=message,
+            deployment_error=deployment_error,
+        )
         event = None
         if ctx is not None and status == "failed":
             event = ReplyEvent(
@@ -261,6 +294,7 @@ class JobRunner:
                 properties={
                     "message_id": str(job.message_id),
                     "error_type": code,
+                    "error_message": scrub(message),
                     "attempt": job.attempts,
                     "model_attempts": model_attempts,
                 },
@@ -271,5 +305,9 @@ class JobRunner:
             log.error("job.finish_failed", error=type(exc).__name__)
             return
         log.warning(
-            f"job.{status}", error_code=code, latency_ms=latency_ms, model_attempts=model_attempts
+            f"job.{status}",
+            error_code=code,
+            latency_ms=latency_ms,
+            model_attempts=model_attempts,
+            deployment_error=deployment_error is not None,
         )

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     openai_model: str = "gpt-4o-mini"
     openai_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
     openai_max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
+    # The fallback model (docs/operations.md#the-fallback-model): on when OPENAI_FALLBACK_MODEL is
+    # set; the base URL defaults to OPENAI_BASE_URL, the key to OPENAI_API_KEY only then.
+    openai_fallback_base_url: str | None = None
+    openai_fallback_model: str | None = None
+    openai_fallback_api_key: SecretStr | None = None
     secrets_encryption_key: SecretStr = SecretStr(DEV_ENCRYPTION_KEY)
     sentry_dsn: SecretStr | None = None
     # Limits (docs/api.md#limits). Those marked (db) are enforced by the database and stored in
@@ -145,6 +150,9 @@ class Settings(BaseSettings):
         "supabase_jwt_secret",
         "openai_api_key",
         "openai_base_url",
+        "openai_fallback_base_url",
+        "openai_fallback_model",
+        "openai_fallback_api_key",
         "sentry_dsn",
         mode="before",
     )
@@ -169,6 +177,7 @@ class Settings(BaseSettings):
             "worker_database_url",
             "supabase_jwt_secret",
             "openai_api_key",
+            "openai_fallback_api_key",
             "secrets_encryption_key",
             "supabase_anon_key",
             "supabase_service_role_key",

@@ -23,6 +23,7 @@ __all__ = [
     "DEPLOYMENTS",
     "HTTP_REQUEST_DURATION",
     "MODEL_ATTEMPTS",
+    "MODEL_FALLBACKS",
     "QUEUE_DEPTH",
     "QUEUE_OLDEST",
     "QUEUE_PICKUP",
@@ -59,6 +60,12 @@ MODEL_ATTEMPTS = Counter(
     "agent_model_attempts",
     "Model calls (each attempt, retries included) by outcome: ok, retrying (failed, retried), "
     "failed (the call ends with a model error), error (an unexpected one), cancelled.",
+    ["outcome"],
+)
+MODEL_FALLBACKS = Counter(
+    "agent_model_fallbacks",
+    "Replies handed to the fallback model after the primary's retries failed, by outcome: ok, "
+    "failed (the fallback failed too), cancelled, error (an unexpected one).",
     ["outcome"],
 )
 HTTP_REQUEST_DURATION = Histogram(
@@ -100,6 +107,7 @@ _WORKER_ONLY = (
     QUEUE_OLDEST,
     QUEUE_PICKUP,
     MODEL_ATTEMPTS,
+    MODEL_FALLBACKS,
 )
 _API_ONLY = (DEPLOYMENTS, CHAT_MESSAGES, RATE_LIMIT_REJECTIONS, HTTP_REQUEST_DURATION)
 

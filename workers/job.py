@@ -102,8 +102,9 @@ class JobRunner:
             structlog.contextvars.unbind_contextvars("job_id", "message_id", "trace_id")
 
     async def _attempt(self, job: Job, signals: JobSignals, started: float) -> None:
+        loaded: list[JobContext] = []  # the reply's context, once loaded (for a crash's event)
         try:
-            await self._answer(job, signals, started)
+            await self._answer(job, signals, started, loaded)
         except JobLost:
             log.warning("job.lease_lost", attempt=job.attempts)
         except asyncio.CancelledError:
@@ -117,7 +118,7 @@ class JobRunner:
                 started,
                 "internal_error",
                 "Something went wrong while answering; send the message again.",
-                job.loaded.context if job.loaded is not None else None,
+                loaded[0] if loaded else job.loaded.context if job.loaded is not None else None,
             )
 
     async def _release(self, job: Job) -> None:
@@ -128,7 +129,9 @@ class JobRunner:
             return
         log.info("job.released", job_id=job.id)
 
-    async def _answer(self, job: Job, signals: JobSignals, started: float) -> None:
+    async def _answer(
+        self, job: Job, signals: JobSignals, started: float, seen: list[JobContext]
+    ) -> None:
         loaded = await self.store.load_context(
             job,
             knowledge_limit=self.config.knowledge_entries,
@@ -137,6 +140,7 @@ class JobRunner:
         if loaded is None:
             raise JobLost()  # the conversation was deleted
         ctx = loaded.context
+        seen.append(ctx)
         structlog.contextvars.bind_contextvars(
             deployment_id=str(ctx.deployment_id), agent=ctx.agent_slug
         )

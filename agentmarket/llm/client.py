@@ -558,7 +558,9 @@ class LLMClient:
             outcome = "ok"
         except LLMError as exc:
             outcome = "failed"
-            log.warning("llm.fallback_failed", fallback_model=fallback.model, error_code=exc.error_code)
+            log.warning(
+                "llm.fallback_failed", fallback_model=fallback.model, error_code=exc.error_code
+            )
             # The user hears why the primary failed (the provider is unavailable), not about
             # the fallback's own configuration.
             raise LLMError(

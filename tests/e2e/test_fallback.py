@@ -6,7 +6,6 @@ fallback never hears of it."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -46,7 +45,7 @@ class Fallback:
 
 
 @pytest.fixture(scope="module")
-def setup(stack: Stack) -> Iterator[Fallback]:
+def setup(stack: Stack) -> Fallback:
     """The stack's worker replaced by one whose primary always fails and which has a fallback."""
     for process in stack.processes:
         if process.name == "worker":
@@ -84,7 +83,7 @@ def setup(stack: Stack) -> Iterator[Fallback]:
     )
     metrics = f"http://127.0.0.1:{metrics_port}/metrics"
     wait_http(metrics, worker)
-    yield Fallback(stack, primary, fallback, metrics)
+    return Fallback(stack, primary, fallback, metrics)
 
 
 def test_a_platform_key_reply_is_completed_by_the_fallback(setup: Fallback) -> None:

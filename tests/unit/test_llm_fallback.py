@@ -10,6 +10,7 @@ import httpx
 import pytest
 import respx
 from prometheus_client import REGISTRY
+from pydantic import SecretStr
 
 from agentmarket.core.config import Settings
 from agentmarket.llm.client import (
@@ -97,7 +98,7 @@ async def test_primary_failing_transiently_falls_back_and_the_text_starts_over(
     assert route.call_count == 1
     assert import_json(route.calls.last.request)["model"] == "gpt-fallback"
     kinds = [type(e) for e in events]
-    # Retrying ×3, then FallingBack (the caller discards any partial text), then the new text.
+    # Three Retrying, then FallingBack (the caller discards partial text), then the new text.
     assert kinds[:4] == [Retrying, Retrying, Retrying, FallingBack]
     falling = events[3]
     assert isinstance(falling, FallingBack)
@@ -173,28 +174,21 @@ async def test_account_refusals_are_marked(
     assert exc is not None and exc.account_refused is refused
 
 
+def settings(**values: str) -> Settings:
+    return Settings(_env_file=None, openai_api_key=SecretStr("sk-plat"), **values)  # type: ignore[call-arg, arg-type]
+
+
 def test_fallback_settings() -> None:
-    assert fallback_model(Settings(_env_file=None, openai_api_key="sk-plat")) is None  # type: ignore[call-arg]
-    same_provider = fallback_model(
-        Settings(_env_file=None, openai_api_key="sk-plat", openai_fallback_model="gpt-b")  # type: ignore[call-arg]
-    )
+    assert fallback_model(settings()) is None
+    same_provider = fallback_model(settings(openai_fallback_model="gpt-b"))
     assert same_provider is not None and same_provider.api_key == "sk-plat"
     # Another provider without its own key: off, the platform key is not sent there.
-    assert (
-        fallback_model(
-            Settings(  # type: ignore[call-arg]
-                _env_file=None,
-                openai_api_key="sk-plat",
-                openai_fallback_model="gpt-b",
-                openai_fallback_base_url=FALLBACK_URL,
-            )
-        )
-        is None
+    other_without_key = settings(
+        openai_fallback_model="gpt-b", openai_fallback_base_url=FALLBACK_URL
     )
+    assert fallback_model(other_without_key) is None
     other = fallback_model(
-        Settings(  # type: ignore[call-arg]
-            _env_file=None,
-            openai_api_key="sk-plat",
+        settings(
             openai_fallback_model="gpt-b",
             openai_fallback_base_url=FALLBACK_URL,
             openai_fallback_api_key="sk-other",

@@ -314,7 +314,7 @@ async def test_a_crash_fails_the_reply_as_an_internal_error() -> None:
     assert event is not None and event.name == "agent.chat.error"
     assert event.properties["error_type"] == "internal_error"
     assert event.properties["error_message"] == finished.outcome.error_message
-    assert event.user_id == store.loaded.context.user_id if store.loaded else False
+    assert store.loaded is not None and event.user_id == store.loaded.context.user_id
     assert events(logs) == ["job.crashed", "job.failed"]
 
 
@@ -358,8 +358,12 @@ async def test_a_refused_key_moves_only_a_deployment_with_its_own_key_to_error(
     secrets = [sealed_key(context)] if own_key else []
     store = FakeStore(loaded=make_loaded(context, secrets=secrets))
     refused = LLMError(
-        "invalid_api_key", "The API key was rejected.", transient=False, attempts=1,
-        status=401, account_refused=True,
+        "invalid_api_key",
+        "The API key was rejected.",
+        transient=False,
+        attempts=1,
+        status=401,
+        account_refused=True,
     )
 
     await answer(store, refused)
@@ -375,9 +379,7 @@ async def test_a_refused_key_moves_only_a_deployment_with_its_own_key_to_error(
 async def test_a_transient_failure_leaves_the_deployment_alone() -> None:
     context = make_context()
     store = FakeStore(loaded=make_loaded(context, secrets=[sealed_key(context)]))
-    await answer(
-        store, LLMError("upstream_unavailable", "down", transient=True, attempts=4)
-    )
+    await answer(store, LLMError("upstream_unavailable", "down", transient=True, attempts=4))
     assert store.finished[0].outcome.deployment_error is None
 
 

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.e2e.conftest import Stack, deploy, sse_events, wait_http
 from tests.procs import free_port
 
-FALLBACK_KEY = "sk-offline-fallback-key-00000000000000000"
-USER_KEY = "sk-offline-user-own-key-0000000000000000"
+FALLBACK_KEY = "sk-offline-fallback-key-0000000000000fb7q"
+USER_KEY = "sk-offline-user-own-key-000000000000u1k9"
 FALLBACK_MODEL = "gpt-4o"
 
 

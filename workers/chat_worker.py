@@ -38,7 +38,7 @@ from agentmarket.db.channels import CHAT_CANCEL, CHAT_JOBS
 from agentmarket.db.listen import Listener
 from agentmarket.db.pool import connect_timeout, create_worker_pool, refresh_soon
 from agentmarket.domain.secrets import SecretBox
-from agentmarket.llm.client import LLMClient
+from agentmarket.llm.client import FallbackModel, LLMClient
 from workers.config import WorkerConfig
 from workers.context import ModelDefaults
 from workers.job import JobRunner
@@ -46,9 +46,29 @@ from workers.lease import JobSignals
 from workers.relay import Flusher
 from workers.store import Job, JobStore
 
-__all__ = ["ChatWorker", "WorkerConfig"]
+__all__ = ["ChatWorker", "WorkerConfig", "fallback_model"]
 
 log = structlog.get_logger("agentmarket.worker")
+
+
+def fallback_model(settings: Settings) -> FallbackModel | None:
+    """The fallback model (OPENAI_FALLBACK_*), or None when it is off: no OPENAI_FALLBACK_MODEL,
+    or no key for it. The platform key (OPENAI_API_KEY) stands in only when the fallback is on
+    the same provider (no OPENAI_FALLBACK_BASE_URL): it is never sent to another one."""
+    model = settings.openai_fallback_model
+    if not model:
+        return None
+    key = settings.openai_fallback_api_key or (
+        settings.openai_api_key if settings.openai_fallback_base_url is None else None
+    )
+    if key is None:
+        log.warning("worker.fallback_off", reason="OPENAI_FALLBACK_API_KEY is not set")
+        return None
+    return FallbackModel(
+        model=model,
+        base_url=settings.openai_fallback_base_url or settings.openai_base_url,
+        api_key=key.get_secret_value(),
+    )
 
 
 @dataclass
@@ -75,6 +95,7 @@ class ChatWorker:
             ),
             timeout=settings.openai_timeout_seconds,
             http_backend=settings.openai_http_backend,
+            fallback=fallback_model(settings),
         )
         # The worker's own service login (WORKER_DATABASE_URL: acts as service_role, not a
         # superuser), a session connection: lease-holding claims need one.

@@ -32,11 +32,13 @@ import structlog
 
 from agentmarket.core import metrics, sentry
 from agentmarket.core.faults import FAULT_MARKER, ForcedFault
+from agentmarket.core.redaction import scrub
 from agentmarket.db.pool import database_lost
 from agentmarket.domain.secrets import SecretBox
 from agentmarket.llm.client import (
     Completed,
     CompletionRequest,
+    FallingBack,
     LLMError,
     Retrying,
     StreamEvent,
@@ -63,6 +65,7 @@ class Model(Protocol):
 class Streamed:
     status: str  # completed | cancelled
     completed: Completed | None  # the model's final event, when it was read
+    fallback: bool = False  # answered by the fallback model (the primary kept failing)
 
 
 class JobRunner:
@@ -110,8 +113,9 @@ class JobRunner:
             structlog.contextvars.unbind_contextvars("job_id", "message_id", "trace_id")
 
     async def _attempt(self, job: Job, signals: JobSignals, started: float) -> None:
+        loaded: list[JobContext] = []  # the reply's context, once loaded (for a crash's event)
         try:
-            await self._answer(job, signals, started)
+            await self._answer(job, signals, started, loaded)
         except JobLost:
             log.warning("job.lease_lost", attempt=job.attempts)
         except asyncio.CancelledError:
@@ -131,7 +135,7 @@ class JobRunner:
                 started,
                 "internal_error",
                 "Something went wrong while answering; send the message again.",
-                None,
+                loaded[0] if loaded else job.loaded.context if job.loaded is not None else None,
             )
 
     async def _release(self, job: Job) -> None:
@@ -142,7 +146,9 @@ class JobRunner:
             return
         log.info("job.released", job_id=job.id)
 
-    async def _answer(self, job: Job, signals: JobSignals, started: float) -> None:
+    async def _answer(
+        self, job: Job, signals: JobSignals, started: float, seen: list[JobContext]
+    ) -> None:
         loaded = await self.store.load_context(
             job,
             knowledge_limit=self.config.knowledge_entries,
@@ -151,6 +157,7 @@ class JobRunner:
         if loaded is None:
             raise JobLost()  # the conversation was deleted
         ctx = loaded.context
+        seen.append(ctx)
         sentry.bind_context(
             deployment_id=str(ctx.deployment_id),
             agent=ctx.agent_slug,
@@ -180,7 +187,20 @@ class JobRunner:
                 "model", "model call failed", error_code=exc.error_code, attempts=exc.attempts
             )
             await self._finish_unanswered(
-                job, started, exc.error_code, exc.message, ctx, model_attempts=exc.attempts
+                job,
+                started,
+                exc.error_code,
+                exc.message,
+                ctx,
+                model_attempts=exc.attempts,
+                # The provider refused the deployment's own key or account: the deployment goes
+                # to `error` until its owner reconfigures it. The platform key being refused is
+                # the operator's to fix, not the deployment's.
+                deployment_error=(
+                    f"{exc.error_code}: {exc.message}"
+                    if exc.account_refused and request.api_key is not None
+                    else None
+                ),
             )
             return
         if relay.lost:
@@ -208,20 +228,24 @@ class JobRunner:
     ) -> Streamed:
         """Relay the model's reply until it completes, is cancelled or reaches the length limit."""
         completed: Completed | None = None
+        fallback = False
         async with contextlib.aclosing(self.llm.stream(request)) as events:
             async for event in events:
                 if signals.lost.is_set():
                     raise JobLost()
                 if signals.cancel.is_set():
-                    return Streamed("cancelled", completed)
+                    return Streamed("cancelled", completed, fallback)
                 if isinstance(event, TextDelta):
                     if not relay.add(event.text):
                         break  # cut at the stored limit
-                elif isinstance(event, Retrying):
+                elif isinstance(event, Retrying | FallingBack):
+                    # The reply starts over (a new generation): followers get message.reset,
+                    # then the new attempt's text from offset 0, no gap and no repeat.
                     await relay.restart()
+                    fallback = fallback or isinstance(event, FallingBack)
                 elif isinstance(event, Completed):
                     completed = event
-        return Streamed("completed", completed)
+        return Streamed("completed", completed, fallback)
 
     async def _finish_answered(
         self,
@@ -259,6 +283,7 @@ class JobRunner:
                 "model": outcome.model,
                 "attempt": job.attempts,
                 "truncated": outcome.truncated,
+                "fallback": streamed.fallback,
             },
         )
         if not await self.store.finish(job.id, outcome, event):
@@ -275,6 +300,8 @@ class JobRunner:
             attempt=job.attempts,
             completion_tokens=outcome.completion_tokens,
             truncated=outcome.truncated,
+            model=outcome.model,
+            fallback=streamed.fallback,
         )
 
     async def _finish_unanswered(
@@ -287,12 +314,22 @@ class JobRunner:
         *,
         model_attempts: int | None = None,
         status: str = "failed",
+        deployment_error: str | None = None,
     ) -> None:
-        """End the reply without an answer: `failed` (counted as an error) or `cancelled`."""
+        """End the reply without an answer: `failed` (counted as an error, with an
+        `agent.chat.error` event whenever the reply's context is known) or `cancelled`.
+        `deployment_error`: move the deployment to `error` with this reason, in the same
+        transaction."""
         latency_ms = self._elapsed_ms(started)
         if status == "failed":
             metrics.CHAT_ERRORS.labels(error_type=code).inc()
-        outcome = Outcome(status, latency_ms, error_code=code, error_message=message)
+        outcome = Outcome(
+            status,
+            latency_ms,
+            error_code=code,
+            error_message=message,
+            deployment_error=deployment_error,
+        )
         event = None
         if ctx is not None and status == "failed":
             event = ReplyEvent(
@@ -303,6 +340,7 @@ class JobRunner:
                 properties={
                     "message_id": str(job.message_id),
                     "error_type": code,
+                    "error_message": scrub(message),
                     "attempt": job.attempts,
                     "model_attempts": model_attempts,
                 },
@@ -313,7 +351,11 @@ class JobRunner:
             log.error("job.finish_failed", error=type(exc).__name__)
             return
         log.warning(
-            f"job.{status}", error_code=code, latency_ms=latency_ms, model_attempts=model_attempts
+            f"job.{status}",
+            error_code=code,
+            latency_ms=latency_ms,
+            model_attempts=model_attempts,
+            deployment_error=deployment_error is not None,
         )
 
 

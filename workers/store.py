@@ -159,6 +159,9 @@ class Outcome:
     completion_tokens: int | None = None
     ttft_ms: int | None = None
     truncated: bool = False
+    # A failed reply whose model refused the deployment's own key or account: the deployment
+    # moves to `error` with this status_reason, in the same transaction.
+    deployment_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -303,6 +306,7 @@ class JobStore:
             "ttft_ms": outcome.ttft_ms,
             "latency_ms": outcome.latency_ms,
             "truncated": outcome.truncated,
+            "deployment_error": outcome.deployment_error,
             **_event_params(event),
         }
         async with self._connection("finish_chat_job") as conn:

@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     openai_max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
     # The SDK's HTTP transport in the worker (docs/operations.md#model-calls-and-retries).
     openai_http_backend: Literal["httpx", "aiohttp"] = "aiohttp"
+    # The fallback model (docs/operations.md#the-fallback-model): on when OPENAI_FALLBACK_MODEL is
+    # set; the base URL defaults to OPENAI_BASE_URL, the key to OPENAI_API_KEY only then.
+    openai_fallback_base_url: str | None = None
+    openai_fallback_model: str | None = None
+    openai_fallback_api_key: SecretStr | None = None
     secrets_encryption_key: SecretStr = SecretStr(DEV_ENCRYPTION_KEY)
     sentry_dsn: SecretStr | None = None
     # Error tracking and tracing (docs/operations.md#error-tracking-and-tracing).
@@ -157,6 +162,9 @@ class Settings(BaseSettings):
         "supabase_jwt_secret",
         "openai_api_key",
         "openai_base_url",
+        "openai_fallback_base_url",
+        "openai_fallback_model",
+        "openai_fallback_api_key",
         "sentry_dsn",
         "sentry_release",
         "git_sha",
@@ -183,6 +191,7 @@ class Settings(BaseSettings):
             "worker_database_url",
             "supabase_jwt_secret",
             "openai_api_key",
+            "openai_fallback_api_key",
             "secrets_encryption_key",
             "supabase_anon_key",
             "supabase_service_role_key",

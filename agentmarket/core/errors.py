@@ -18,6 +18,7 @@ __all__ = [
     "Conflict",
     "ConversationNotFound",
     "DatabaseUnavailable",
+    "DeploymentErrored",
     "DeploymentLimitReached",
     "DeploymentNotConfigured",
     "DeploymentNotFound",
@@ -178,6 +179,13 @@ class DeploymentPaused(Conflict):
     """The deployment is paused; resume it first."""
 
     code = "deployment_paused"
+
+
+class DeploymentErrored(Conflict):
+    """The model provider refused the deployment's API key or account; reconfigure it (a new key,
+    or resume it) to use it again."""
+
+    code = "deployment_error"
 
 
 class DeploymentLimitReached(Conflict):

@@ -26,6 +26,7 @@ __all__ = [
     "DEPLOYMENTS",
     "HTTP_REQUEST_DURATION",
     "MODEL_ATTEMPTS",
+    "MODEL_FALLBACKS",
     "QUEUE_DEPTH",
     "QUEUE_OLDEST",
     "QUEUE_PICKUP",
@@ -63,6 +64,12 @@ MODEL_ATTEMPTS = Counter(
     "agent_model_attempts",
     "Model calls (each attempt, retries included) by outcome: ok, retrying (failed, retried), "
     "failed (the call ends with a model error), error (an unexpected one), cancelled.",
+    ["outcome"],
+)
+MODEL_FALLBACKS = Counter(
+    "agent_model_fallbacks",
+    "Replies handed to the fallback model after the primary's retries failed, by outcome: ok, "
+    "failed (the fallback failed too), cancelled, error (an unexpected one).",
     ["outcome"],
 )
 HTTP_REQUEST_DURATION = Histogram(
@@ -147,6 +154,7 @@ _WORKER_ONLY = (
     MODEL_ATTEMPTS,
     AGENTS_ACTIVE,
     CONVERSATIONS_ACTIVE,
+    MODEL_FALLBACKS,
 )
 _API_ONLY = (DEPLOYMENTS, CHAT_MESSAGES, RATE_LIMIT_REJECTIONS, HTTP_REQUEST_DURATION)
 

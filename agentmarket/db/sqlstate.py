@@ -16,6 +16,7 @@ from agentmarket.core.errors import (
     AgentNotFound,
     AppError,
     ConversationNotFound,
+    DeploymentErrored,
     DeploymentLimitReached,
     DeploymentNotConfigured,
     DeploymentNotFound,
@@ -71,6 +72,15 @@ def _not_configured(exc: psycopg.Error) -> AppError:
     return DeploymentNotConfigured(f"Cannot activate: {exc.diag.message_detail}.")
 
 
+def _errored(exc: psycopg.Error) -> AppError:
+    # The database names the reason the worker stored (status_reason) in DETAIL.
+    reason = exc.diag.message_detail or "the model provider refused the deployment's API key"
+    return DeploymentErrored(
+        f"The deployment is in error: {reason}. Update its configuration (a new API key) or "
+        "resume it to use it again."
+    )
+
+
 APP_ERRORS: Final[Mapping[str, Callable[[psycopg.Error], AppError]]] = {
     "AMNF1": lambda _: AgentNotFound(),
     "AMNF2": lambda _: DeploymentNotFound(),
@@ -79,6 +89,7 @@ APP_ERRORS: Final[Mapping[str, Callable[[psycopg.Error], AppError]]] = {
     "AMPAU": lambda _: DeploymentPaused(),
     "AMLIM": lambda _: DeploymentLimitReached(),
     "AMCFG": _not_configured,
+    "AMERR": _errored,
     "AMRLM": _limit(RateLimited),
     "AMINF": _limit(TooManyInFlight),
     "AMBUD": _limit(TokenBudgetExhausted),

@@ -248,8 +248,15 @@ class Deployment(Model):
     secrets: dict[str, str] = Field(
         description="Stored secret fields, masked (e.g. sk-…abcd). Never returned in full."
     )
-    status: DeploymentStatus
-    status_reason: str | None
+    status: DeploymentStatus = Field(
+        description="configuring (required configuration missing), active, paused, or error (the "
+        "model provider refused the deployment's own API key or account: sends get 409 "
+        "deployment_error until it is reconfigured or resumed)."
+    )
+    status_reason: str | None = Field(
+        description="Why the deployment is not active: the missing configuration, or for error "
+        "the provider's refusal (e.g. 'invalid_api_key: …'); null when active or paused."
+    )
     created_at: datetime
     updated_at: datetime
     last_active_at: datetime | None

@@ -10,6 +10,12 @@ already relayed: a `Retrying` event is yielded first so the caller can discard t
 Permanent failures (400/401/403/404/422) raise `LLMError` at once. Every attempt is logged as
 `llm.attempt`; no API key ever reaches a log line, an event or an error message.
 
+With a `FallbackModel`, a request on the platform key whose retries are exhausted on a transient
+failure is sent to the fallback model (its own base URL and key, the same retries): a
+`FallingBack` event comes first, so the caller starts the reply over, and the `Completed` event
+names the model that answered. A request on a user's own key never falls back: the key is never
+sent anywhere else (docs/operations.md#the-fallback-model).
+
 The SDK sends the request (auth, base URL, timeouts, HTTP errors), but the streamed body is read
 here: its SSE events are split by `agentmarket.llm.sse.SSEDecoder` and each chunk is decoded with
 orjson into a dict, with no pydantic model per chunk (docs/benchmarks.md). A response that is not
@@ -33,7 +39,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
@@ -58,6 +64,8 @@ __all__ = [
     "AttemptInfo",
     "Completed",
     "CompletionRequest",
+    "FallbackModel",
+    "FallingBack",
     "HttpBackend",
     "LLMClient",
     "LLMError",
@@ -125,7 +133,25 @@ class Completed:
     finish_reason: str | None
 
 
-StreamEvent = TextDelta | Retrying | Completed
+@dataclass(frozen=True)
+class FallingBack:
+    """The primary model failed after its retries; the reply starts over from the fallback
+    `model`: discard any text relayed so far."""
+
+    model: str
+    error_code: str  # why the primary failed
+
+
+@dataclass(frozen=True)
+class FallbackModel:
+    """Where a platform-key reply goes when the primary model keeps failing (OPENAI_FALLBACK_*)."""
+
+    model: str
+    base_url: str | None
+    api_key: str = field(repr=False)
+
+
+StreamEvent = TextDelta | Retrying | FallingBack | Completed
 
 
 @dataclass(frozen=True)
@@ -154,6 +180,7 @@ class LLMError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         detail: str | None = None,
+        account_refused: bool = False,
     ) -> None:
         super().__init__(message)
         self.error_code = error_code
@@ -163,6 +190,9 @@ class LLMError(Exception):
         self.status = status
         self.retry_after = retry_after  # seconds the provider asked us to wait
         self.detail = detail  # the provider's own message, keys removed, truncated
+        # The provider refused the key or its account (401, 403, an exhausted quota): retrying
+        # or waiting does not help, only another key or the account's owner does.
+        self.account_refused = account_refused
 
     def __repr__(self) -> str:
         return (
@@ -301,6 +331,7 @@ def _status_error(
         status=status,
         retry_after=parse_retry_after(exc.response.headers) if transient else None,
         detail=detail,
+        account_refused=status in (401, 403) or (status == 429 and not transient),
     )
 
 
@@ -440,6 +471,7 @@ class LLMClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         fast_stream: bool = True,
         http_backend: HttpBackend = "httpx",
+        fallback: FallbackModel | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
@@ -459,6 +491,8 @@ class LLMClient:
         self._http_client = http_client
         self._owns_http_client = http_client is None
         self._clients: OrderedDict[str, openai.AsyncOpenAI] = OrderedDict()
+        self._fallback = fallback
+        self._fallback_client: openai.AsyncOpenAI | None = None
         self._closed = False
 
     def _http(self) -> httpx.AsyncClient:
@@ -491,10 +525,24 @@ class LLMClient:
             self._clients.move_to_end(digest)
         return client
 
+    def _client_for_fallback(self, fallback: FallbackModel) -> openai.AsyncOpenAI:
+        if self._closed:
+            raise RuntimeError("LLMClient is closed")
+        if self._fallback_client is None:
+            self._fallback_client = openai.AsyncOpenAI(
+                api_key=fallback.api_key,
+                base_url=fallback.base_url,
+                timeout=self._timeout,
+                max_retries=0,
+                http_client=self._http(),
+            )
+        return self._fallback_client
+
     async def aclose(self) -> None:
         """Drop the SDK clients and close the connection pool if this object made it."""
         self._closed = True
         self._clients.clear()
+        self._fallback_client = None
         if self._owns_http_client and self._http_client is not None:
             await self._http_client.aclose()
             self._http_client = None
@@ -505,11 +553,74 @@ class LLMClient:
         *,
         on_attempt: Callable[[AttemptInfo], None] | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
-        """Yield the reply as it streams; raise LLMError once retries are exhausted or pointless."""
+        """Yield the reply as it streams; raise LLMError once retries are exhausted or pointless
+        (and, on the platform key, the fallback model failed too or there is none)."""
         key = request.api_key or self._platform_api_key
         if not key:
             raise LLMError("no_api_key", _MESSAGES["no_api_key"], transient=False, attempts=0)
-        client = self._client_for(key)
+        fallback = self._fallback if request.api_key is None else None
+        try:
+            async with contextlib.aclosing(
+                self._call(self._client_for(key), key, request, on_attempt)
+            ) as events:
+                async for event in events:
+                    yield event
+            return
+        except LLMError as exc:
+            if fallback is None or not exc.transient:
+                raise
+            primary_error = exc
+        # The primary gave up on a transient failure: the reply starts over on the fallback.
+        log.warning(
+            "llm.fallback",
+            model=request.model,
+            fallback_model=fallback.model,
+            error_code=primary_error.error_code,
+            attempts=primary_error.attempts,
+        )
+        yield FallingBack(fallback.model, primary_error.error_code)
+        outcome = "cancelled"
+        try:
+            async with contextlib.aclosing(
+                self._call(
+                    self._client_for_fallback(fallback),
+                    fallback.api_key,
+                    replace(request, model=fallback.model),
+                    on_attempt,
+                )
+            ) as events:
+                async for event in events:
+                    yield event
+            outcome = "ok"
+        except LLMError as exc:
+            outcome = "failed"
+            log.warning(
+                "llm.fallback_failed", fallback_model=fallback.model, error_code=exc.error_code
+            )
+            # The user hears why the primary failed (the provider is unavailable), not about
+            # the fallback's own configuration.
+            raise LLMError(
+                primary_error.error_code,
+                primary_error.message,
+                transient=True,
+                attempts=primary_error.attempts + exc.attempts,
+                status=primary_error.status,
+                detail=primary_error.detail,
+            ) from None
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            metrics.MODEL_FALLBACKS.labels(outcome=outcome).inc()
+
+    async def _call(
+        self,
+        client: openai.AsyncOpenAI,
+        key: str,
+        request: CompletionRequest,
+        on_attempt: Callable[[AttemptInfo], None] | None,
+    ) -> AsyncGenerator[TextDelta | Retrying | Completed, None]:
+        """One model's attempts: the request with its retries, through `client`."""
         attempts = _AttemptLog(request.model, on_attempt)
 
         # tenacity decides whether and how long to wait; the wait itself happens here, after the

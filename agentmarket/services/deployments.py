@@ -251,11 +251,12 @@ async def _revalidate(
 ) -> _Config:
     """The new or the stored configuration validated (and signed) again, or an unchanged one.
 
-    Activating (resuming a paused deployment, or finishing a configuring one) needs the stored
-    configuration validated again, like a new one."""
+    Activating (resuming a paused deployment or one in `error`, or finishing a configuring one)
+    needs the stored configuration validated again, like a new one."""
     activating = patch.status == "active" and current["status"] in (
         DeploymentStatus.PAUSED.value,
         DeploymentStatus.CONFIGURING.value,
+        DeploymentStatus.ERROR.value,
     )
     if patch.config is None and not activating:
         return _Config()

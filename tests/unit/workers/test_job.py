@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from agentmarket.llm.client import Completed, LLMError, Retrying, TextDelta, TokenUsage
+from agentmarket.llm.client import (
+    Completed,
+    FallingBack,
+    LLMError,
+    Retrying,
+    TextDelta,
+    TokenUsage,
+)
 from tests.unit.workers.fakes import (
     BOX,
     FakeModel,
@@ -22,6 +29,7 @@ from tests.unit.workers.fakes import (
     make_context,
     make_job,
     make_loaded,
+    sealed_key,
 )
 from workers.config import WorkerConfig
 from workers.context import ModelDefaults
@@ -301,8 +309,78 @@ async def test_a_crash_fails_the_reply_as_an_internal_error() -> None:
 
     [finished] = store.finished
     assert (finished.outcome.status, finished.outcome.error_code) == ("failed", "internal_error")
-    assert finished.event is None  # no context is trusted after a crash
+    # Every failure has its event: the context is the claim's, not the crashed code's.
+    event = finished.event
+    assert event is not None and event.name == "agent.chat.error"
+    assert event.properties["error_type"] == "internal_error"
+    assert event.properties["error_message"] == finished.outcome.error_message
+    assert store.loaded is not None and event.user_id == store.loaded.context.user_id
     assert events(logs) == ["job.crashed", "job.failed"]
+
+
+async def test_a_reply_answered_by_the_fallback_starts_over_and_names_its_model() -> None:
+    store = FakeStore()
+
+    logs = await answer(
+        store,
+        TextDelta("half of the primary"),
+        FallingBack(model="gpt-fallback", error_code="upstream_unavailable"),
+        TextDelta("the fallback's reply"),
+        Completed(USAGE, model="gpt-fallback-2024", finish_reason="stop"),
+    )
+
+    assert store.resets == 1  # followers get message.reset, then the fallback's text
+    [finished] = store.finished
+    assert finished.outcome.status == "completed"
+    assert finished.outcome.content == "the fallback's reply"
+    assert finished.outcome.model == "gpt-fallback-2024"
+    assert finished.event is not None and finished.event.properties["fallback"] is True
+    [line] = [line for line in logs if line["event"] == "job.finished"]
+    assert line["fallback"] is True
+
+
+async def test_error_events_carry_a_scrubbed_message() -> None:
+    store = FakeStore()
+    leaky = "The provider said: bad key sk-proj-abcdefghijklmnopqrstuvwxyz012345"
+    await answer(store, LLMError("upstream_bad_request", leaky, transient=False, attempts=1))
+    [finished] = store.finished
+    assert finished.event is not None
+    message = finished.event.properties["error_message"]
+    assert "sk-proj-abcdefghijklmnopqrstuvwxyz012345" not in message
+    assert message.startswith("The provider said: bad key")
+
+
+@pytest.mark.parametrize("own_key", [True, False])
+async def test_a_refused_key_moves_only_a_deployment_with_its_own_key_to_error(
+    own_key: bool,
+) -> None:
+    context = make_context()
+    secrets = [sealed_key(context)] if own_key else []
+    store = FakeStore(loaded=make_loaded(context, secrets=secrets))
+    refused = LLMError(
+        "invalid_api_key",
+        "The API key was rejected.",
+        transient=False,
+        attempts=1,
+        status=401,
+        account_refused=True,
+    )
+
+    await answer(store, refused)
+
+    [finished] = store.finished
+    assert finished.outcome.error_code == "invalid_api_key"
+    if own_key:
+        assert finished.outcome.deployment_error == "invalid_api_key: The API key was rejected."
+    else:  # the platform's key: the operator's problem, not the deployment's
+        assert finished.outcome.deployment_error is None
+
+
+async def test_a_transient_failure_leaves_the_deployment_alone() -> None:
+    context = make_context()
+    store = FakeStore(loaded=make_loaded(context, secrets=[sealed_key(context)]))
+    await answer(store, LLMError("upstream_unavailable", "down", transient=True, attempts=4))
+    assert store.finished[0].outcome.deployment_error is None
 
 
 async def test_a_job_cancelled_from_outside_is_handed_back() -> None:

@@ -243,7 +243,9 @@ class ChatWorker:
         `_maybe_more` set. False when the claim failed."""
         self._maybe_more = False
         try:
-            claim = await self.store.claim(limit)
+            # The jobs answered here are never taken over by this worker's own claim, even when a
+            # stall let their lease lapse: their attempts extend it at their next round.
+            claim = await self.store.claim(limit, running=list(self.running))
         except psycopg.Error as exc:
             self._claim_failures += 1
             log.warning(
@@ -259,8 +261,8 @@ class ChatWorker:
                 metrics.QUEUE_PICKUP.observe(max(lag, 0.0))
             stale = self.running.get(job.id)
             if stale is not None:
-                # Our own lease on it lapsed (a stall) and this claim took it over: the attempt
-                # still running is no longer the job's, and stops without writing.
+                # Not expected (the claim spares the jobs running here), but should it happen,
+                # the attempt still running is no longer the job's and stops.
                 stale.signals.lost.set()
             running = Running(job)
             self.running[job.id] = running

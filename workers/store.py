@@ -228,14 +228,16 @@ class JobStore:
             async with self.pool.connection() as conn:
                 yield conn
 
-    async def claim(self, limit: int) -> Claim:
+    async def claim(self, limit: int, *, running: Sequence[int] = ()) -> Claim:
         """Lease up to `limit` runnable jobs, each with its context, and whether more are
-        waiting (one statement)."""
+        waiting (one statement). Jobs in `running` (answered by this worker now) are left alone
+        even when their lease lapsed."""
         params = {
             "worker_id": self.worker_id,
             "limit": limit,
             "lease_seconds": self.lease_seconds,
             "history_limit": self.history_limit,
+            "running": list(running),
         }
         async with (
             self._connection("claim_chat_jobs") as conn,

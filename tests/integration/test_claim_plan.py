@@ -59,11 +59,23 @@ def test_the_claims_generic_plan_looks_up_each_claimed_job(conn: psycopg.Connect
     conn.execute("analyze public.agent_messages")
 
     sql, names = positional(query("claim_chat_jobs"))
-    types = {"worker_id": "text", "limit": "int", "lease_seconds": "int", "history_limit": "int"}
+    types = {
+        "worker_id": "text",
+        "limit": "int",
+        "lease_seconds": "int",
+        "history_limit": "int",
+        "running": "bigint[]",
+    }
     assert set(names) == set(types)
     conn.execute("set plan_cache_mode = force_generic_plan")
     conn.execute(f"prepare claim ({', '.join(types[n] for n in names)}) as {sql}")
-    values = {"worker_id": "'w'", "limit": "8", "lease_seconds": "30", "history_limit": "20"}
+    values = {
+        "worker_id": "'w'",
+        "limit": "8",
+        "lease_seconds": "30",
+        "history_limit": "20",
+        "running": "'{}'",
+    }
     explained = conn.execute(
         f"explain (format json) execute claim ({', '.join(values[n] for n in names)})"
     ).fetchone()

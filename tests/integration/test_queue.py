@@ -393,3 +393,40 @@ def test_a_claim_says_whether_more_jobs_are_waiting(conn: psycopg.Connection) ->
     )
     again = conn.execute(COUNTED, ("w2", 1, 30)).fetchall()
     assert again == [(jobs[0], True)]
+
+
+SPARING = "select id, more from private.claim_chat_jobs_counted(%s, %s, %s, %s)"
+
+
+def test_a_worker_never_takes_over_a_job_it_is_still_running(conn: psycopg.Connection) -> None:
+    """A stall past the lease must not start a second attempt in the same worker; another
+    worker may still take the job over, and one the worker no longer runs is taken as before."""
+    first, second = make_jobs(conn, 2)
+    assert conn.execute(SPARING, ("w", 2, 30, [])).fetchall() == [(first, False), (second, False)]
+    conn.execute("update private.chat_jobs set locked_until = now() - interval '1 second'")
+
+    # Both still run in "w": its claim leaves them alone and sees nothing else waiting.
+    assert conn.execute(SPARING, ("w", 5, 30, [first, second])).fetchall() == []
+    assert conn.execute(SPARING, ("w", 1, 30, [first])).fetchall() == [(second, False)]
+    # Another worker may take over what "w" stalled on.
+    assert conn.execute(SPARING, ("other", 5, 30, [first])).fetchall() == [(first, False)]
+    attempts = conn.execute(
+        "select id, attempts, locked_by from private.chat_jobs order by id"
+    ).fetchall()
+    assert attempts == [(first, 2, "other"), (second, 2, "w")]
+
+
+def test_the_sweep_of_jobs_out_of_attempts_spares_the_ones_running_here(
+    conn: psycopg.Connection,
+) -> None:
+    [job] = make_jobs(conn, 1)
+    conn.execute(
+        "update private.chat_jobs set status = 'running', attempts = max_attempts,"
+        " locked_by = 'w', locked_until = now() - interval '1 second' where id = %s",
+        (job,),
+    )
+    assert conn.execute(SPARING, ("w", 5, 30, [job])).fetchall() == []
+    assert conn.execute("select status from private.chat_jobs").fetchone() == ("running",)
+    # Once "w" no longer runs it, its own sweep fails it like anyone's.
+    assert conn.execute(SPARING, ("w", 5, 30, [])).fetchall() == []
+    assert conn.execute("select status from private.chat_jobs").fetchone() == ("failed",)

@@ -134,8 +134,8 @@ async def test_a_job_queued_after_an_empty_claim_wakes_the_worker_and_its_end_cl
     replies: list[uuid.UUID] = []
     real_claim = worker.store.claim
 
-    async def claim(limit: int) -> Claim:
-        result = await real_claim(limit)
+    async def claim(limit: int, *, running: Sequence[int] = ()) -> Claim:
+        result = await real_claim(limit, running=running)
         claimed.append(len(result.jobs))
         if not result.jobs and not replies and worker.listener.connected.is_set():
             # Between this claim finding nothing and the loop going to sleep.

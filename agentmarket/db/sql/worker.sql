@@ -11,9 +11,13 @@
 -- sealed secrets (opened by the worker with SECRETS_ENCRYPTION_KEY, three parallel arrays); all
 -- null when the reply is gone (its conversation was deleted). The context is read by a VOLATILE
 -- function, with a snapshot taken after the claim (supabase/migrations/
--- 20261130150100_claim_context_snapshot.sql): it sees every reply the claim saw.
+-- 20261130150100_claim_context_snapshot.sql): it sees every reply the claim saw. Jobs in
+-- %(running)s (the ids this worker is answering right now) are never taken over by this worker,
+-- even when their lease lapsed while it stalled (20261130170000_claim_spares_running_jobs.sql).
 with claimed as materialized (
-  select * from private.claim_chat_jobs_counted(%(worker_id)s, %(limit)s, %(lease_seconds)s)
+  select * from private.claim_chat_jobs_counted(
+    %(worker_id)s, %(limit)s, %(lease_seconds)s, %(running)s::bigint[]
+  )
 )
 select j.id as job_id, j.message_id as job_message_id, j.attempts, j.created_at, j.started_at,
        j.trace_id, j.more, ctx.*

@@ -14,24 +14,24 @@ select function_privs_are('private', 'append_chat_deltas', array['text', 'bigint
                           'authenticated', array[]::name[], 'authenticated cannot execute append_chat_deltas');
 select function_privs_are('private', 'append_chat_deltas', array['text', 'bigint[]', 'integer[]', 'text[]'],
                           'service_role', array['EXECUTE'], 'the worker (service_role) may execute append_chat_deltas');
-select function_privs_are('private', 'claim_chat_jobs_counted', array['text', 'integer', 'integer'],
+select function_privs_are('private', 'claim_chat_jobs_counted', array['text', 'integer', 'integer', 'bigint[]'],
                           'anon', array[]::name[], 'anon cannot execute claim_chat_jobs_counted');
-select function_privs_are('private', 'claim_chat_jobs_counted', array['text', 'integer', 'integer'],
+select function_privs_are('private', 'claim_chat_jobs_counted', array['text', 'integer', 'integer', 'bigint[]'],
                           'authenticated', array[]::name[], 'authenticated cannot execute claim_chat_jobs_counted');
-select function_privs_are('private', 'claim_chat_jobs_counted', array['text', 'integer', 'integer'],
+select function_privs_are('private', 'claim_chat_jobs_counted', array['text', 'integer', 'integer', 'bigint[]'],
                           'service_role', array['EXECUTE'], 'the worker (service_role) may execute claim_chat_jobs_counted');
 select ok(not has_function_privilege('agentmarket_api', 'private.append_chat_deltas(text, bigint[], integer[], text[])', 'EXECUTE')
-          and not has_function_privilege('agentmarket_api', 'private.claim_chat_jobs_counted(text, integer, integer)', 'EXECUTE'),
+          and not has_function_privilege('agentmarket_api', 'private.claim_chat_jobs_counted(text, integer, integer, bigint[])', 'EXECUTE'),
           'the API login cannot execute the worker''s functions');
 select isnt_definer('private', 'append_chat_deltas', array['text', 'bigint[]', 'integer[]', 'text[]'],
                     'append_chat_deltas runs as its caller');
-select isnt_definer('private', 'claim_chat_jobs_counted', array['text', 'integer', 'integer'],
+select isnt_definer('private', 'claim_chat_jobs_counted', array['text', 'integer', 'integer', 'bigint[]'],
                     'claim_chat_jobs_counted runs as its caller');
 select ok((select proconfig @> array['search_path=""'] from pg_proc
             where oid = 'private.append_chat_deltas(text, bigint[], integer[], text[])'::regprocedure),
           'append_chat_deltas pins search_path to empty');
 select ok((select proconfig @> array['search_path=""'] from pg_proc
-            where oid = 'private.claim_chat_jobs_counted(text, integer, integer)'::regprocedure),
+            where oid = 'private.claim_chat_jobs_counted(text, integer, integer, bigint[])'::regprocedure),
           'claim_chat_jobs_counted pins search_path to empty');
 
 set local role anon;

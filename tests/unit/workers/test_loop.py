@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
 from prometheus_client import REGISTRY
 
@@ -22,7 +23,7 @@ class CountingStore:
         self.claims = 0
         self.depth_reads = 0
 
-    async def claim(self, limit: int) -> Claim:
+    async def claim(self, limit: int, *, running: Sequence[int] = ()) -> Claim:
         self.claims += 1
         return Claim([], more=False)
 
@@ -57,7 +58,7 @@ async def test_only_a_full_claim_with_more_waiting_or_a_notification_claims_agai
     await chat_worker._claim(3)
     assert chat_worker._maybe_more is False  # found nothing: a job ending claims nothing
 
-    async def full(limit: int) -> Claim:
+    async def full(limit: int, *, running: Sequence[int] = ()) -> Claim:
         return Claim([], more=True)
 
     store.claim = full  # type: ignore[method-assign]
@@ -74,7 +75,7 @@ async def test_only_a_full_claim_with_more_waiting_or_a_notification_claims_agai
 async def test_a_notification_during_a_claim_is_not_lost() -> None:
     chat_worker, _ = worker(interval=60)
 
-    async def notified_meanwhile(limit: int) -> Claim:
+    async def notified_meanwhile(limit: int, *, running: Sequence[int] = ()) -> Claim:
         chat_worker._notified("agentmarket_chat_jobs", "43")
         return Claim([], more=False)
 
@@ -109,7 +110,7 @@ async def test_a_job_claimed_again_after_its_lease_lapsed_stops_the_stale_attemp
 
     chat_worker.runner.run = run  # type: ignore[method-assign]
 
-    async def claimed(limit: int) -> Claim:
+    async def claimed(limit: int, *, running: Sequence[int] = ()) -> Claim:
         return Claim([job], more=False)
 
     chat_worker.store.claim = claimed  # type: ignore[method-assign]
@@ -123,3 +124,29 @@ async def test_a_job_claimed_again_after_its_lease_lapsed_stops_the_stale_attemp
     release.set()
     await asyncio.gather(*(r.task for r in (stale, fresh) if r.task is not None))
     assert chat_worker.running == {}
+
+
+async def test_the_claim_is_told_which_jobs_run_here() -> None:
+    """So a stalled worker's own claim never takes over a job it is still answering."""
+    chat_worker, _ = worker(interval=60)
+    first, second = make_job(id=7), make_job(id=8)
+    release = asyncio.Event()
+
+    async def run(job: Job, signals: JobSignals) -> None:
+        await release.wait()
+
+    chat_worker.runner.run = run  # type: ignore[method-assign]
+    seen: list[list[int]] = []
+    batches = [[first], [second], []]
+
+    async def claimed(limit: int, *, running: Sequence[int] = ()) -> Claim:
+        seen.append(sorted(running))
+        return Claim(batches.pop(0), more=False)
+
+    chat_worker.store.claim = claimed  # type: ignore[method-assign]
+    await chat_worker._claim(4)
+    await chat_worker._claim(4)
+    await chat_worker._claim(4)
+    assert seen == [[], [first.id], sorted([first.id, second.id])]
+    release.set()
+    await asyncio.gather(*(r.task for r in chat_worker.running.values() if r.task is not None))

@@ -44,6 +44,6 @@ def _replacement(match: re.Match[str]) -> str:
 def scrub(text: str) -> str:
     """`text` with every API key, JWT and bearer credential in it replaced."""
     # Cheap tests first: most text holds none of these, and every log line passes here.
-    if "sk-" not in text and "eyJ" not in text and "earer" not in text:
+    if "sk-" not in text and "eyJ" not in text and "earer" not in text and "EARER" not in text:
         return text
     return _SECRET.sub(_replacement, text)

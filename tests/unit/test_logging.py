@@ -9,6 +9,7 @@ import json
 import structlog
 
 from agentmarket.core.logging import configure_logging
+from agentmarket.core.redaction import scrub
 
 
 class RecordingStream(io.StringIO):
@@ -80,3 +81,9 @@ def test_secrets_inside_any_text_are_scrubbed_exceptions_included() -> None:
     assert first["url"] == "https://example.test/?token=[redacted-jwt]"
     assert first["note"] == "sk-short and eyJ alone are not secrets"
     assert "ValueError: bad key sk-[redacted] for bearer [redacted]" in second["exception"]
+
+
+def test_a_bearer_credential_is_scrubbed_whatever_its_case() -> None:
+    for word in ("Bearer", "bearer", "BEARER"):
+        scrubbed = scrub(f"Authorization: {word} abcdefgh12345678")
+        assert scrubbed == f"Authorization: {word} [redacted]"

@@ -4,7 +4,8 @@ the HTTP functions over their own login (API_DATABASE_URL, `agentmarket_api`); `
 the chat worker's over its login (WORKER_DATABASE_URL).
 
 Both async pools are built to ride out a database outage (docs/operations.md#database-outages):
-a connection is checked when it is taken (a restart leaves every idle one broken), a caller waits
+a connection is checked when it is taken (`check_taken`: a restart leaves every idle one broken;
+a sound one costs no round trip), a caller waits
 at most DB_UNAVAILABLE_TIMEOUT_SECONDS for one (`PoolTimeout`, an `OperationalError`), and a new
 connection gives up after as long. `database_lost` says whether an error means the database is
 gone (retry later) rather than a statement that is wrong.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import select
 from typing import Any
 
 import psycopg
@@ -24,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from agentmarket.core.config import Settings
 
 __all__ = [
+    "check_taken",
     "connect",
     "connect_timeout",
     "connection_kwargs",
@@ -70,6 +73,26 @@ def connection_kwargs(settings: Settings, application_name: str) -> dict[str, An
     }
 
 
+async def check_taken(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The pools' check of a connection as it is taken, without a round trip when it is sound.
+
+    A pooled connection idles with nothing to read: a server that went away (a restart, a
+    terminated backend, a crash) leaves its goodbye or an end-of-file on the socket. So the socket
+    is polled first (one non-blocking `select`), and only a connection with something waiting
+    gets the full check (`AsyncConnectionPool.check_connection`, an empty query), which raises
+    for a broken one: the pool then discards it and takes or makes another. A peer that vanished
+    without closing (a network partition) passes and fails its first statement (503), as it would
+    have failed right after any check; TCP keepalives close it meanwhile."""
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        readable = [True]
+    if readable:
+        await AsyncConnectionPool.check_connection(conn)
+
+
 def create_pool(
     settings: Settings, *, min_size: int = 4, max_size: int = 16
 ) -> AsyncConnectionPool:
@@ -84,7 +107,7 @@ def create_pool(
         max_size=max_size,
         kwargs=connection_kwargs(settings, "agentmarket-api"),
         timeout=settings.db_unavailable_timeout_seconds,
-        check=AsyncConnectionPool.check_connection,
+        check=check_taken,
         open=False,
         name="agentmarket-requests",
     )
@@ -101,7 +124,7 @@ def create_worker_pool(settings: Settings, *, min_size: int, max_size: int) -> A
         # No client waits on the worker: it may wait longer than a request for a connection
         # (a slow one is not an outage), still bounded.
         timeout=2 * settings.db_unavailable_timeout_seconds,
-        check=AsyncConnectionPool.check_connection,
+        check=check_taken,
         open=False,
         name="agentmarket-worker",
     )

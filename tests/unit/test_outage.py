@@ -22,7 +22,7 @@ from structlog.testing import capture_logs
 
 from agentmarket.core.config import Settings
 from agentmarket.core.errors import DatabaseUnavailable
-from agentmarket.db.pool import create_pool, create_worker_pool, database_lost
+from agentmarket.db.pool import check_taken, create_pool, create_worker_pool, database_lost
 from agentmarket.llm.client import Completed, Retrying, TextDelta, TokenUsage
 from agentmarket.services.replies import ReplyEvent
 from agentmarket.services.streams import Event, StreamHub, StreamState, follow
@@ -54,7 +54,7 @@ def test_both_pools_check_connections_and_wait_at_most_the_outage_timeout() -> N
     api, worker = create_pool(settings), create_worker_pool(settings, min_size=1, max_size=2)
     assert (api.timeout, worker.timeout) == (3, 6)  # a request waits at most the setting
     for pool in (api, worker):
-        assert pool._check is not None  # a connection is checked when it is taken
+        assert pool._check is check_taken  # checked when taken, a round trip only if unsound
         assert isinstance(pool.kwargs, dict)
         assert pool.kwargs["connect_timeout"] == 10
         assert pool.kwargs["keepalives"] == 1

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from agentmarket.devtools import bench
 from agentmarket.devtools.proc_cpu import CpuMeter, cpu_seconds, descendants
@@ -102,3 +105,18 @@ def test_the_table_has_one_column_per_target_and_dashes_where_none_applies() -> 
 def test_statements_not_counted_says_so() -> None:
     report = bench.chat_report("cmd", _results(None))
     assert "not counted (pg_stat_statements not loaded)" in report
+
+
+def test_a_rewritten_section_keeps_the_blank_line_before_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "docs").mkdir()
+    doc = tmp_path / "docs" / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## A\n\nold\n\n## B\n\nkept\n", encoding="utf-8")
+    monkeypatch.setattr(bench.paths, "project_root", lambda: tmp_path)
+    bench.write_section("## A\n\nnew\n", "A")
+    assert doc.read_text(encoding="utf-8") == "# Benchmarks\n\n## A\n\nnew\n\n## B\n\nkept\n"
+    bench.write_section("## B\n\nnewer", "B")  # the last section
+    assert doc.read_text(encoding="utf-8") == "# Benchmarks\n\n## A\n\nnew\n\n## B\n\nnewer\n"
+    bench.write_section("## C\n\nadded\n", "C")
+    assert doc.read_text(encoding="utf-8").endswith("## B\n\nnewer\n\n## C\n\nadded\n")

@@ -3,6 +3,7 @@ fresh database cloned from the template. One stack per test module; tests use th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import httpx
 import psycopg
 import pytest
 
-from agentmarket.core.config import DEV_JWT_SECRET
+from agentmarket.core.config import DEV_JWT_SECRET, Settings
 from agentmarket.ops import migrate
 from agentmarket.ops.tokens import ensure_user, mint_access_token
 from tests.conftest import Server
@@ -210,3 +211,25 @@ def stream_short_messages(client: httpx.Client, deployment: str, count: int) -> 
         ) as response:
             names = [name for _, name, _ in sse_events(response)]
         assert names[-1] == "message.completed", names
+
+
+@contextlib.contextmanager
+def bench_settings(pg_server: Server) -> Iterator[Settings]:
+    """Settings for an `agentmarket bench` run in a test: a fresh database of the test server,
+    the environment (which the bench's processes inherit) pointing at it and at nothing else."""
+    name = pg_server.create()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DATABASE_URL", pg_server.uri_for(name))
+        env.setenv("APP_ENV", "test")
+        for unset in (
+            "DATABASE_DIRECT_URL",
+            "API_DATABASE_URL",
+            "API_DATABASE_DIRECT_URL",
+            "WORKER_DATABASE_URL",
+            "SUPABASE_URL",
+        ):
+            env.delenv(unset, raising=False)
+        try:
+            yield Settings()
+        finally:
+            pg_server.drop(name)

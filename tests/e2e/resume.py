@@ -5,7 +5,6 @@ met, for the outage and shutdown tests to check."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -14,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from tests.e2e.conftest import sse_events
 
 SSE = {"Accept": "text/event-stream"}
 
@@ -64,24 +65,6 @@ class Reply:
     resumes: int
 
 
-def events(response: httpx.Response) -> Iterator[tuple[str | None, str, dict[str, Any]]]:
-    """(id, event, data) for each SSE event of a streaming response."""
-    event_id: str | None = None
-    name = "message"
-    data: list[str] = []
-    for line in response.iter_lines():
-        if line == "":
-            if data:
-                yield event_id, name, json.loads("\n".join(data))
-            event_id, name, data = None, "message", []
-        elif line.startswith("id:"):
-            event_id = line[3:].strip()
-        elif line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].strip())
-
-
 class Follow:
     """The state of following one reply across streams."""
 
@@ -101,7 +84,7 @@ class Follow:
         call goes on where that one stopped)."""
         self.closing = None
         if self._reading[0] is not response:
-            self._reading = (response, events(response))
+            self._reading = (response, sse_events(response))
         for event_id, name, data in self._reading[1]:
             if name == "message.created":
                 message = data["message"]

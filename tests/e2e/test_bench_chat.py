@@ -10,9 +10,9 @@ import math
 
 import pytest
 
-from agentmarket.core.config import Settings
 from agentmarket.devtools import bench
 from tests.conftest import Server
+from tests.e2e.conftest import bench_settings
 
 pytestmark = [pytest.mark.db, pytest.mark.e2e]
 
@@ -31,22 +31,8 @@ PLAN = bench.ChatPlan(
 
 @pytest.fixture(scope="module")
 def results(pg_server: Server) -> dict[str, object]:
-    name = pg_server.create()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("DATABASE_URL", pg_server.uri_for(name))
-        env.setenv("APP_ENV", "test")
-        for unset in (
-            "DATABASE_DIRECT_URL",
-            "API_DATABASE_URL",
-            "API_DATABASE_DIRECT_URL",
-            "WORKER_DATABASE_URL",
-            "SUPABASE_URL",
-        ):
-            env.delenv(unset, raising=False)
-        try:
-            return bench.run_chat(Settings(), PLAN)
-        finally:
-            pg_server.drop(name)
+    with bench_settings(pg_server) as settings:
+        return bench.run_chat(settings, PLAN)
 
 
 def test_every_target_streams_and_is_measured(results: dict[str, object]) -> None:

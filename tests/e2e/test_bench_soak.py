@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from agentmarket.core.config import Settings
 from agentmarket.devtools import bench_soak
 from tests.conftest import Server
+from tests.e2e.conftest import bench_settings
 
 pytestmark = [pytest.mark.db, pytest.mark.e2e]
 
@@ -26,22 +26,8 @@ PLAN = bench_soak.SoakPlan(
 
 @pytest.fixture(scope="module")
 def report(pg_server: Server) -> bench_soak.SoakReport:
-    name = pg_server.create()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("DATABASE_URL", pg_server.uri_for(name))
-        env.setenv("APP_ENV", "test")
-        for unset in (
-            "DATABASE_DIRECT_URL",
-            "API_DATABASE_URL",
-            "API_DATABASE_DIRECT_URL",
-            "WORKER_DATABASE_URL",
-            "SUPABASE_URL",
-        ):
-            env.delenv(unset, raising=False)
-        try:
-            return bench_soak.run_soak(Settings(), PLAN)
-        finally:
-            pg_server.drop(name)
+    with bench_settings(pg_server) as settings:
+        return bench_soak.run_soak(settings, PLAN)
 
 
 def test_soak_survives_faults_and_kills(report: bench_soak.SoakReport) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agentmarket.core import paths
 from agentmarket.devtools import bench
 from agentmarket.devtools.proc_cpu import CpuMeter, cpu_seconds, descendants
 
@@ -113,7 +114,7 @@ def test_a_rewritten_section_keeps_the_blank_line_before_the_next(
     (tmp_path / "docs").mkdir()
     doc = tmp_path / "docs" / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## A\n\nold\n\n## B\n\nkept\n", encoding="utf-8")
-    monkeypatch.setattr(bench.paths, "project_root", lambda: tmp_path)
+    monkeypatch.setattr(paths, "project_root", lambda: tmp_path)
     bench.write_section("## A\n\nnew\n", "A")
     assert doc.read_text(encoding="utf-8") == "# Benchmarks\n\n## A\n\nnew\n\n## B\n\nkept\n"
     bench.write_section("## B\n\nnewer", "B")  # the last section

@@ -360,6 +360,24 @@ def _openai_problems(settings: Settings, strict: bool) -> list[EnvProblem]:
         ]
     if _is_placeholder(openai_key):
         return [EnvProblem("OPENAI_API_KEY", "is a placeholder", True)]
+    return _fallback_problems(settings)
+
+
+def _fallback_problems(settings: Settings) -> list[EnvProblem]:
+    """A fallback model asked for (OPENAI_FALLBACK_MODEL) on another provider needs its own key:
+    the platform key is never sent elsewhere, so without one the worker leaves the fallback off."""
+    if (
+        settings.openai_fallback_model
+        and settings.openai_fallback_base_url is not None
+        and settings.openai_fallback_api_key is None
+    ):
+        return [
+            EnvProblem(
+                "OPENAI_FALLBACK_API_KEY",
+                "not set: the fallback model on OPENAI_FALLBACK_BASE_URL stays off",
+                False,
+            )
+        ]
     return []
 
 

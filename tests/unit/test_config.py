@@ -4,7 +4,7 @@ import base64
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from agentmarket.cli import main
 from agentmarket.core.config import (
@@ -12,6 +12,7 @@ from agentmarket.core.config import (
     LOCAL_LOGIN_PASSWORDS,
     AppEnv,
     MissingSetting,
+    Settings,
     check_env,
     get_settings,
     parse_encryption_keys,
@@ -262,3 +263,19 @@ def test_allow_http_urls_is_off_by_default_and_noted_in_prod() -> None:
     prod = get_settings(app_env="prod", allow_http_urls=True)
     [problem] = [p for p in check_env(prod) if p.setting == "ALLOW_HTTP_URLS"]
     assert not problem.required
+
+
+def test_check_env_notes_a_fallback_model_left_off_for_want_of_its_own_key() -> None:
+    def settings(base_url: str | None, key: str | None) -> Settings:
+        return Settings(
+            openai_api_key=SecretStr("sk-platform-0000000000000000"),
+            openai_fallback_model="backup-model",
+            openai_fallback_base_url=base_url,
+            openai_fallback_api_key=SecretStr(key) if key else None,
+        )
+
+    other = "https://fallback.example/v1"
+    noted = {p.setting: p for p in check_env(settings(other, None))}
+    assert noted["OPENAI_FALLBACK_API_KEY"].required is False
+    for quiet in (settings(other, "sk-fallback-000000000000"), settings(None, None)):
+        assert "OPENAI_FALLBACK_API_KEY" not in {p.setting for p in check_env(quiet)}

@@ -8,6 +8,9 @@ import pytest
 from fastapi import FastAPI
 from structlog.testing import capture_logs
 
+from agentmarket.core.config import AppEnv, Settings
+from agentmarket.core.faults import FAULT_HEADER
+from functions.app import create_app
 from tests.api.conftest import Caller
 
 pytestmark = pytest.mark.db
@@ -212,3 +215,20 @@ async def test_database_outage_is_503_with_retry_after(
     body = assert_problem(response, 503, "database_unavailable")
     assert response.headers["retry-after"] == "2"
     assert "postgres" not in str(body)
+
+
+@pytest.mark.parametrize(("app_env", "status"), [("dev", 200), ("test", 500)])
+async def test_the_forced_fault_header_exists_only_in_tests(
+    settings: Settings, app_env: str, status: int
+) -> None:
+    """`X-Agentmarket-Fault: raise` (agentmarket.core.faults) fails a request only when
+    APP_ENV=test; anywhere else it is an ordinary, ignored header."""
+    # (A prod app needs hosted logins this test has not got; it is built like a dev one.)
+    application = create_app(settings.model_copy(update={"app_env": AppEnv(app_env)}))
+    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+    ):
+        response = await client.get("/api/marketplace/agents", headers={FAULT_HEADER: "raise"})
+    assert response.status_code == status

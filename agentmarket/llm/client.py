@@ -492,7 +492,6 @@ class LLMClient:
         self._owns_http_client = http_client is None
         self._clients: OrderedDict[str, openai.AsyncOpenAI] = OrderedDict()
         self._fallback = fallback
-        self._fallback_client: openai.AsyncOpenAI | None = None
         self._closed = False
 
     def _http(self) -> httpx.AsyncClient:
@@ -505,15 +504,18 @@ class LLMClient:
                 self._http_client = openai.DefaultAsyncHttpxClient(timeout=self._timeout)
         return self._http_client
 
-    def _client_for(self, key: str) -> openai.AsyncOpenAI:
+    def _client_for(self, key: str, base_url: str | None = None) -> openai.AsyncOpenAI:
+        """The SDK client for `key` at `base_url` (the primary's by default; the fallback model
+        passes its own), cached by both: a key is only ever sent where it was configured."""
         if self._closed:
             raise RuntimeError("LLMClient is closed")
-        digest = hashlib.sha256(key.encode()).hexdigest()
+        base_url = base_url if base_url is not None else self._base_url
+        digest = hashlib.sha256(f"{base_url or ''}\n{key}".encode()).hexdigest()
         client = self._clients.get(digest)
         if client is None:
             client = openai.AsyncOpenAI(
                 api_key=key,
-                base_url=self._base_url,
+                base_url=base_url,
                 timeout=self._timeout,
                 max_retries=0,
                 http_client=self._http(),
@@ -525,24 +527,10 @@ class LLMClient:
             self._clients.move_to_end(digest)
         return client
 
-    def _client_for_fallback(self, fallback: FallbackModel) -> openai.AsyncOpenAI:
-        if self._closed:
-            raise RuntimeError("LLMClient is closed")
-        if self._fallback_client is None:
-            self._fallback_client = openai.AsyncOpenAI(
-                api_key=fallback.api_key,
-                base_url=fallback.base_url,
-                timeout=self._timeout,
-                max_retries=0,
-                http_client=self._http(),
-            )
-        return self._fallback_client
-
     async def aclose(self) -> None:
         """Drop the SDK clients and close the connection pool if this object made it."""
         self._closed = True
         self._clients.clear()
-        self._fallback_client = None
         if self._owns_http_client and self._http_client is not None:
             await self._http_client.aclose()
             self._http_client = None
@@ -583,7 +571,7 @@ class LLMClient:
         try:
             async with contextlib.aclosing(
                 self._call(
-                    self._client_for_fallback(fallback),
+                    self._client_for(fallback.api_key, fallback.base_url),
                     fallback.api_key,
                     replace(request, model=fallback.model),
                     on_attempt,

@@ -348,19 +348,27 @@ def _bench_chat(args: argparse.Namespace, settings: Settings) -> int:
         f" --long-conversations {plan.long_conversations} --long-turns {plan.long_turns}"
     )
     results = bench.run_chat(settings, plan)
-    if args.json:
-        print(bench.chat_json(results))
-    section = bench.chat_report(f"./scripts/dev setup && {command} --write", results)
-    if not args.json:
-        print(section)
-    if args.write:
-        title = "Chat pipeline against a naive proxy: POST /api/agents/{id}/chat (streaming)"
-        print(f"wrote {bench.write_section(section, title)}", file=sys.stderr)
+    _bench_output(
+        args,
+        as_json=bench.chat_json(results),
+        section=bench.chat_report(f"./scripts/dev setup && {command} --write", results),
+        title="Chat pipeline against a naive proxy: POST /api/agents/{id}/chat (streaming)",
+    )
     return 0
 
 
+def _bench_output(args: argparse.Namespace, *, as_json: str, section: str, title: str) -> None:
+    """A bench's results: as JSON (`--json`) or its docs/benchmarks.md section on stdout, and
+    that section written there with `--write`."""
+    from agentmarket.devtools import bench
+
+    print(as_json if args.json else section)
+    if args.write:
+        print(f"wrote {bench.write_section(section, title)}", file=sys.stderr)
+
+
 def _bench_soak(args: argparse.Namespace, settings: Settings) -> int:
-    from agentmarket.devtools import bench, bench_soak
+    from agentmarket.devtools import bench_soak
 
     plan = bench_soak.SoakPlan(
         seconds=args.minutes * 60,
@@ -373,13 +381,12 @@ def _bench_soak(args: argparse.Namespace, settings: Settings) -> int:
         f" --kill-every {plan.kill_every:g} --clients {plan.conversations}"
     )
     report = bench_soak.run_soak(settings, plan)
-    if args.json:
-        print(bench_soak.soak_json(report))
-    section = bench_soak.soak_report(f"./scripts/dev setup && {command} --write", report)
-    if not args.json:
-        print(section)
-    if args.write:
-        print(f"wrote {bench.write_section(section, bench_soak.TITLE)}", file=sys.stderr)
+    _bench_output(
+        args,
+        as_json=bench_soak.soak_json(report),
+        section=bench_soak.soak_report(f"./scripts/dev setup && {command} --write", report),
+        title=bench_soak.TITLE,
+    )
     return 0 if report.ok else 1
 
 

@@ -96,7 +96,8 @@ AGENTS_ACTIVE = Gauge(
 )
 CONVERSATIONS_ACTIVE = Gauge(
     "marketplace_conversations_active",
-    "Conversations with a message in the last 15 minutes, sampled by the worker.",
+    "Conversations with a message in the last active_conversation_minutes (worker setting, "
+    "default 15), sampled by the worker.",
 )
 
 

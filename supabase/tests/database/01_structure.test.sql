@@ -261,8 +261,9 @@ select policy_roles_are('public', 'message_feedback', 'owners withdraw their fee
                         array['authenticated'], '"owners withdraw their feedback" applies to authenticated');
 
 select policies_are('public', 'survey_responses',
-                    array['owners read their survey answers', 'owners answer the survey'],
-                    'survey_responses has exactly its two policies');
+                    array['owners read their survey answers', 'owners answer the survey',
+                          'owners change their survey answers'],
+                    'survey_responses has exactly its three policies');
 select policy_cmd_is('public', 'survey_responses', 'owners read their survey answers', 'SELECT',
                      '"owners read their survey answers" is a SELECT policy');
 select policy_roles_are('public', 'survey_responses', 'owners read their survey answers',

@@ -1,6 +1,6 @@
 -- public.survey_responses: a user answers about the marketplace (deployment_id null) or one of their own
--- deployments, reads their own answers, never changes or deletes them; check constraints bound every
--- score; anon has no grant. Conventions (role switching, claims, SQLSTATEs): see 01_structure.test.sql.
+-- deployments, reads their own answers, changes only their scores and comment (19_survey.test.sql),
+-- never deletes them; check constraints bound every score; anon has no grant. Conventions (role switching, claims, SQLSTATEs): see 01_structure.test.sql.
 begin;
 set local search_path = public, extensions;
 
@@ -86,7 +86,7 @@ select throws_ok($$insert into public.survey_responses (satisfaction, ease_of_us
                  '23514', 'new row for relation "survey_responses" violates check constraint "survey_responses_comment_length"',
                  'a comment over 2000 characters is rejected');
 
--- user A: reads, no update/delete ------------------------------------------------------------------------
+-- user A: reads, no moves, no delete ---------------------------------------------------------------------
 select results_eq($$select satisfaction::int, ease_of_use::int, likelihood_to_recommend::int, deployment_id
                      from public.survey_responses
                      order by satisfaction$$,
@@ -95,8 +95,9 @@ select results_eq($$select satisfaction::int, ease_of_use::int, likelihood_to_re
                   'A reads exactly their own two answers');
 select is_empty($$select 1 from public.survey_responses where id = '50000000-0000-4000-8000-0000000000b1'$$,
                 'A cannot read B''s answer');
-select throws_ok($$update public.survey_responses set satisfaction = 5$$,
-                 '42501', 'permission denied for table survey_responses', 'A cannot update their answers');
+select throws_ok($$update public.survey_responses set deployment_id = null$$,
+                 '42501', 'permission denied for table survey_responses',
+                 'A cannot move their answers (no UPDATE on deployment_id; scores: 19_survey.test.sql)');
 select throws_ok($$delete from public.survey_responses$$,
                  '42501', 'permission denied for table survey_responses', 'A cannot delete their answers');
 reset role;
@@ -109,8 +110,8 @@ select results_eq($$select comment from public.survey_responses$$,
                   array['B private opinion'], 'B reads only their own answer');
 select is_empty($$select 1 from public.survey_responses where user_id = 'a0000000-0000-4000-8000-00000000000a'$$,
                 'B cannot read A''s answers');
-select throws_ok($$update public.survey_responses set comment = 'edited' where id = '50000000-0000-4000-8000-0000000000b1'$$,
-                 '42501', 'permission denied for table survey_responses', 'B cannot update their answer');
+select throws_ok($$update public.survey_responses set created_at = '1999-01-01' where id = '50000000-0000-4000-8000-0000000000b1'$$,
+                 '42501', 'permission denied for table survey_responses', 'B cannot backdate their answer');
 select throws_ok($$delete from public.survey_responses where user_id = 'a0000000-0000-4000-8000-00000000000a'$$,
                  '42501', 'permission denied for table survey_responses', 'B cannot delete A''s answers');
 reset role;

@@ -59,6 +59,9 @@ __all__ = [
     "PlatformTokens",
     "PricingModel",
     "RequestBody",
+    "SurveyAnswer",
+    "SurveyRequest",
+    "SurveyStatus",
     "Text",
     "Usage",
     "UsageReport",
@@ -387,6 +390,39 @@ class Feedback(Model):
     message_id: uuid.UUID
     rating: Literal["like", "dislike"] | None
     comment: str | None
+
+
+# --- survey --------------------------------------------------------------------------------------
+
+
+class SurveyRequest(RequestBody):
+    deployment_id: uuid.UUID | None = Field(
+        default=None,
+        description="One of your deployments the answer is about; null: the marketplace.",
+    )
+    satisfaction: Annotated[int, Field(ge=1, le=5, strict=True)]
+    ease_of_use: Annotated[int, Field(ge=1, le=5, strict=True)]
+    likelihood_to_recommend: Annotated[int, Field(ge=0, le=10, strict=True)]
+    comment: Annotated[Text, StringConstraints(max_length=2000)] | None = None
+
+
+class SurveyAnswer(Model):
+    id: uuid.UUID
+    deployment_id: uuid.UUID | None
+    satisfaction: int
+    ease_of_use: int
+    likelihood_to_recommend: int
+    comment: str | None
+    created_at: datetime
+    updated_at: datetime = Field(description="When the answer last changed.")
+
+
+class SurveyStatus(Model):
+    answered: bool
+    answered_at: datetime | None = Field(description="When you last answered; null: never.")
+    should_ask: bool = Field(
+        description="Not answered yet and at least one reply to you has completed."
+    )
 
 
 # --- usage ---------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ EVENTS = frozenset(
         "agent.chat.message.sent",
         "agent.chat.response.received",
         "agent.chat.error",
+        "marketplace.survey.submitted",
     }
 )
 

@@ -30,6 +30,7 @@ ROLES: dict[str, tuple[str | None, ...]] = {
     "chat.sql": ("authenticated",),
     "deployments.sql": ("authenticated",),
     "health.sql": (None,),
+    "survey.sql": ("authenticated",),
     "telemetry.sql": ("anon", "authenticated"),  # EventSink writes anonymous events as anon
     "usage.sql": ("authenticated",),
 }

@@ -35,6 +35,7 @@ __all__ = [
     "ChatRequest",
     "Conversation",
     "ConversationDetail",
+    "ConversationExport",
     "ConversationList",
     "DeployRequest",
     "Deployment",
@@ -42,6 +43,7 @@ __all__ = [
     "DeploymentList",
     "DeploymentPatch",
     "DeploymentStatus",
+    "ExportedConversation",
     "Feedback",
     "FeedbackRequest",
     "InFlight",
@@ -373,6 +375,16 @@ class MessagePage(Model):
 
 class ConversationDetail(Conversation):
     messages: MessagePage
+
+
+class ExportedConversation(Conversation):
+    deployment_name: str | None = Field(description="null once the deployment is deleted.")
+    agent_name: str | None
+
+
+class ConversationExport(Model):
+    conversation: ExportedConversation
+    messages: list[Message] = Field(description="Every message of the conversation, oldest first.")
 
 
 class NewConversation(RequestBody):

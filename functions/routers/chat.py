@@ -22,13 +22,15 @@ from agentmarket.domain.models import (
     ChatRequest,
     Conversation,
     ConversationDetail,
+    ConversationExport,
     ConversationList,
     Feedback,
     FeedbackRequest,
     Message,
     NewConversation,
 )
-from agentmarket.services import chat, replies
+from agentmarket.services import chat, export, replies
+from agentmarket.services.export import ExportFormat
 from functions.deps import AppSettings, CurrentUser, State, UserSession
 from functions.openapi import problem_responses
 from functions.sse import reply_response
@@ -134,6 +136,46 @@ async def get_conversation(
         before=before,
         limit=limit,
         max_page_bytes=settings.max_page_bytes,
+    )
+
+
+@router.get(
+    "/api/agents/{deployment_id}/conversations/{conversation_id}/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "model": ConversationExport,
+            "content": {"application/json": {}, "text/markdown": {}},
+            "description": "The whole conversation, as an attachment (streamed)",
+        },
+        **problem_responses(401, 404, 422),
+    },
+)
+async def export_conversation(
+    db: UserSession,
+    deployment_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    settings: AppSettings,
+    format: Annotated[ExportFormat, Query(description="json or md (a Markdown transcript)")] = (
+        "json"
+    ),
+) -> StreamingResponse:
+    """The whole conversation with every message, oldest first, as a download: JSON
+    (`{conversation, messages}`, messages as everywhere else) or a Markdown transcript."""
+    exported = await export.open_export(  # 404 before anything is sent
+        db=db,
+        deployment_id=deployment_id,
+        conversation_id=conversation_id,
+        max_part_bytes=settings.max_page_bytes,
+    )
+    media_type = "text/markdown; charset=utf-8" if format == "md" else "application/json"
+    return StreamingResponse(
+        exported.chunks(format),
+        media_type=media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{exported.filename(format)}"',
+            "Cache-Control": "no-store",
+        },
     )
 
 

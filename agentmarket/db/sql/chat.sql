@@ -99,3 +99,35 @@ delete from public.message_feedback where message_id = %(message_id)s;
 -- name: chat_assistant_message
 -- A row when the caller can see this reply.
 select 1 from public.agent_messages where id = %(message_id)s and role = 'assistant';
+
+-- name: chat_export_conversation
+-- One conversation of a deployment for its export, with the deployment's and its agent's names
+-- (null once the deployment is deleted).
+select c.id, c.deployment_id, c.title, c.message_count, c.last_message_at, c.created_at,
+       d.name as deployment_name, a.name as agent_name
+  from public.agent_conversations c
+  left join public.agent_deployments d on d.id = c.deployment_id
+  left join public.marketplace_agents a on a.id = d.agent_id
+ where c.id = %(conversation_id)s and c.deployment_id = %(deployment_id)s;
+
+-- name: chat_export_messages
+-- The next part of a conversation's export: its messages oldest first, after the (created_at,
+-- id) cursor if given, at most %(limit)s and, after the first, only while their content adds up
+-- to at most %(max_bytes)s bytes.
+select id, conversation_id, role, content, status, error_code, error_message, model,
+       prompt_tokens, completion_tokens, ttft_ms, latency_ms, truncated, created_at, completed_at
+  from (select p.*,
+               row_number() over w as n,
+               sum(octet_length(p.content)) over w as part_bytes
+          from (select id, conversation_id, role, content, status, error_code, error_message,
+                       model, prompt_tokens, completion_tokens, ttft_ms, latency_ms, truncated,
+                       created_at, completed_at
+                  from public.agent_messages
+                 where conversation_id = %(conversation_id)s
+                   and (%(after_ts)s::timestamptz is null
+                        or (created_at, id) > (%(after_ts)s, %(after_id)s))
+                 order by created_at, id
+                 limit %(limit)s) p
+        window w as (order by p.created_at, p.id rows unbounded preceding)) r
+ where r.n = 1 or r.part_bytes <= %(max_bytes)s
+ order by r.created_at, r.id;

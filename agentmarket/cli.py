@@ -1,4 +1,4 @@
-"""`agentmarket`: the operator's command line (migrate, seed, check-env, token)."""
+"""`agentmarket`: the operator's command line (migrate, seed, check-env, token, admin, verify)."""
 
 from __future__ import annotations
 
@@ -221,6 +221,91 @@ def cmd_token(args: argparse.Namespace) -> int:
     )
     print(token)
     print(f"user {user.id} <{user.email}>{' (admin)' if args.admin else ''}", file=sys.stderr)
+    return 0
+
+
+# --- admin / verify --hosted ----------------------------------------------------------------------
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    """Grant or revoke the admin role: on the hosted project when SUPABASE_URL and
+    SUPABASE_SERVICE_ROLE_KEY are set, else in the local database (--local / --hosted decide)."""
+    from agentmarket.ops import admin
+    from supabase import AuthError
+
+    settings = _settings()
+    grant = args.action == "grant"
+    target = admin.admin_target(settings, admin.AdminTarget(args.target) if args.target else None)
+    try:
+        if target is admin.AdminTarget.HOSTED:
+            if not settings.supabase_url or settings.supabase_service_role_key is None:
+                print("--hosted needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY", file=sys.stderr)
+                return 2
+            change = admin.set_admin_hosted(
+                url=settings.supabase_url,
+                service_role_key=settings.supabase_service_role_key.get_secret_value(),
+                email=args.email,
+                admin=grant,
+            )
+        else:
+            with _connect(settings) as conn:
+                change = admin.set_admin_local(conn, email=args.email, admin=grant)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except admin.UnknownUser:
+        print(
+            f"error: no user with email {args.email.strip().lower()!r} ({target})", file=sys.stderr
+        )
+        return 1
+    except AuthError as exc:  # the Auth admin API refused (its message names no key)
+        print(f"error: the Auth admin API refused: {exc.message}", file=sys.stderr)
+        return 1
+    state = "an admin" if change.is_admin else "not an admin"
+    verb = "now" if change.changed else "already"
+    print(f"{change.email} ({change.user_id}) is {verb} {state} ({target})")
+    if change.changed:
+        print("tokens issued before this keep their old claims until they expire", file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check a hosted project through PostgREST with the anon key; a checklist, non-zero when a
+    check failed (each named)."""
+    from agentmarket.ops import hosted
+
+    if not args.hosted:
+        print("verify checks a hosted project: pass --hosted", file=sys.stderr)
+        return 2
+    settings = _settings()
+    if not settings.supabase_url or settings.supabase_anon_key is None:
+        print("verify --hosted needs SUPABASE_URL and SUPABASE_ANON_KEY", file=sys.stderr)
+        return 2
+    project = hosted.HostedProject(
+        url=settings.supabase_url,
+        anon_key=settings.supabase_anon_key.get_secret_value(),
+        user_email=settings.verify_user_email,
+        user_password=(
+            settings.verify_user_password.get_secret_value()
+            if settings.verify_user_password
+            else None
+        ),
+        access_token=(
+            settings.verify_access_token.get_secret_value()
+            if settings.verify_access_token
+            else None
+        ),
+    )
+    checks = hosted.verify_hosted(project)
+    print(f"verify {settings.supabase_url}")
+    for check in checks:
+        mark = "skip" if check.ok is None else "ok" if check.ok else "FAIL"
+        print(f"  {mark:<4}  {check.name:<15} {check.detail}")
+    failed = [c.name for c in checks if c.ok is False]
+    if failed:
+        print(f"{len(failed)} check(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print("all checks passed")
     return 0
 
 
@@ -483,6 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_seed,
         _add_check_env,
         _add_token,
+        _add_admin,
+        _add_verify,
         _add_openapi,
         _add_bench,
         _add_rotate_secrets,
@@ -525,6 +612,41 @@ def _add_token(sub: _Subparsers) -> None:
     p.add_argument("--admin", action="store_true", help="give the user the admin role")
     p.add_argument("--ttl", type=int, default=tokens.DEFAULT_TTL_SECONDS, help="seconds")
     p.set_defaults(func=cmd_token)
+
+
+def _add_admin(sub: _Subparsers) -> None:
+    p = sub.add_parser(
+        "admin",
+        help="grant or revoke the admin role (app_metadata.role), locally or on the hosted project",
+    )
+    p.add_argument("action", choices=("grant", "revoke"))
+    p.add_argument("--email", required=True)
+    target = p.add_mutually_exclusive_group()
+    target.add_argument(
+        "--local",
+        dest="target",
+        action="store_const",
+        const="local",
+        help="the database at DATABASE_URL, by SQL",
+    )
+    target.add_argument(
+        "--hosted",
+        dest="target",
+        action="store_const",
+        const="hosted",
+        help="the Auth admin API at SUPABASE_URL (SUPABASE_SERVICE_ROLE_KEY)",
+    )
+    p.set_defaults(func=cmd_admin, target=None)
+
+
+def _add_verify(sub: _Subparsers) -> None:
+    p = sub.add_parser(
+        "verify", help="check a hosted project the way its clients use it (anon key, PostgREST)"
+    )
+    p.add_argument(
+        "--hosted", action="store_true", help="the project at SUPABASE_URL (SUPABASE_ANON_KEY)"
+    )
+    p.set_defaults(func=cmd_verify)
 
 
 def _add_openapi(sub: _Subparsers) -> None:

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     supabase_anon_key: SecretStr | None = None
     supabase_service_role_key: SecretStr | None = None
     supabase_jwt_secret: SecretStr | None = SecretStr(DEV_JWT_SECRET)
+    # `agentmarket verify --hosted`: a test user of the hosted project for its signed-in checks
+    # (docs/operations.md#checking-a-hosted-project), by password or by an access token.
+    verify_user_email: str | None = None
+    verify_user_password: SecretStr | None = None
+    verify_access_token: SecretStr | None = None
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
@@ -160,6 +165,9 @@ class Settings(BaseSettings):
         "supabase_anon_key",
         "supabase_service_role_key",
         "supabase_jwt_secret",
+        "verify_user_email",
+        "verify_user_password",
+        "verify_access_token",
         "openai_api_key",
         "openai_base_url",
         "openai_fallback_base_url",
@@ -195,6 +203,8 @@ class Settings(BaseSettings):
             "secrets_encryption_key",
             "supabase_anon_key",
             "supabase_service_role_key",
+            "verify_user_password",
+            "verify_access_token",
         ):
             value = getattr(self, name)
             if value is not None and _is_placeholder(value.get_secret_value()):

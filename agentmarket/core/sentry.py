@@ -261,6 +261,8 @@ def _settings_secrets(settings: Settings) -> tuple[str, ...]:
         settings.openai_api_key,
         settings.supabase_service_role_key,
         settings.supabase_jwt_secret,
+        settings.verify_user_password,
+        settings.verify_access_token,
         settings.secrets_encryption_key,
     ):
         if value is not None:

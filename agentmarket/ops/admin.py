@@ -7,7 +7,8 @@ Two ways to reach the users, chosen by the settings (`admin_target`):
   `auth.users.raw_app_meta_data`: a local stack or a plain PostgreSQL with the auth shim, where
   `agentmarket token` mints the tokens.
 * **hosted** — a Supabase project's Auth admin API (SUPABASE_URL + SUPABASE_SERVICE_ROLE_KEY) via
-  the `supabase` client: the user is found by email through `list_users` pages, then
+  the `supabase` client: the user is found by email through `list_users` pages (until the
+  first empty one: the server may cap the page size below what was asked), then
   `update_user_by_id` sends their whole app_metadata back with `role` changed (GoTrue merges
   app_metadata key by key and drops keys sent as null, so revoke sends `"role": null`).
 
@@ -139,7 +140,7 @@ def set_admin_hosted(
         while True:
             users = admin_api.list_users(page=page, per_page=page_size)
             user = next((u for u in users if (u.email or "").lower() == email), None)
-            if user is not None or len(users) < page_size:
+            if user is not None or not users:  # an empty page is past the last one
                 break
             page += 1
         if user is None:

@@ -93,14 +93,13 @@ def _catalog(client: Any) -> tuple[Check, dict[str, Any] | None]:
 def _search(client: Any, agent: dict[str, Any] | None) -> Check:
     if agent is None:
         return Check("search", False, "no agent listed to search for")
-    term = str(agent.get("name") or "").split()
-    params = {"q": term[0] if term else None, "max_results": 20}
+    params = {"q": str(agent.get("name") or agent.get("slug")), "max_results": 20}
     rows = client.rpc("search_agents", params).execute().data
     if not isinstance(rows, list) or not rows:
         return Check("search", False, f"search_agents found nothing for {params['q']!r}")
     if agent.get("id") not in {row.get("id") for row in rows}:
         return Check("search", False, f"search_agents for {params['q']!r} misses {agent['slug']}")
-    return Check("search", True, f"search_agents({params['q']!r}) answered {len(rows)} agents")
+    return Check("search", True, f"search_agents({params['q']!r}): found among {len(rows)} results")
 
 
 def _private_schema(client: Any) -> Check:

@@ -160,7 +160,7 @@ def test_hosted_grant_and_revoke_send_the_auth_admin_requests(
     with respx.mock(base_url=f"{PROJECT}/auth/v1", assert_all_called=True) as api:
         listed = api.get("/admin/users").mock(
             side_effect=[
-                httpx.Response(200, json={"users": others(200)}),  # a full page: read on
+                httpx.Response(200, json={"users": others(200)}),  # not on the first page
                 httpx.Response(200, json={"users": [*others(3), target]}),
             ]
         )
@@ -200,11 +200,15 @@ def test_hosted_unknown_email_is_a_clear_failure_and_changes_nothing(
 ) -> None:
     with respx.mock(base_url=f"{PROJECT}/auth/v1", assert_all_called=False) as api:
         listed = api.get("/admin/users").mock(
-            return_value=httpx.Response(200, json={"users": others(5)})
+            side_effect=[
+                httpx.Response(200, json={"users": others(50)}),  # a server's own page cap
+                httpx.Response(200, json={"users": others(7)}),
+                httpx.Response(200, json={"users": []}),
+            ]
         )
         updated = api.put(url__regex=r"/admin/users/.*")
         assert main(["admin", "grant", "--email", EMAIL]) == 1
-    assert listed.call_count == 1  # a short page is the last one
+    assert [call.request.url.params["page"] for call in listed.calls] == ["1", "2", "3"]
     assert not updated.called
     assert f"no user with email '{EMAIL}' (hosted)" in capsys.readouterr().err
 

@@ -163,7 +163,7 @@ def test_a_healthy_project_passes_and_the_requests_have_the_client_shapes(
     assert catalog.headers["authorization"] == f"Bearer {ANON_KEY}"
 
     (search,) = by_path[("POST", "/rest/v1/rpc/search_agents")]
-    assert json.loads(search.content) == {"q": "SQL", "max_results": 20}
+    assert json.loads(search.content) == {"q": "SQL Sidekick", "max_results": 20}
     assert search.headers["authorization"] == f"Bearer {ANON_KEY}"
 
     (private,) = by_path[("GET", "/rest/v1/chat_jobs")]

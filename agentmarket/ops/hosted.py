@@ -105,10 +105,9 @@ def _search(client: Any, agent: dict[str, Any] | None) -> Check:
 def _private_schema(client: Any) -> Check:
     try:
         client.schema("private").table("chat_jobs").select("id").limit(1).execute()
-    except Exception as exc:
-        code = getattr(exc, "code", None)
-        if code in (SCHEMA_NOT_EXPOSED, "404"):
-            return Check("private-schema", True, f"not exposed ({code})")
+    except APIError as exc:  # a failed request (network, timeout) fails the check as an error
+        if exc.code in (SCHEMA_NOT_EXPOSED, "404"):
+            return Check("private-schema", True, f"not exposed ({exc.code})")
         return Check("private-schema", False, f"exposed: PostgREST answered {_error(exc)}")
     return Check("private-schema", False, "exposed: private.chat_jobs answered as anon")
 

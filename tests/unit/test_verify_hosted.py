@@ -310,3 +310,18 @@ def test_the_test_users_credentials_are_secrets() -> None:
     assert (
         Settings(verify_user_email=" ", verify_access_token=SecretStr("")).verify_user_email is None
     )
+
+
+def test_an_unreachable_project_fails_every_check_with_the_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VERIFY_ACCESS_TOKEN", USER_TOKEN)
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.route(host="abcdefgh.supabase.co").mock(side_effect=httpx.ConnectError("refused"))
+        status, out, err = run(capsys)
+    assert status == 1
+    for check in ("catalog", "search", "private-schema", "anon-rows", "own-rows"):
+        assert line(out, check).split()[0] == "FAIL"
+    assert "exposed" not in line(out, "private-schema")
+    assert "refused" in line(out, "private-schema")
+    assert "5 check(s) failed" in err

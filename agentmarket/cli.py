@@ -230,8 +230,9 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_admin(args: argparse.Namespace) -> int:
     """Grant or revoke the admin role: on the hosted project when SUPABASE_URL and
     SUPABASE_SERVICE_ROLE_KEY are set, else in the local database (--local / --hosted decide)."""
-    from agentmarket.ops import admin
     from supabase import AuthError
+
+    from agentmarket.ops import admin
 
     settings = _settings()
     grant = args.action == "grant"

@@ -129,7 +129,6 @@ def set_admin_hosted(
     """Grant or revoke the admin role through a Supabase project's Auth admin API
     (`UnknownUser` when no user has this email; the client's `AuthError` on any refusal)."""
     import httpx
-
     from supabase import ClientOptions, create_client
 
     email = _normalise(email)

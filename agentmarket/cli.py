@@ -204,21 +204,17 @@ def cmd_check_env(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     settings = _settings()
-    if settings.supabase_jwt_secret is None:
-        print("SUPABASE_JWT_SECRET is not set: cannot sign local tokens", file=sys.stderr)
+    try:
+        user, token = tokens.issue_local_token(
+            settings, email=args.email, admin=args.admin, ttl_seconds=args.ttl
+        )
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    with _connect(settings) as conn:
-        try:
-            user = tokens.ensure_user(conn, email=args.email, admin=args.admin)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    token = tokens.mint_access_token(
-        user,
-        secret=settings.supabase_jwt_secret.get_secret_value(),
-        issuer=settings.jwt_issuer,
-        ttl_seconds=args.ttl,
-    )
+    except psycopg.OperationalError as exc:
+        # The message names host and port, never the password.
+        print(f"cannot connect to the database: {str(exc).strip()}", file=sys.stderr)
+        return 3
     print(token)
     print(f"user {user.id} <{user.email}>{' (admin)' if args.admin else ''}", file=sys.stderr)
     return 0

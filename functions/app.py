@@ -23,10 +23,10 @@ from agentmarket.services.catalog import CatalogCache
 from agentmarket.services.limits import StreamSlots
 from agentmarket.services.streams import StreamHub
 from agentmarket.services.telemetry import EventSink
-from functions import problems, shutdown
+from functions import problems, shutdown, web
 from functions.cache import CachedAnswers
 from functions.deps import AppState
-from functions.middleware import RequestContextMiddleware
+from functions.middleware import RequestContextMiddleware, install_cors
 from functions.routers import chat, deployments, health, marketplace, me
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
@@ -117,9 +117,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Forced faults (agentmarket.core.faults) exist only in tests.
         faults=settings.app_env is AppEnv.TEST,
     )
+    # Outermost: every answer carries the CORS headers, a preflight is answered first.
+    install_cors(app, settings)
     app.include_router(marketplace.router)
     app.include_router(deployments.router)
     app.include_router(chat.router)
     app.include_router(me.router)
     app.include_router(health.router)
+    # The web client's routes and, for what no route matched, its files and pages.
+    web.install(app, settings)
     return app

@@ -43,6 +43,7 @@ __all__ = [
     "UnknownUser",
     "UnsupportedMediaType",
     "ValidationFailed",
+    "WebClientNotBuilt",
 ]
 
 
@@ -139,6 +140,13 @@ class DeploymentNotFound(NotFound):
     """No deployment of yours has this id."""
 
     code = "deployment_not_found"
+
+
+class WebClientNotBuilt(NotFound):
+    """The web client is not built on this server (`npm run build` in web/, or WEB_DIST_DIR);
+    the API under /api/ works without it."""
+
+    code = "web_client_not_built"
 
 
 class MethodNotAllowed(AppError):

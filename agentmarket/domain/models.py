@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from agentmarket.core.config import AppEnv
 from agentmarket.core.jsontext import json_problems, text_problem
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "ChatMode",
     "ChatQuota",
     "ChatRequest",
+    "ClientConfig",
     "Conversation",
     "ConversationDetail",
     "ConversationList",
@@ -42,6 +44,9 @@ __all__ = [
     "DeploymentList",
     "DeploymentPatch",
     "DeploymentStatus",
+    "DevSession",
+    "DevSessionRequest",
+    "DevSessionUser",
     "Feedback",
     "FeedbackRequest",
     "InFlight",
@@ -439,3 +444,40 @@ class UsageReport(Model):
     deployments: DeploymentCounts
     platform_tokens: PlatformTokens
     month: MonthUsage
+
+
+class ClientConfig(Model):
+    """What the web client needs to know at start (public: the anon key is meant for browsers)."""
+
+    supabase_url: str | None = Field(description="SUPABASE_URL: sign in with Supabase Auth there.")
+    supabase_anon_key: str | None = Field(description="SUPABASE_ANON_KEY, for supabase-js.")
+    dev_sign_in: bool = Field(description="`POST /api/dev/session` exists (APP_ENV=dev only).")
+    app_env: AppEnv
+
+
+Email = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, to_lower=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+    ),
+]
+
+
+class DevSessionRequest(RequestBody):
+    """A local user to sign in as (created when missing), as `agentmarket token` does."""
+
+    email: Email
+    admin: bool = Field(default=False, description="Give the user app_metadata.role = admin.")
+
+
+class DevSessionUser(Model):
+    id: uuid.UUID
+    email: str
+    role: Literal["admin"] | None
+
+
+class DevSession(Model):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (a scheme, not a secret)
+    expires_in: int = Field(description="Seconds until the access token expires.")
+    user: DevSessionUser

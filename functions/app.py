@@ -27,7 +27,7 @@ from functions import problems, shutdown
 from functions.cache import CachedAnswers
 from functions.deps import AppState
 from functions.middleware import RequestContextMiddleware
-from functions.routers import chat, deployments, health, marketplace, me
+from functions.routers import admin, chat, deployments, health, marketplace, me
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -121,5 +121,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(deployments.router)
     app.include_router(chat.router)
     app.include_router(me.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
     return app

@@ -4,6 +4,7 @@ and the committed OpenAPI document never shows it)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from agentmarket.cli import main, render_openapi
+from agentmarket.cli import render_openapi
 from agentmarket.core import paths
 from agentmarket.core.config import DEV_JWT_SECRET, AppEnv, Settings
 from functions.app import create_app
@@ -145,13 +146,10 @@ async def test_without_a_jwt_secret_there_is_no_dev_sign_in(settings: Settings) 
     assert SESSION not in {getattr(route, "path", None) for route in app.routes}
 
 
-def test_the_committed_openapi_document_is_the_same_in_dev(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_the_committed_openapi_document_is_the_same_in_dev(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APP_ENV", "dev")
     rendered = render_openapi()
-    assert SESSION not in rendered
-    assert "/api/client-config" in rendered
+    spec_paths = json.loads(rendered)["paths"]
+    assert SESSION not in spec_paths
+    assert "/api/client-config" in spec_paths
     assert rendered == (paths.project_root() / "docs" / "openapi.json").read_text()
-    assert main(["openapi", "--check"]) == 0
-    capsys.readouterr()

@@ -32,7 +32,7 @@ export function DayChart({ title, days, series }: { title: string; days: string[
   return (
     <figure class="chart">
       <figcaption id={`${id}-title`}>{title}</figcaption>
-      <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-labelledby={`${id}-title ${id}-desc`} preserveAspectRatio="none">
+      <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-labelledby={`${id}-title ${id}-desc`}>
         <desc id={`${id}-desc`}>
           {`${days.length} days from ${days[0] ?? ""} to ${days[days.length - 1] ?? ""}. ${totals}.`}
         </desc>

@@ -51,6 +51,7 @@ export function interceptLinks(root: HTMLElement): void {
     if (event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
     const anchor = (event.target as Element | null)?.closest("a");
     if (!anchor || anchor.target || anchor.hasAttribute("download")) return;
+    if (anchor.getAttribute("href")?.startsWith("#")) return; // in-page links (the skip link)
     const url = new URL(anchor.href, window.location.href);
     if (url.origin !== window.location.origin || url.pathname.startsWith("/api/")) return;
     event.preventDefault();

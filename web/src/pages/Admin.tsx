@@ -235,7 +235,7 @@ export function AdminPage() {
           ) : (
             <>
               <Bars title="Conversations by agent" rows={stats.popular_agents.map((a) => ({ label: a.name, value: a.conversations }))} />
-              <div class="table-wrap">
+              <div class="table-wrap" tabIndex={0} role="region" aria-label="Popular agents table">
                 <table>
                   <caption class="sr-only">Popular agents</caption>
                   <thead>

@@ -102,8 +102,9 @@ def browser() -> Iterator[Browser]:
 class Watch:
     """What the pages of one context did: requests to other hosts, console errors."""
 
-    def __init__(self, api: str) -> None:
+    def __init__(self, api: str, tolerate: str | None = None) -> None:
         self.origin = api
+        self.tolerate = re.compile(tolerate) if tolerate else None
         self.foreign: list[str] = []
         self.errors: list[str] = []
 
@@ -116,6 +117,8 @@ class Watch:
 
     def console(self, kind: str, text: str) -> None:
         # 4xx answers the app handles (a 422, a 429) are logged by Chromium as errors; not ours.
+        if self.tolerate and self.tolerate.search(text):
+            return
         if kind == "error" and "status of 4" not in text:
             self.errors.append(text)
 
@@ -126,8 +129,9 @@ Opener = Callable[..., Page]
 @pytest.fixture
 def open_page(browser: Browser, stack: Stack) -> Iterator[Opener]:
     """open_page(path="/", *, email=None, admin=False, viewport=DESKTOP, tour=False,
-    bypass_csp=False) → a Page on the app, signed in as `email` when given (a dev session put in
-    localStorage), the first-visit tour already done unless `tour`."""
+    bypass_csp=False, tolerate=None) → a Page on the app, signed in as `email` when given (a
+    dev session put in localStorage), the first-visit tour already done unless `tour`. Console
+    errors fail the test unless they match the `tolerate` pattern."""
     contexts: list[tuple[BrowserContext, Watch]] = []
 
     def opener(
@@ -138,6 +142,7 @@ def open_page(browser: Browser, stack: Stack) -> Iterator[Opener]:
         viewport: dict[str, int] = DESKTOP,
         tour: bool = False,
         bypass_csp: bool = False,
+        tolerate: str | None = None,
     ) -> Page:
         context = browser.new_context(
             viewport=viewport,  # type: ignore[arg-type]
@@ -147,7 +152,7 @@ def open_page(browser: Browser, stack: Stack) -> Iterator[Opener]:
             accept_downloads=True,
             bypass_csp=bypass_csp,
         )
-        watch = Watch(stack.api)
+        watch = Watch(stack.api, tolerate)
         context.on("request", lambda r: watch.request(r.url))
         contexts.append((context, watch))
         init: dict[str, str] = {}
@@ -156,9 +161,11 @@ def open_page(browser: Browser, stack: Stack) -> Iterator[Opener]:
         if email:
             init["agentmarket.session"] = json.dumps(dev_session(stack, email, admin=admin))
         if init:
+            # Once per tab, so that a reload keeps what the app stored since.
             context.add_init_script(
                 "if (!sessionStorage.getItem('seeded')) {"
-                f" for (const [k, v] of Object.entries({json.dumps(init)})) localStorage.setItem(k, v);"
+                f" for (const [k, v] of Object.entries({json.dumps(init)}))"
+                " localStorage.setItem(k, v);"
                 " sessionStorage.setItem('seeded', '1'); }"
             )
         page = context.new_page()

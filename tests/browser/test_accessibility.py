@@ -62,7 +62,8 @@ def test_every_page_passes_axe_and_fits(
     check(page, "marketplace-tour")
     if viewport is PHONE:
         columns = page.evaluate(
-            "getComputedStyle(document.querySelector('.card-grid')).gridTemplateColumns.split(' ').length"
+            "getComputedStyle(document.querySelector('.card-grid'))"
+            ".gridTemplateColumns.split(' ').length"
         )
         assert columns == 1
 
@@ -92,7 +93,9 @@ def test_every_page_passes_axe_and_fits(
     expect(page.locator(".status-badge").first).to_have_text("Active")
     check(page, "my-agents")
     page.get_by_role("button", name="Reconfigure SQL Sidekick").click()
-    expect(page.get_by_role("dialog", name="Reconfigure SQL Sidekick").get_by_label("SQL dialect")).to_be_visible()
+    expect(
+        page.get_by_role("dialog", name="Reconfigure SQL Sidekick").get_by_label("SQL dialect")
+    ).to_be_visible()
     check(page, "reconfigure-dialog")
 
     page = open_page(

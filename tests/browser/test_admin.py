@@ -58,10 +58,17 @@ def test_an_admin_sees_the_numbers_of_the_api_and_downloads_the_csv(
     popular = page.get_by_role("table").get_by_role("row")
     expect(popular).to_have_count(len(stats["popular_agents"]) + 1)
     expect(popular.nth(1)).to_contain_text(stats["popular_agents"][0]["name"])
-    expect(page.get_by_role("img", name=re.compile("Deployments and conversations per day"))).to_be_visible()
+    expect(
+        page.get_by_role("img", name=re.compile("Deployments and conversations per day"))
+    ).to_be_visible()
     screenshot(page, "admin")
 
-    # CSV downloads, named by the server.
+    download_the_csvs(page, first, last)
+    filter_by_an_agent(page)
+
+
+def download_the_csvs(page: Page, first: str, last: str) -> None:
+    """Both CSVs download, named by the server, in the contract's long format."""
     for kind in ("stats", "metrics"):
         with page.expect_download() as info:
             page.get_by_role("button", name=f"Download {kind} CSV").click()
@@ -70,15 +77,19 @@ def test_an_admin_sees_the_numbers_of_the_api_and_downloads_the_csv(
         body = Path(download.path()).read_text(encoding="utf-8")
         assert body.splitlines()[0] == "section,day,agent,metric,value"
 
-    # Filtering by an agent asks the API with that agent.
-    page.get_by_label("Agent").select_option("sql-sidekick")
-    with page.expect_response(re.compile(r"/api/admin/marketplace/stats\?.*agent=sql-sidekick")) as answer:
+
+def filter_by_an_agent(page: Page) -> None:
+    """Filtering by an agent asks the API with that agent and shows its numbers."""
+    page.get_by_label("Agent", exact=True).select_option("sql-sidekick")
+    with page.expect_response(
+        re.compile(r"/api/admin/marketplace/stats\?.*agent=sql-sidekick")
+    ) as answer:
         page.get_by_role("button", name="Refresh").click()
     assert answer.value.status == 200
     filtered = answer.value.json()
-    expect(page.locator(".stat", has=page.get_by_text("User messages", exact=True)).locator("dd")).to_have_text(
-        f"{filtered['totals']['user_messages']:,}"
-    )
+    expect(
+        page.locator(".stat", has=page.get_by_text("User messages", exact=True)).locator("dd")
+    ).to_have_text(f"{filtered['totals']['user_messages']:,}")
 
 
 def test_a_non_admin_cannot_reach_the_dashboard(open_page: Opener, stack: Stack) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Dialog, Page, Route, expect
 
 from tests.browser.conftest import Opener, api_client, deploy, screenshot
 from tests.e2e.conftest import Stack
@@ -31,7 +31,12 @@ def test_a_reply_with_html_and_a_javascript_link_renders_inert(
         deployment = deploy(client)
     page = open_page(f"/chat/{deployment}", email=email)
     dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     send(
         page,
         '<img src=x onerror="window.__xss=1;alert(1)"> <script>window.__xss=3</script> '
@@ -47,7 +52,9 @@ def test_a_reply_with_html_and_a_javascript_link_renders_inert(
     assert link.evaluate("el => el.closest('a')?.getAttribute('href') ?? null") is None
     link.click()
     # The user's own message is plain text too.
-    expect(page.locator(".message.from-user").last).to_contain_text("<script>window.__xss=3</script>")
+    expect(page.locator(".message.from-user").last).to_contain_text(
+        "<script>window.__xss=3</script>"
+    )
     page.reload()
     expect(page.locator(".message.from-agent").last).to_contain_text("<img src=x")
     assert page.evaluate("window.__xss ?? null") is None
@@ -121,7 +128,9 @@ def test_the_survey_comes_once_after_the_first_completed_chat(
     expect(survey).to_be_visible()
     survey.get_by_role("button", name="Send answers").click()
     expect(survey.get_by_role("alert")).to_contain_text("answer the three questions")
-    survey.get_by_role("group", name="How satisfied are you with the agent?").get_by_label("4").check()
+    survey.get_by_role("group", name="How satisfied are you with the agent?").get_by_label(
+        "4"
+    ).check()
     survey.get_by_role("group", name="How easy was it to set up and use?").get_by_label("5").check()
     survey.get_by_role("group", name=re.compile("How likely are you to recommend")).get_by_label(
         "9"
@@ -147,7 +156,9 @@ def test_the_survey_comes_once_after_the_first_completed_chat(
     page.reload()
     send(page, "hello again")
     expect(page.locator(".message.from-agent").last).to_have_class(re.compile("status-completed"))
-    expect(page.get_by_role("complementary", name=re.compile("first chat|Thank you"))).to_have_count(0)
+    expect(
+        page.get_by_role("complementary", name=re.compile("first chat|Thank you"))
+    ).to_have_count(0)
 
 
 def test_the_survey_can_be_dismissed(open_page: Opener, stack: Stack) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import UUID, Opener, api_client, screenshot
 from tests.e2e.conftest import Stack
@@ -26,6 +26,14 @@ def test_browse_deploy_chat_stop_reload_pause_delete(open_page: Opener, stack: S
     expect(page).to_have_url(re.compile(r"/$"))
     expect(page.get_by_role("link", name="My agents", exact=True)).to_be_visible()
 
+    browse_and_filter(page, stack)
+    deployment_id = deploy_with_the_generated_form(page, stack, email)
+    conversation_id = chat_with_a_streamed_reply(page, deployment_id)
+    stop_a_reply_and_reload(page, stack, email, deployment_id, conversation_id)
+    pause_and_delete(page, stack, email, deployment_id)
+
+
+def browse_and_filter(page: Page, stack: Stack) -> None:
     # Browse: cards from the real catalog.
     cards = page.locator(".agent-card")
     expect(cards.first).to_be_visible()
@@ -36,7 +44,9 @@ def test_browse_deploy_chat_stop_reload_pause_delete(open_page: Opener, stack: S
     # Filter: the URL follows, and the list is the API's for that filter.
     page.get_by_label("Category").select_option("productivity")
     expect(page).to_have_url(re.compile(r"\?category=productivity$"))
-    expect(page.get_by_text(f"{httpx_total(stack, 'category=productivity')} agents found")).to_be_visible()
+    expect(
+        page.get_by_text(f"{httpx_total(stack, 'category=productivity')} agents found")
+    ).to_be_visible()
     page.get_by_role("searchbox", name="Search").fill("meeting")
     page.get_by_role("button", name="Search", exact=True).click()
     expect(page).to_have_url(re.compile(r"\?q=meeting&category=productivity$"))
@@ -48,6 +58,8 @@ def test_browse_deploy_chat_stop_reload_pause_delete(open_page: Opener, stack: S
     page.go_forward()
     expect(page).to_have_url(re.compile(r"\?q=meeting&category=productivity$"))
 
+
+def deploy_with_the_generated_form(page: Page, stack: Stack, email: str) -> str:
     # Open the agent; deploy with a generated form.
     page.get_by_role("link", name="Meeting Notes Summarizer").click()
     expect(page).to_have_url(re.compile(r"/agents/meeting-notes-summarizer$"))
@@ -92,7 +104,10 @@ def test_browse_deploy_chat_stop_reload_pause_delete(open_page: Opener, stack: S
         deployment = client.get(f"/api/deployments/{deployment_id}").json()
     assert deployment["status"] == "active"
     assert deployment["config"]["team_name"] == "Platform"
+    return deployment_id
 
+
+def chat_with_a_streamed_reply(page: Page, deployment_id: str) -> str:
     # A streamed reply: the text shows while the reply is still being written.
     box = page.get_by_label("Message Meeting Notes Summarizer")
     box.fill("Summarise our standup [[long:60]] [[tps:30]]")
@@ -103,9 +118,14 @@ def test_browse_deploy_chat_stop_reload_pause_delete(open_page: Opener, stack: S
     expect(page).to_have_url(re.compile(rf"/chat/{deployment_id}\?conversation={UUID.pattern}$"))
     expect(page.get_by_role("button", name="Stop reply")).to_have_count(0, timeout=15_000)
     expect(reply).to_have_class(re.compile("status-completed"))
-    conversation_id = page.url.rsplit("=", 1)[1]
     screenshot(page, "chat")
+    return page.url.rsplit("=", 1)[1]
 
+
+def stop_a_reply_and_reload(
+    page: Page, stack: Stack, email: str, deployment_id: str, conversation_id: str
+) -> None:
+    box = page.get_by_label("Message Meeting Notes Summarizer")
     # Stop a long reply: the partial text stays.
     box.fill("Now the long version [[long:2000]] [[tps:20]]")
     box.press("Enter")
@@ -116,9 +136,7 @@ def test_browse_deploy_chat_stop_reload_pause_delete(open_page: Opener, stack: S
     partial = reply.locator(".message-text").inner_text()
     assert partial.startswith("Echo: Now the long version")
     with api_client(stack, email) as client:
-        detail = client.get(
-            f"/api/agents/{deployment_id}/conversations/{conversation_id}"
-        ).json()
+        detail = client.get(f"/api/agents/{deployment_id}/conversations/{conversation_id}").json()
     stored = detail["messages"]["data"][-1]
     assert stored["status"] == "cancelled"
     assert 0 < len(stored["content"].split()) < 2000
@@ -135,6 +153,8 @@ def test_browse_deploy_chat_stop_reload_pause_delete(open_page: Opener, stack: S
         "aria-current", "page"
     )
 
+
+def pause_and_delete(page: Page, stack: Stack, email: str, deployment_id: str) -> None:
     # My agents: pause, then delete with confirmation.
     page.get_by_role("link", name="My agents", exact=True).click()
     card = page.locator(".deployment", has_text="Meeting Notes Summarizer")

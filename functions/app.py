@@ -27,7 +27,7 @@ from functions import problems, shutdown, web
 from functions.cache import CachedAnswers
 from functions.deps import AppState
 from functions.middleware import RequestContextMiddleware, install_cors
-from functions.routers import chat, deployments, health, marketplace, me
+from functions.routers import admin, chat, deployments, health, marketplace, me
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -119,11 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Outermost: every answer carries the CORS headers, a preflight is answered first.
     install_cors(app, settings)
-    app.include_router(marketplace.router)
-    app.include_router(deployments.router)
-    app.include_router(chat.router)
-    app.include_router(me.router)
-    app.include_router(health.router)
+    for module in (marketplace, deployments, chat, me, admin, health):
+        app.include_router(module.router)
     # The web client's routes and, for what no route matched, its files and pages.
     web.install(app, settings)
     return app

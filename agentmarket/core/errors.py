@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 __all__ = [
+    "AdminOnly",
     "AgentNotFound",
     "AnonymousToken",
     "AppError",
@@ -27,6 +28,8 @@ __all__ = [
     "FieldError",
     "Forbidden",
     "InvalidConfig",
+    "InvalidRange",
+    "InvalidTimezone",
     "InvalidToken",
     "LimitExceeded",
     "MalformedJSON",
@@ -120,6 +123,12 @@ class Forbidden(AppError):
     code = "forbidden"
     status = 403
     title = "Forbidden"
+
+
+class AdminOnly(Forbidden):
+    """Only marketplace admins may do this."""
+
+    code = "admin_only"
 
 
 class NotFound(AppError):
@@ -230,6 +239,19 @@ class InvalidConfig(ValidationFailed):
     """The configuration does not match the agent's schema; see `errors`."""
 
     code = "invalid_config"
+
+
+class InvalidTimezone(ValidationFailed):
+    """The time zone is not a known IANA name (e.g. `Europe/Berlin`); see `errors`."""
+
+    code = "invalid_timezone"
+
+
+class InvalidRange(ValidationFailed):
+    """The date range must run forwards (`from` ≤ `to`) and span at most 366 days; see
+    `errors`."""
+
+    code = "invalid_range"
 
 
 class LimitExceeded(AppError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -25,10 +25,14 @@ from agentmarket.core.jsontext import json_problems, text_problem
 __all__ = [
     "AgentDetail",
     "AgentList",
+    "AgentMetrics",
     "AgentQuery",
     "AgentRef",
     "AgentSort",
     "AgentSummary",
+    "AnalyticsFilters",
+    "AnalyticsQuery",
+    "AnalyticsRange",
     "CategoryCount",
     "ChatExchange",
     "ChatMode",
@@ -38,6 +42,7 @@ __all__ = [
     "Conversation",
     "ConversationDetail",
     "ConversationList",
+    "DayMetrics",
     "DeployRequest",
     "Deployment",
     "DeploymentCounts",
@@ -49,21 +54,31 @@ __all__ = [
     "DevSessionUser",
     "Feedback",
     "FeedbackRequest",
+    "FeedbackStats",
     "InFlight",
     "JSONObject",
     "Kind",
+    "MarketplaceMetrics",
+    "MarketplaceStats",
     "Message",
     "MessageError",
     "MessagePage",
     "MessageRole",
     "MessageStatus",
+    "Metrics",
     "Model",
     "MonthUsage",
     "Name",
     "NewConversation",
+    "NowCounts",
+    "Percentiles",
     "PlatformTokens",
+    "PopularAgent",
     "PricingModel",
     "RequestBody",
+    "StatsDay",
+    "StatsTotals",
+    "SurveyStats",
     "Text",
     "Usage",
     "UsageReport",
@@ -481,3 +496,141 @@ class DevSession(Model):
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 (a scheme, not a secret)
     expires_in: int = Field(description="Seconds until the access token expires.")
     user: DevSessionUser
+
+
+# --- admin analytics -----------------------------------------------------------------------------
+
+
+class AnalyticsQuery(BaseModel):
+    """Admin analytics parameters (docs/api.md#admin-analytics). `from`/`to` default to the last
+    30 days ending today in `tz`; the service checks the time zone and the range."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    @field_validator("from_", "to", "agent", "category", "kind", "format", mode="before")
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        return _empty_is_none(value)
+
+    from_: date | None = Field(
+        default=None, alias="from", description="First day (ISO date), inclusive."
+    )
+    to: date | None = Field(default=None, description="Last day (ISO date), inclusive.")
+    tz: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        default="UTC", description="IANA time zone the days are counted in."
+    )
+    agent: Annotated[Text, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="Only this agent (slug)."
+    )
+    category: Annotated[Text, StringConstraints(max_length=64)] | None = None
+    kind: Kind | None = None
+    format: Literal["json", "csv"] | None = Field(
+        default=None, description="`csv` for a CSV download (or send `Accept: text/csv`)."
+    )
+
+
+class AnalyticsRange(Model):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: date = Field(alias="from")
+    to: date
+    tz: str
+
+
+class AnalyticsFilters(Model):
+    agent: str | None
+    category: str | None
+    kind: str | None
+
+
+class NowCounts(Model):
+    active_deployments: int = Field(description="Active, not deleted deployments now.")
+    active_agents: int = Field(description="Agents with at least one active deployment now.")
+
+
+class StatsTotals(Model):
+    deployments: int = Field(description="Deployments created (deleted ones included).")
+    conversations: int
+    user_messages: int
+    unique_users: int = Field(description="Distinct users who sent a message.")
+
+
+class StatsDay(Model):
+    day: date
+    deployments: int
+    conversations: int
+    user_messages: int
+    unique_users: int
+
+
+class PopularAgent(Model):
+    rank: int
+    agent_id: uuid.UUID
+    slug: str
+    name: str
+    deployments: int
+    conversations: int
+    messages: int = Field(description="User messages sent to the agent's deployments.")
+    unique_users: int
+
+
+class FeedbackStats(Model):
+    likes: int
+    dislikes: int
+    like_ratio: float | None = Field(description="likes / (likes + dislikes); null without votes.")
+
+
+class SurveyStats(Model):
+    responses: int
+    avg_satisfaction: float | None
+    avg_ease_of_use: float | None
+    nps: float | None = Field(description="% promoters (9-10) - % detractors (0-6), -100..100.")
+
+
+class MarketplaceStats(Model):
+    range: AnalyticsRange
+    filters: AnalyticsFilters
+    now: NowCounts
+    totals: StatsTotals
+    days: list[StatsDay]
+    popular_agents: list[PopularAgent]
+    feedback: FeedbackStats
+    survey: SurveyStats
+
+
+class Percentiles(Model):
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class Metrics(Model):
+    replies: int = Field(description="Assistant replies created in the range.")
+    completed: int
+    failed: int
+    error_rate: float | None = Field(description="failed / (completed + failed).")
+    errors_by_code: dict[str, int]
+    retries: int = Field(description="Replies whose job took more than one attempt.")
+    prompt_tokens: int
+    completion_tokens: int
+    rate_limited: int = Field(description="Chat sends refused by a limit (429).")
+    latency_ms: Percentiles
+    ttft_ms: Percentiles
+
+
+class AgentMetrics(Metrics):
+    agent_id: uuid.UUID
+    slug: str
+    name: str
+
+
+class DayMetrics(Metrics):
+    day: date
+
+
+class MarketplaceMetrics(Model):
+    range: AnalyticsRange
+    filters: AnalyticsFilters
+    overall: Metrics
+    agents: list[AgentMetrics]
+    days: list[DayMetrics]

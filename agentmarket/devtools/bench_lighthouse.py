@@ -228,6 +228,10 @@ def run_lighthouse(
                 f"{page} is not the web client ({probe.status_code}): build it first "
                 "(cd web && npm ci && npm run build)"
             )
+        # One audit first, not counted: the browser's and the server's first page load (disk
+        # caches, the catalog's first query) are not what a visitor meets.
+        _lighthouse(page, Path(tmp) / "warm-up.json", form_factor)
+        load = os.getloadavg()[0]
         reports = [
             parse_report(_lighthouse(page, Path(tmp) / f"run-{i}.json", form_factor))
             for i in range(runs)
@@ -237,6 +241,7 @@ def run_lighthouse(
     return {
         "url": page,
         "form_factor": form_factor,
+        "load_average": round(load, 1),
         "runs": [r.scores for r in reports],
         "median": median,
         "spread": {
@@ -253,6 +258,7 @@ def lighthouse_json(results: dict[str, Any]) -> str:
         {
             "url": results["url"],
             "form_factor": results["form_factor"],
+            "load_average": results.get("load_average"),
             "runs": results["runs"],
             "median_run": {
                 "scores": median.scores,
@@ -281,9 +287,12 @@ def lighthouse_report(command: str, results: dict[str, Any]) -> str:
             if results["form_factor"] == "mobile"
             else "desktop preset, simulated fast connection"
         )
-        + f"), {runs} run{'s' if runs != 1 else ''}, the median run shown; the page is `/` "
-        "(the marketplace) served by `agentmarket serve` from web/dist, its catalog from the "
-        "seeded database.",
+        + f"), {runs} run{'s' if runs != 1 else ''} after one uncounted warm-up, the median run "
+        "shown; the page is `/` (the marketplace) served by `agentmarket serve` from web/dist, "
+        "its catalog from the seeded database. Load average when the runs began: "
+        f"{results.get('load_average', 'n/a')} (Lighthouse's simulated throttling scales the "
+        "CPU time it observes, so a busy machine lowers the performance score, through Total "
+        "Blocking Time mostly).",
         "",
         "```",
         command,

@@ -204,21 +204,17 @@ def cmd_check_env(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     settings = _settings()
-    if settings.supabase_jwt_secret is None:
-        print("SUPABASE_JWT_SECRET is not set: cannot sign local tokens", file=sys.stderr)
+    try:
+        user, token = tokens.issue_local_token(
+            settings, email=args.email, admin=args.admin, ttl_seconds=args.ttl
+        )
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    with _connect(settings) as conn:
-        try:
-            user = tokens.ensure_user(conn, email=args.email, admin=args.admin)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    token = tokens.mint_access_token(
-        user,
-        secret=settings.supabase_jwt_secret.get_secret_value(),
-        issuer=settings.jwt_issuer,
-        ttl_seconds=args.ttl,
-    )
+    except psycopg.OperationalError as exc:
+        # The message names host and port, never the password.
+        print(f"cannot connect to the database: {str(exc).strip()}", file=sys.stderr)
+        return 3
     print(token)
     print(f"user {user.id} <{user.email}>{' (admin)' if args.admin else ''}", file=sys.stderr)
     return 0
@@ -476,10 +472,33 @@ def _bench_soak(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
+def _bench_lighthouse(args: argparse.Namespace, settings: Settings) -> int:
+    from agentmarket.devtools import bench_lighthouse
+
+    command = f"./scripts/lighthouse --runs {args.runs}" + (
+        " --form-factor desktop" if args.form_factor == "desktop" else ""
+    )
+    results = bench_lighthouse.run_lighthouse(
+        settings, runs=args.runs, url=args.url, form_factor=args.form_factor
+    )
+    _bench_output(
+        args,
+        as_json=bench_lighthouse.lighthouse_json(results),
+        section=bench_lighthouse.lighthouse_report(
+            f"./scripts/dev setup && (cd web && npm ci && npm run build) && {command} --write",
+            results,
+        ),
+        title=bench_lighthouse.TITLE,
+    )
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from agentmarket.devtools import bench
 
     settings = _settings()
+    if args.scenario == "lighthouse":
+        return _bench_lighthouse(args, settings)
     if args.scenario == "soak":
         return _bench_soak(args, settings)
     if args.scenario == "limits":
@@ -660,7 +679,7 @@ def _add_openapi(sub: _Subparsers) -> None:
 
 def _add_bench(sub: _Subparsers) -> None:
     p = sub.add_parser("bench", help="run a benchmark (results to docs/benchmarks.md)")
-    p.add_argument("scenario", choices=("catalog", "chat", "limits", "soak"))
+    p.add_argument("scenario", choices=("catalog", "chat", "limits", "soak", "lighthouse"))
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--requests", type=int, default=5000, help="for the Python clients")
     p.add_argument("--seconds", type=int, default=10, help="for wrk")
@@ -675,7 +694,19 @@ def _add_bench(sub: _Subparsers) -> None:
     p.add_argument("--long-tps", type=float, default=100.0, help="chat: long replies' pace")
     p.add_argument("--long-conversations", type=int, default=10, help="chat: long replies at once")
     p.add_argument("--long-turns", type=int, default=2, help="chat: long replies per conversation")
-    p.add_argument("--json", action="store_true", help="chat, soak: print the results as JSON")
+    p.add_argument(
+        "--json", action="store_true", help="chat, soak, lighthouse: print the results as JSON"
+    )
+    p.add_argument("--runs", type=int, default=3, help="lighthouse: audits (the median is shown)")
+    p.add_argument(
+        "--url", default=None, help="lighthouse: audit this page instead of a server started for it"
+    )
+    p.add_argument(
+        "--form-factor",
+        choices=("mobile", "desktop"),
+        default="mobile",
+        help="lighthouse: Lighthouse's mobile (default) or desktop audit",
+    )
     p.add_argument(
         "--pause-ms", type=int, default=200, help="limits: each user's pause between sends"
     )

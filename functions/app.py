@@ -23,11 +23,11 @@ from agentmarket.services.catalog import CatalogCache
 from agentmarket.services.limits import StreamSlots
 from agentmarket.services.streams import StreamHub
 from agentmarket.services.telemetry import EventSink
-from functions import problems, shutdown
+from functions import problems, shutdown, web
 from functions.cache import CachedAnswers
 from functions.deps import AppState
-from functions.middleware import RequestContextMiddleware
-from functions.routers import chat, deployments, health, marketplace, me, survey
+from functions.middleware import RequestContextMiddleware, install_cors
+from functions.routers import admin, chat, deployments, health, marketplace, me, survey
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -117,10 +117,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Forced faults (agentmarket.core.faults) exist only in tests.
         faults=settings.app_env is AppEnv.TEST,
     )
-    app.include_router(marketplace.router)
-    app.include_router(deployments.router)
-    app.include_router(chat.router)
-    app.include_router(me.router)
-    app.include_router(survey.router)
-    app.include_router(health.router)
+    # Outermost: every answer carries the CORS headers, a preflight is answered first.
+    install_cors(app, settings)
+    for module in (marketplace, deployments, chat, me, survey, admin, health):
+        app.include_router(module.router)
+    # The web client's routes and, for what no route matched, its files and pages.
+    web.install(app, settings)
     return app

@@ -9,15 +9,18 @@ import uuid
 from typing import Any
 
 import structlog
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentmarket.core import sentry
+from agentmarket.core.config import Settings
 from agentmarket.core.errors import AppError, PayloadTooLarge, UnsupportedMediaType
 from agentmarket.core.faults import FAULT_HEADER, ForcedFault
 from agentmarket.core.metrics import HTTP_REQUEST_DURATION
 from functions.problems import PROBLEM_JSON, problem_body
 
-__all__ = ["RequestContextMiddleware"]
+__all__ = ["CORS_ALLOW_HEADERS", "CORS_EXPOSE_HEADERS", "RequestContextMiddleware", "install_cors"]
 
 log = structlog.get_logger("agentmarket.http")
 
@@ -239,3 +242,35 @@ class RequestContextMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+# Pages on CORS_ALLOW_ORIGINS (docs/operations.md#other-origins-cors) may send these request
+# headers and read these response headers (the CORS-safelisted ones need no listing).
+CORS_ALLOW_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "If-None-Match",
+    "Last-Event-ID",
+    "X-Request-ID",
+)
+CORS_EXPOSE_HEADERS = ("ETag", "RateLimit", "RateLimit-Policy", "Retry-After", "X-Request-ID")
+
+
+def install_cors(app: FastAPI, settings: Settings) -> None:
+    """Starlette's CORSMiddleware for CORS_ALLOW_ORIGINS, added last so it runs first: every
+    answer (the request middleware's own 413, 415 and 500 too) carries its headers, and a
+    preflight is answered before anything else sees it. Nothing when the setting is empty: no
+    CORS header at all. Never credentials: the API takes bearer tokens, not cookies, so `*` is
+    as safe as a list (a page can only send a token it already holds)."""
+    if not settings.cors_allow_origins:
+        return
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.cors_allow_origins),
+        allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=list(CORS_ALLOW_HEADERS),
+        expose_headers=list(CORS_EXPOSE_HEADERS),
+        allow_credentials=False,
+        max_age=600,
+    )

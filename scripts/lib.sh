@@ -103,3 +103,30 @@ pg_stop() {
     pg_run "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
   fi
 }
+
+# Node.js and npm (Debian's packages), installed when missing; the web client is built with them.
+ensure_node() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt_install nodejs npm
+  fi
+}
+
+# The web client's dependencies (web/node_modules) exactly as package-lock.json pins them
+# (`npm ci`), again only when the lock changed since the last install.
+web_deps() {
+  ensure_node
+  local web="$ROOT/web" stamp="$ROOT/web/node_modules/.installed-lock" want
+  want="$(cksum <"$web/package-lock.json")"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "installing the web client's dependencies (npm ci)"
+    (cd "$web" && npm ci --no-audit --no-fund --loglevel=error) || return 1
+    echo "$want" >"$stamp"
+  fi
+}
+
+# The web client built into web/dist/, which the functions app serves at /.
+build_web() {
+  web_deps || die "npm ci failed in web/"
+  log "building the web client"
+  (cd "$ROOT/web" && npm run --silent build) || die "the web client did not build"
+}

@@ -10,12 +10,16 @@ import base64
 import binascii
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from agentmarket.core import paths
 
 __all__ = [
     "API_LOGIN",
@@ -33,6 +37,7 @@ __all__ = [
     "check_env",
     "get_settings",
     "local_login_url",
+    "parse_cors_origins",
     "parse_encryption_keys",
 ]
 
@@ -88,6 +93,50 @@ def parse_encryption_keys(value: str) -> list[EncryptionKey]:
     if len({k.key_id for k in keys}) != len(keys):
         raise ValueError("key ids must be unique")
     return keys
+
+
+def parse_cors_origins(value: object) -> tuple[str, ...]:
+    """CORS_ALLOW_ORIGINS: comma-separated exact origins (`scheme://host[:port]`), or `*` alone.
+
+    Each origin is normalised as a browser sends it in `Origin` (lower case, no default port, no
+    trailing slash); anything with a path, query, user or wildcard host is refused, since it
+    would never match and hide a typo. `*` is allowed because credentials never are (bearer
+    tokens, no cookies: docs/operations.md#other-origins-cors)."""
+    if value is None:
+        return ()
+    entries = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    origins: list[str] = []
+    for raw in entries:
+        entry = str(raw).strip()
+        if not entry:
+            continue
+        if entry == "*":
+            origins.append("*")
+            continue
+        try:
+            parts = urlsplit(entry)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"{entry!r} is not an origin (scheme://host[:port])") from exc
+        host = (parts.hostname or "").lower()
+        if (
+            parts.scheme.lower() not in ("http", "https")
+            or not host
+            or "*" in host
+            or parts.username is not None
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(f"{entry!r} is not an origin (scheme://host[:port])")
+        scheme = parts.scheme.lower()
+        if port is not None and port == {"http": 80, "https": 443}[scheme]:
+            port = None
+        shown = f"[{host}]" if ":" in host else host
+        origins.append(f"{scheme}://{shown}" + (f":{port}" if port is not None else ""))
+    if "*" in origins and len(origins) > 1:
+        raise ValueError("`*` allows every origin: give it alone, not with other origins")
+    return tuple(dict.fromkeys(origins))
 
 
 class Settings(BaseSettings):
@@ -155,6 +204,11 @@ class Settings(BaseSettings):
     # `format: uri` config fields take https URLs only; this lets http ones through (development).
     allow_http_urls: bool = False
     log_level: str = "info"
+    # The web client (docs/operations.md#the-web-client): the built client the functions serve at
+    # `/` (default <repo>/web/dist), and the other origins whose pages may call the API from a
+    # browser (empty: none, no CORS headers at all).
+    web_dist_dir: Path | None = None
+    cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator(
         "database_direct_url",
@@ -181,6 +235,16 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("web_dist_dir", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> tuple[str, ...]:
+        return parse_cors_origins(value)
 
     @field_validator("secrets_encryption_key")
     @classmethod
@@ -258,6 +322,11 @@ class Settings(BaseSettings):
         return parse_encryption_keys(self.secrets_encryption_key.get_secret_value())
 
     @property
+    def web_dist(self) -> Path:
+        """The built web client's directory (it may not exist: the API works without it)."""
+        return self.web_dist_dir or paths.project_root() / "web" / "dist"
+
+    @property
     def jwt_issuer(self) -> str | None:
         return f"{self.supabase_url.rstrip('/')}/auth/v1" if self.supabase_url else None
 
@@ -321,6 +390,11 @@ def check_env(settings: Settings) -> list[EnvProblem]:
     if strict and settings.allow_http_urls:
         problems.append(
             EnvProblem("ALLOW_HTTP_URLS", "set: agent configs may hold plain http:// URLs", False)
+        )
+
+    if strict and "*" in settings.cors_allow_origins:
+        problems.append(
+            EnvProblem("CORS_ALLOW_ORIGINS", "`*`: pages on any site may call the API", False)
         )
 
     if settings.sentry_dsn is None:

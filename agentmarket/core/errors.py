@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 __all__ = [
+    "AdminOnly",
     "AgentNotFound",
     "AnonymousToken",
     "AppError",
@@ -27,6 +28,8 @@ __all__ = [
     "FieldError",
     "Forbidden",
     "InvalidConfig",
+    "InvalidRange",
+    "InvalidTimezone",
     "InvalidToken",
     "LimitExceeded",
     "MalformedJSON",
@@ -43,6 +46,7 @@ __all__ = [
     "UnknownUser",
     "UnsupportedMediaType",
     "ValidationFailed",
+    "WebClientNotBuilt",
 ]
 
 
@@ -121,6 +125,12 @@ class Forbidden(AppError):
     title = "Forbidden"
 
 
+class AdminOnly(Forbidden):
+    """Only marketplace admins may do this."""
+
+    code = "admin_only"
+
+
 class NotFound(AppError):
     """Not found."""
 
@@ -139,6 +149,13 @@ class DeploymentNotFound(NotFound):
     """No deployment of yours has this id."""
 
     code = "deployment_not_found"
+
+
+class WebClientNotBuilt(NotFound):
+    """The web client is not built on this server (`npm run build` in web/, or WEB_DIST_DIR);
+    the API under /api/ works without it."""
+
+    code = "web_client_not_built"
 
 
 class MethodNotAllowed(AppError):
@@ -222,6 +239,19 @@ class InvalidConfig(ValidationFailed):
     """The configuration does not match the agent's schema; see `errors`."""
 
     code = "invalid_config"
+
+
+class InvalidTimezone(ValidationFailed):
+    """The time zone is not a known IANA name (e.g. `Europe/Berlin`); see `errors`."""
+
+    code = "invalid_timezone"
+
+
+class InvalidRange(ValidationFailed):
+    """The date range must run forwards (`from` ≤ `to`) and span at most 366 days; see
+    `errors`."""
+
+    code = "invalid_range"
 
 
 class LimitExceeded(AppError):

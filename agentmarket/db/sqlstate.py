@@ -13,6 +13,7 @@ from typing import Final
 import psycopg
 
 from agentmarket.core.errors import (
+    AdminOnly,
     AgentNotFound,
     AppError,
     ConversationNotFound,
@@ -22,6 +23,9 @@ from agentmarket.core.errors import (
     DeploymentNotFound,
     DeploymentPaused,
     DeploymentTotalLimit,
+    FieldError,
+    InvalidRange,
+    InvalidTimezone,
     LimitExceeded,
     MessageNotFound,
     RateLimited,
@@ -94,6 +98,15 @@ APP_ERRORS: Final[Mapping[str, Callable[[psycopg.Error], AppError]]] = {
     "AMINF": _limit(TooManyInFlight),
     "AMBUD": _limit(TokenBudgetExhausted),
     "AMDPT": _limit(DeploymentTotalLimit),
+    # Admin analytics (private.marketplace_stats / marketplace_metrics): the API checks the
+    # range and the time zone first; these are the database's own checks of the same rules.
+    "AMADM": lambda _: AdminOnly(),
+    "AMTZN": lambda _: InvalidTimezone(
+        errors=[FieldError("/query/tz", "is not a time zone the database knows")]
+    ),
+    "AMRNG": lambda _: InvalidRange(
+        errors=[FieldError("/query/to", "must be on or after from, at most 366 days later")]
+    ),
 }
 
 # Raised only when our own code is wrong (a config without a valid signature): never a caller's

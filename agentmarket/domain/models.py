@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -19,24 +19,31 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from agentmarket.core.config import AppEnv
 from agentmarket.core.jsontext import json_problems, text_problem
 
 __all__ = [
     "AgentDetail",
     "AgentList",
+    "AgentMetrics",
     "AgentQuery",
     "AgentRef",
     "AgentSort",
     "AgentSummary",
+    "AnalyticsFilters",
+    "AnalyticsQuery",
+    "AnalyticsRange",
     "CategoryCount",
     "ChatExchange",
     "ChatMode",
     "ChatQuota",
     "ChatRequest",
+    "ClientConfig",
     "Conversation",
     "ConversationDetail",
     "ConversationExport",
     "ConversationList",
+    "DayMetrics",
     "DeployRequest",
     "Deployment",
     "DeploymentCounts",
@@ -44,26 +51,39 @@ __all__ = [
     "DeploymentPatch",
     "DeploymentStatus",
     "ExportedConversation",
+    "DevSession",
+    "DevSessionRequest",
+    "DevSessionUser",
     "Feedback",
     "FeedbackRequest",
+    "FeedbackStats",
     "InFlight",
     "JSONObject",
     "Kind",
+    "MarketplaceMetrics",
+    "MarketplaceStats",
     "Message",
     "MessageError",
     "MessagePage",
     "MessageRole",
     "MessageStatus",
+    "Metrics",
     "Model",
     "MonthUsage",
     "Name",
     "NewConversation",
+    "NowCounts",
+    "Percentiles",
     "PlatformTokens",
+    "PopularAgent",
     "PricingModel",
     "RequestBody",
     "SurveyAnswer",
     "SurveyRequest",
     "SurveyStatus",
+    "StatsDay",
+    "StatsTotals",
+    "SurveyStats",
     "Text",
     "Usage",
     "UsageReport",
@@ -487,3 +507,178 @@ class UsageReport(Model):
     deployments: DeploymentCounts
     platform_tokens: PlatformTokens
     month: MonthUsage
+
+
+class ClientConfig(Model):
+    """What the web client needs to know at start (public: the anon key is meant for browsers)."""
+
+    supabase_url: str | None = Field(description="SUPABASE_URL: sign in with Supabase Auth there.")
+    supabase_anon_key: str | None = Field(description="SUPABASE_ANON_KEY, for supabase-js.")
+    dev_sign_in: bool = Field(description="`POST /api/dev/session` exists (APP_ENV=dev only).")
+    app_env: AppEnv
+
+
+Email = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, to_lower=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+    ),
+]
+
+
+class DevSessionRequest(RequestBody):
+    """A local user to sign in as (created when missing), as `agentmarket token` does."""
+
+    email: Email
+    admin: bool = Field(default=False, description="Give the user app_metadata.role = admin.")
+
+
+class DevSessionUser(Model):
+    id: uuid.UUID
+    email: str
+    role: Literal["admin"] | None
+
+
+class DevSession(Model):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (a scheme, not a secret)
+    expires_in: int = Field(description="Seconds until the access token expires.")
+    user: DevSessionUser
+
+
+# --- admin analytics -----------------------------------------------------------------------------
+
+
+class AnalyticsQuery(BaseModel):
+    """Admin analytics parameters (docs/api.md#admin-analytics). `from`/`to` default to the last
+    30 days ending today in `tz`; the service checks the time zone and the range."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    @field_validator("from_", "to", "agent", "category", "kind", "format", mode="before")
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        return _empty_is_none(value)
+
+    from_: date | None = Field(
+        default=None, alias="from", description="First day (ISO date), inclusive."
+    )
+    to: date | None = Field(default=None, description="Last day (ISO date), inclusive.")
+    tz: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        default="UTC", description="IANA time zone the days are counted in."
+    )
+    agent: Annotated[Text, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="Only this agent (slug)."
+    )
+    category: Annotated[Text, StringConstraints(max_length=64)] | None = None
+    kind: Kind | None = None
+    format: Literal["json", "csv"] | None = Field(
+        default=None, description="`csv` for a CSV download (or send `Accept: text/csv`)."
+    )
+
+
+class AnalyticsRange(Model):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: date = Field(alias="from")
+    to: date
+    tz: str
+
+
+class AnalyticsFilters(Model):
+    agent: str | None
+    category: str | None
+    kind: str | None
+
+
+class NowCounts(Model):
+    active_deployments: int = Field(description="Active, not deleted deployments now.")
+    active_agents: int = Field(description="Agents with at least one active deployment now.")
+
+
+class StatsTotals(Model):
+    deployments: int = Field(description="Deployments created (deleted ones included).")
+    conversations: int
+    user_messages: int
+    unique_users: int = Field(description="Distinct users who sent a message.")
+
+
+class StatsDay(Model):
+    day: date
+    deployments: int
+    conversations: int
+    user_messages: int
+    unique_users: int
+
+
+class PopularAgent(Model):
+    rank: int
+    agent_id: uuid.UUID
+    slug: str
+    name: str
+    deployments: int
+    conversations: int
+    messages: int = Field(description="User messages sent to the agent's deployments.")
+    unique_users: int
+
+
+class FeedbackStats(Model):
+    likes: int
+    dislikes: int
+    like_ratio: float | None = Field(description="likes / (likes + dislikes); null without votes.")
+
+
+class SurveyStats(Model):
+    responses: int
+    avg_satisfaction: float | None
+    avg_ease_of_use: float | None
+    nps: float | None = Field(description="% promoters (9-10) - % detractors (0-6), -100..100.")
+
+
+class MarketplaceStats(Model):
+    range: AnalyticsRange
+    filters: AnalyticsFilters
+    now: NowCounts
+    totals: StatsTotals
+    days: list[StatsDay]
+    popular_agents: list[PopularAgent]
+    feedback: FeedbackStats
+    survey: SurveyStats
+
+
+class Percentiles(Model):
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class Metrics(Model):
+    replies: int = Field(description="Assistant replies created in the range.")
+    completed: int
+    failed: int
+    error_rate: float | None = Field(description="failed / (completed + failed).")
+    errors_by_code: dict[str, int]
+    retries: int = Field(description="Replies whose job took more than one attempt.")
+    prompt_tokens: int
+    completion_tokens: int
+    rate_limited: int = Field(description="Chat sends refused by a limit (429).")
+    latency_ms: Percentiles
+    ttft_ms: Percentiles
+
+
+class AgentMetrics(Metrics):
+    agent_id: uuid.UUID
+    slug: str
+    name: str
+
+
+class DayMetrics(Metrics):
+    day: date
+
+
+class MarketplaceMetrics(Model):
+    range: AnalyticsRange
+    filters: AnalyticsFilters
+    overall: Metrics
+    agents: list[AgentMetrics]
+    days: list[DayMetrics]

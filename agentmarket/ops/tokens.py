@@ -16,7 +16,16 @@ import jwt
 import psycopg
 from psycopg.types.json import Jsonb
 
-__all__ = ["DEFAULT_TTL_SECONDS", "LocalUser", "ensure_user", "mint_access_token"]
+from agentmarket.core.config import Settings
+from agentmarket.db.pool import connect
+
+__all__ = [
+    "DEFAULT_TTL_SECONDS",
+    "LocalUser",
+    "ensure_user",
+    "issue_local_token",
+    "mint_access_token",
+]
 
 DEFAULT_TTL_SECONDS = 3600
 
@@ -88,3 +97,23 @@ def mint_access_token(
     if issuer:
         claims["iss"] = issuer
     return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def issue_local_token(
+    settings: Settings, *, email: str, admin: bool = False, ttl_seconds: int = DEFAULT_TTL_SECONDS
+) -> tuple[LocalUser, str]:
+    """`agentmarket token` and the dev sign-in (`POST /api/dev/session`): the user (created if
+    missing, over the operator's DATABASE_URL) and an access token signed with
+    SUPABASE_JWT_SECRET for SUPABASE_URL's issuer. Blocking; raises ValueError for a bad email,
+    RuntimeError without a JWT secret and psycopg.OperationalError when the database is away."""
+    if settings.supabase_jwt_secret is None:
+        raise RuntimeError("SUPABASE_JWT_SECRET is not set: cannot sign local tokens")
+    with connect(settings) as conn:
+        user = ensure_user(conn, email=email, admin=admin)
+    token = mint_access_token(
+        user,
+        secret=settings.supabase_jwt_secret.get_secret_value(),
+        issuer=settings.jwt_issuer,
+        ttl_seconds=ttl_seconds,
+    )
+    return user, token

@@ -28,6 +28,7 @@ from agentmarket.core.errors import (
     ConversationNotFound,
     DeploymentNotFound,
     FieldError,
+    LimitExceeded,
     MessageNotFound,
     ValidationFailed,
 )
@@ -52,6 +53,7 @@ from agentmarket.services import replies
 from agentmarket.services.limits import StreamSlots, held
 from agentmarket.services.replies import ReplyEvent, fetch_message, to_message
 from agentmarket.services.streams import StreamHub, StreamState
+from agentmarket.services.telemetry import RATE_LIMITED_EVENT, event_row
 
 log = structlog.get_logger("agentmarket")
 
@@ -168,7 +170,51 @@ async def send_message(
     The send commits before any waiting (one statement in a transaction of its own); a repeated
     `client_message_id` answers the original exchange and is not counted again. A streaming send
     takes one of the caller's stream slots first (`TooManyStreams`: nothing is stored) and gives
-    it back if the send fails or when its stream ends."""
+    it back if the send fails or when its stream ends.
+
+    A send refused by a limit (429) is recorded as an `agent.chat.rate_limited` telemetry row
+    (the refused statement rolled back, so in one of its own) for the admin metrics."""
+    try:
+        return await _send(
+            db=db,
+            user=user,
+            deployment_id=deployment_id,
+            request=request,
+            mode=mode,
+            trace_id=trace_id,
+            hub=hub,
+            settings=settings,
+            slots=slots,
+        )
+    except LimitExceeded as exc:
+        await _record_rejection(db, deployment_id, exc)
+        raise
+
+
+async def _record_rejection(
+    db: CallerSession, deployment_id: uuid.UUID, exc: LimitExceeded
+) -> None:
+    """One telemetry row per refused send, as the caller; a failure to write it never hides the
+    429 (problems.py counts the metric and logs the refusal either way)."""
+    row = event_row(RATE_LIMITED_EVENT, None, deployment_id, {"limit": exc.limit, "code": exc.code})
+    try:
+        await db.run(query("telemetry_track_event"), row)
+    except psycopg.Error:
+        log.warning("telemetry.rejection_not_recorded", limit=exc.limit)
+
+
+async def _send(
+    *,
+    db: CallerSession,
+    user: User,
+    deployment_id: uuid.UUID,
+    request: ChatRequest,
+    mode: ChatMode,
+    trace_id: str | None,
+    hub: StreamHub,
+    settings: Settings,
+    slots: StreamSlots,
+) -> Sent:
     slot = slots.acquire(user.id) if mode is ChatMode.STREAMING else None
     with slot or nullcontext():
         # The new reply's id is ours to choose, so a send that follows its reply subscribes to

@@ -21,7 +21,10 @@ from psycopg_pool import AsyncConnectionPool
 from agentmarket.db.caller import CallerSession, set_caller
 from agentmarket.db.queries import query
 
-__all__ = ["EVENTS", "EventSink", "check_event", "track"]
+__all__ = ["EVENTS", "RATE_LIMITED_EVENT", "EventSink", "check_event", "event_row", "track"]
+
+# A chat send refused by a limit (429); the admin metrics count these (`rate_limited`).
+RATE_LIMITED_EVENT = "agent.chat.rate_limited"
 
 EVENTS = frozenset(
     {
@@ -32,6 +35,7 @@ EVENTS = frozenset(
         "agent.chat.response.received",
         "agent.chat.error",
         "marketplace.survey.submitted",
+        RATE_LIMITED_EVENT,
     }
 )
 
@@ -47,7 +51,7 @@ def check_event(name: str) -> str:
 log = structlog.get_logger("agentmarket")
 
 
-def _event_row(
+def event_row(
     name: str,
     agent_id: uuid.UUID | None,
     deployment_id: uuid.UUID | None,
@@ -81,7 +85,7 @@ async def track(
     )
     conn = await db.conn()
     await conn.execute(
-        query("telemetry_track_event"), _event_row(name, agent_id, deployment_id, properties)
+        query("telemetry_track_event"), event_row(name, agent_id, deployment_id, properties)
     )
 
 

@@ -33,6 +33,7 @@ ROLES: dict[str, tuple[str | None, ...]] = {
     "survey.sql": ("authenticated",),
     "telemetry.sql": ("anon", "authenticated"),  # EventSink writes anonymous events as anon
     "usage.sql": ("authenticated",),
+    "analytics.sql": ("authenticated",),  # admins are authenticated users with app_metadata.role
 }
 
 _NAMED = re.compile(r"%\(([a-z_][a-z0-9_]*)\)s")

@@ -333,8 +333,8 @@ select results_eq($$
   select p.oid::regprocedure::text collate "default" from pg_proc p
    where p.pronamespace = 'private'::regnamespace and has_function_privilege('anon', p.oid, 'EXECUTE')
    order by 1
-$$, array['private.track_event(text,uuid,uuid,jsonb)', 'private.track_events(jsonb)'],
-  'anon may execute exactly private.track_event and track_events');
+$$, array['private.is_admin()', 'private.track_event(text,uuid,uuid,jsonb)', 'private.track_events(jsonb)'],
+  'anon may execute exactly private.is_admin, track_event and track_events');
 select results_eq($$
   select p.oid::regprocedure::text collate "default" from pg_proc p
    where p.pronamespace = 'private'::regnamespace and has_function_privilege('authenticated', p.oid, 'EXECUTE')
@@ -345,6 +345,9 @@ $$, array['private.cancel_chat_message(uuid)',
           'private.delete_conversation(uuid,uuid)',
           'private.delete_deployment(uuid)',
           'private.deployment_secret_hints(uuid[])',
+          'private.is_admin()',
+          'private.marketplace_metrics(date,date,text,text,text,text)',
+          'private.marketplace_stats(date,date,text,text,text,text)',
           'private.message_stream_state(uuid)',
           'private.my_usage()',
           'private.put_deployment_secret(uuid,text,text,bytea,text)',
@@ -376,6 +379,8 @@ $$, array['private.api_signing_key()',
           'private.delete_deployment(uuid)',
           'private.deployment_secret_hints(uuid[])',
           'private.maintain_deploy_count()',
+          'private.marketplace_metrics(date,date,text,text,text,text)',
+          'private.marketplace_stats(date,date,text,text,text,text)',
           'private.message_stream_state(uuid)',
           'private.my_usage()',
           'private.put_deployment_secret(uuid,text,text,bytea,text)',

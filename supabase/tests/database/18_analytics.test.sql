@@ -1,0 +1,138 @@
+-- Admin analytics (20261130180000_admin_analytics.sql): private.is_admin() reads app_metadata.role
+-- from the verified claims (never user_metadata) for anon, two ordinary users, a user who put
+-- role=admin in their own user_metadata, and an admin; private.marketplace_stats /
+-- marketplace_metrics refuse everyone but an admin (AMADM), check the range (AMRNG) and the time
+-- zone (AMTZN), and answer an admin with the whole marketplace's numbers (both users' rows);
+-- the grants are exactly these. The HTTP routes are tests/api/test_admin_stats.py.
+-- Conventions (role switching, claims, SQLSTATEs): see 01_structure.test.sql.
+begin;
+set local search_path = public, extensions;
+
+select plan(27);
+
+-- Fixtures (as postgres) ---------------------------------------------------------------------------
+insert into auth.users (id, email, raw_app_meta_data) values
+  ('a0000000-0000-4000-8000-00000000000a', 'pgtap-a@example.test', '{}'),
+  ('b0000000-0000-4000-8000-00000000000b', 'pgtap-b@example.test', '{}');
+insert into public.marketplace_agents (id, slug, name, category, kind, pricing_model, is_published) values
+  ('a9000000-0000-4000-8000-000000000018', 'pgtap-analytics', 'pgTAP analytics', 'testing', 'chat', 'free', true);
+insert into public.agent_deployments (id, user_id, agent_id, name, status, created_at) values
+  ('d0000000-0000-4000-8000-00000000000a', 'a0000000-0000-4000-8000-00000000000a',
+   'a9000000-0000-4000-8000-000000000018', 'A', 'active', '2026-11-02 10:00+00'),
+  ('d0000000-0000-4000-8000-00000000000b', 'b0000000-0000-4000-8000-00000000000b',
+   'a9000000-0000-4000-8000-000000000018', 'B', 'active', '2026-11-03 10:00+00');
+insert into public.agent_conversations (id, deployment_id, user_id, created_at) values
+  ('c0000000-0000-4000-8000-00000000000a', 'd0000000-0000-4000-8000-00000000000a',
+   'a0000000-0000-4000-8000-00000000000a', '2026-11-02 10:01+00'),
+  ('c0000000-0000-4000-8000-00000000000b', 'd0000000-0000-4000-8000-00000000000b',
+   'b0000000-0000-4000-8000-00000000000b', '2026-11-03 10:01+00');
+insert into public.agent_messages
+  (id, conversation_id, user_id, role, content, status, reply_to, latency_ms, created_at, completed_at) values
+  ('e0000000-0000-4000-8000-000000000001', 'c0000000-0000-4000-8000-00000000000a',
+   'a0000000-0000-4000-8000-00000000000a', 'user', 'q', 'completed', null, null,
+   '2026-11-02 10:02+00', '2026-11-02 10:02+00'),
+  ('e0000000-0000-4000-8000-000000000002', 'c0000000-0000-4000-8000-00000000000a',
+   'a0000000-0000-4000-8000-00000000000a', 'assistant', 'a', 'completed',
+   'e0000000-0000-4000-8000-000000000001', 400, '2026-11-02 10:03+00', '2026-11-02 10:04+00'),
+  ('e0000000-0000-4000-8000-000000000003', 'c0000000-0000-4000-8000-00000000000b',
+   'b0000000-0000-4000-8000-00000000000b', 'user', 'q', 'completed', null, null,
+   '2026-11-03 10:02+00', '2026-11-03 10:02+00'),
+  ('e0000000-0000-4000-8000-000000000004', 'c0000000-0000-4000-8000-00000000000b',
+   'b0000000-0000-4000-8000-00000000000b', 'assistant', 'a', 'completed',
+   'e0000000-0000-4000-8000-000000000003', 800, '2026-11-03 10:03+00', '2026-11-03 10:04+00');
+
+-- is_admin(): who is an admin ---------------------------------------------------------------------
+set local role anon;
+set local request.jwt.claims to '{"role":"anon"}';
+select is(private.is_admin(), false, 'anon is not an admin');
+reset role;
+
+set local role authenticated;
+set local request.jwt.claims to '{"sub":"a0000000-0000-4000-8000-00000000000a","role":"authenticated","app_metadata":{}}';
+select is(private.is_admin(), false, 'user A is not an admin');
+reset role;
+
+set local role authenticated;
+set local request.jwt.claims to '{"sub":"b0000000-0000-4000-8000-00000000000b","role":"authenticated","app_metadata":{"role":"user"}}';
+select is(private.is_admin(), false, 'user B (another app_metadata role) is not an admin');
+reset role;
+
+set local role authenticated;
+set local request.jwt.claims to '{"sub":"b0000000-0000-4000-8000-00000000000b","role":"authenticated","app_metadata":{},"user_metadata":{"role":"admin"}}';
+select is(private.is_admin(), false, 'user_metadata.role = admin (the user''s own to write) is not admin');
+select throws_ok($$ select private.marketplace_stats('2026-11-01', '2026-11-07', 'UTC') $$,
+                 'AMADM', 'admins only', 'user_metadata admin is refused the stats');
+reset role;
+
+set local role authenticated;
+set local request.jwt.claims to '{"sub":"a0000000-0000-4000-8000-00000000000a","role":"authenticated","app_metadata":{}}';
+select throws_ok($$ select private.marketplace_stats('2026-11-01', '2026-11-07', 'UTC') $$,
+                 'AMADM', 'admins only', 'user A is refused the stats');
+select throws_ok($$ select private.marketplace_metrics('2026-11-01', '2026-11-07', 'UTC') $$,
+                 'AMADM', 'admins only', 'user A is refused the metrics');
+select throws_ok($$ select private.marketplace_stats('2026-11-07', '2026-11-01', 'Nowhere/Land') $$,
+                 'AMADM', 'admins only', 'a non-admin learns nothing about the arguments');
+reset role;
+
+set local role anon;
+set local request.jwt.claims to '{"role":"anon"}';
+select throws_ok($$ select private.marketplace_stats('2026-11-01', '2026-11-07', 'UTC') $$,
+                 '42501', null, 'anon may not execute marketplace_stats');
+select throws_ok($$ select private.marketplace_metrics('2026-11-01', '2026-11-07', 'UTC') $$,
+                 '42501', null, 'anon may not execute marketplace_metrics');
+reset role;
+
+-- An admin -----------------------------------------------------------------------------------------
+set local role authenticated;
+set local request.jwt.claims to '{"sub":"a0000000-0000-4000-8000-00000000000a","role":"authenticated","app_metadata":{"role":"admin"}}';
+select is(private.is_admin(), true, 'app_metadata.role = admin is an admin');
+select is(
+  private.marketplace_stats('2026-11-01', '2026-11-07', 'UTC', 'pgtap-analytics') -> 'totals',
+  '{"deployments": 2, "conversations": 2, "user_messages": 2, "unique_users": 2}'::jsonb,
+  'the admin sees both users'' rows');
+select is(
+  jsonb_array_length(private.marketplace_stats('2026-11-01', '2026-11-07', 'UTC', 'pgtap-analytics') -> 'days'),
+  7, 'every day of the range is present');
+select is(
+  private.marketplace_stats('2026-11-01', '2026-11-07', 'UTC', 'pgtap-analytics') -> 'days' -> 0,
+  '{"day": "2026-11-01", "deployments": 0, "conversations": 0, "user_messages": 0, "unique_users": 0}'::jsonb,
+  'a day without activity is zero-filled');
+select is(
+  private.marketplace_stats('2026-11-01', '2026-11-07', 'UTC', 'pgtap-analytics') -> 'now',
+  '{"active_deployments": 2, "active_agents": 1}'::jsonb,
+  'active deployments and agents now');
+select is(
+  private.marketplace_metrics('2026-11-01', '2026-11-07', 'UTC', 'pgtap-analytics') -> 'overall' -> 'latency_ms',
+  '{"p50": 600.0, "p95": 780.0, "p99": 796.0}'::jsonb,
+  'latency percentiles are continuous (percentile_cont)');
+select is(
+  (private.marketplace_metrics('2026-11-01', '2026-11-07', 'UTC', 'pgtap-analytics') -> 'overall' ->> 'replies')::int,
+  2, 'both users'' replies count');
+select is(
+  private.marketplace_stats('2026-11-02', '2026-11-02', 'Asia/Tokyo', 'pgtap-analytics') -> 'totals' -> 'user_messages',
+  '1'::jsonb, 'days are counted in the given time zone (10:02 UTC on the 3rd is the 3rd in Tokyo)');
+select throws_ok($$ select private.marketplace_stats('2026-11-07', '2026-11-01', 'UTC') $$,
+                 'AMRNG', null, 'a reversed range is refused');
+select throws_ok($$ select private.marketplace_metrics('2025-11-01', '2026-11-03', 'UTC') $$,
+                 'AMRNG', null, 'a range over 366 days is refused');
+select lives_ok($$ select private.marketplace_metrics('2025-11-01', '2026-11-02', 'UTC') $$,
+                'a range of exactly 366 days is answered');
+select throws_ok($$ select private.marketplace_stats('2026-11-01', '2026-11-07', 'Nowhere/Land') $$,
+                 'AMTZN', null, 'an unknown time zone is refused');
+reset role;
+
+-- Grants -------------------------------------------------------------------------------------------
+select function_privs_are('private', 'marketplace_stats', array['date', 'date', 'text', 'text', 'text', 'text'],
+                          'authenticated', array['EXECUTE'], 'authenticated may execute marketplace_stats');
+select function_privs_are('private', 'marketplace_metrics', array['date', 'date', 'text', 'text', 'text', 'text'],
+                          'authenticated', array['EXECUTE'], 'authenticated may execute marketplace_metrics');
+select function_privs_are('private', 'marketplace_stats', array['date', 'date', 'text', 'text', 'text', 'text'],
+                          'anon', array[]::text[], 'anon may not execute marketplace_stats');
+select function_privs_are('private', 'require_admin', array[]::text[],
+                          'authenticated', array[]::text[], 'the helpers are not the API');
+select ok((select p.prosecdef from pg_proc p where p.oid = 'private.marketplace_stats(date,date,text,text,text,text)'::regprocedure)
+          and not (select p.prosecdef from pg_proc p where p.oid = 'private.is_admin()'::regprocedure),
+          'the reports are SECURITY DEFINER, is_admin is not');
+
+select * from finish();
+rollback;

@@ -370,6 +370,7 @@ returns jsonb
 language plpgsql
 stable
 set search_path = ''
+set work_mem = '64MB'
 as $$
 declare
   b record;
@@ -388,32 +389,41 @@ begin
   days as (
     select g::date as day from generate_series(p_from::timestamp, p_to::timestamp, interval '1 day') g
   ),
+  -- The range's hours and the day each falls on: one time zone conversion per hour, not per row.
+  hours as (
+    select h as hour, (h at time zone p_tz)::date as day
+      from generate_series(b.t0, b.t1 - interval '1 hour', interval '1 hour') h
+  ),
   hourly as (
-    select (h.hour at time zone p_tz)::date as day, h.agent_id, h.deployments, h.conversations,
-           h.user_messages
+    select hs.day, h.agent_id, h.deployments, h.conversations, h.user_messages
       from private.analytics_hourly h
-      join agents a on a.id = h.agent_id
+      join hours hs on hs.hour = h.hour
      where h.hour >= b.t0 and h.hour < b.t1
+       and (not filtered or h.agent_id in (select id from agents))
   ),
   presence as (
-    select (u.hour at time zone p_tz)::date as day, u.agent_id, u.user_id
+    select hs.day, u.agent_id, u.user_id
       from private.analytics_user_hours u
-      join agents a on a.id = u.agent_id
+      join hours hs on hs.hour = u.hour
      where u.hour >= b.t0 and u.hour < b.t1
+       and (not filtered or u.agent_id in (select id from agents))
   ),
   per_day as (
     select day, sum(deployments) as deployments, sum(conversations) as conversations,
            sum(user_messages) as user_messages
       from hourly group by day
   ),
-  users_day as (select day, count(distinct user_id) as users from presence group by day),
+  users_day as (
+    select day, count(*) as users from (select distinct day, user_id from presence) x group by day
+  ),
   per_agent as (
     select agent_id, sum(deployments) as deployments, sum(conversations) as conversations,
            sum(user_messages) as messages
       from hourly group by agent_id
   ),
   users_agent as (
-    select agent_id, count(distinct user_id) as users from presence group by agent_id
+    select agent_id, count(*) as users
+      from (select distinct agent_id, user_id from presence) x group by agent_id
   ),
   popular as (
     select row_number() over (
@@ -460,7 +470,7 @@ begin
       'deployments', (select coalesce(sum(deployments), 0) from per_day),
       'conversations', (select coalesce(sum(conversations), 0) from per_day),
       'user_messages', (select coalesce(sum(user_messages), 0) from per_day),
-      'unique_users', (select count(distinct user_id) from presence)
+      'unique_users', (select count(*) from (select distinct user_id from presence) x)
     ),
     'days', (
       select jsonb_agg(jsonb_build_object(
@@ -506,9 +516,11 @@ returns jsonb
 language plpgsql
 stable
 set search_path = ''
+set work_mem = '64MB'
 as $$
 declare
   b record;
+  filtered boolean := p_agent is not null or p_category is not null or p_kind is not null;
   result jsonb;
 begin
   b := private.analytics_bounds(p_from, p_to, p_tz);
@@ -523,12 +535,13 @@ begin
   days as (
     select g::date as day from generate_series(p_from::timestamp, p_to::timestamp, interval '1 day') g
   ),
-  replies as (
+  -- Not materialized: the aggregates read the table directly, the errors only its failed rows.
+  replies as not materialized (
     select (r.created_at at time zone p_tz)::date as day, r.agent_id, r.status, r.error_code,
            r.latency_ms, r.ttft_ms, r.prompt_tokens, r.completion_tokens, r.retried
       from private.analytics_replies r
-      join agents a on a.id = r.agent_id
      where r.created_at >= b.t0 and r.created_at < b.t1
+       and (not filtered or r.agent_id in (select id from agents))
   ),
   agg as (
     select grouping(r.agent_id) = 0 as by_agent, grouping(r.day) = 0 as by_day,

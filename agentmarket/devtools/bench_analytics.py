@@ -11,6 +11,7 @@ statements) to show which scans the 90-day reports make.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class AnalyticsRun:
     results: list[bench.Result]
     scans: dict[str, list[str]] = field(default_factory=dict)  # report -> "Seq Scan on x" lines
     plans: dict[str, str] = field(default_factory=dict)
+    load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average before and after the calls
 
 
 def _counts(conn: psycopg.Connection) -> dict[str, int]:
@@ -117,6 +119,7 @@ def run_analytics(
     start, end = str(today - timedelta(days=89)), str(today)
     process, base = bench._start_server(settings)
     results: list[bench.Result] = []
+    load_before = os.getloadavg()[0]
     try:
         with httpx.Client(base_url=base, timeout=120) as client:
             headers = {"Authorization": f"Bearer {token}"}
@@ -142,8 +145,9 @@ def run_analytics(
     finally:
         process.terminate()
         process.wait(timeout=10)
+    load_after = os.getloadavg()[0]
     scans, plans = _plans(url, start, end)
-    return AnalyticsRun(counts, fixture_seconds, results, scans, plans)
+    return AnalyticsRun(counts, fixture_seconds, results, scans, plans, (load_before, load_after))
 
 
 def analytics_report(command: str, run: AnalyticsRun) -> str:
@@ -151,7 +155,9 @@ def analytics_report(command: str, run: AnalyticsRun) -> str:
         f"Data: {run.counts['messages']:,} messages, {run.counts['conversations']:,} "
         f"conversations, {run.counts['deployments']:,} deployments over 90 days"
         + (f" (fixture generated in {run.fixture_seconds:.0f} s)." if run.fixture_seconds else ".")
-        + " One admin, one request at a time; the server is `agentmarket serve` (1 worker).",
+        + " One admin, one request at a time; the server is `agentmarket serve` (1 worker). "
+        f"Load average (1 min) on the shared machine: {run.load[0]:.1f} before the calls, "
+        f"{run.load[1]:.1f} after.",
         "",
         "Scans in the reports' statements (auto_explain: EXPLAIN ANALYZE, BUFFERS of every "
         "nested statement of one 90-day call):",

@@ -701,3 +701,7 @@ grant execute on function private.marketplace_stats_rollup(date, date, text, tex
 grant execute on function private.marketplace_metrics_rollup(date, date, text, text, text, text) to service_role;
 grant execute on function private.marketplace_stats(date, date, text, text, text, text) to authenticated, service_role;
 grant execute on function private.marketplace_metrics(date, date, text, text, text, text) to authenticated, service_role;
+
+-- What exists already (a database migrated with activity in it) is counted now; from here on the
+-- triggers keep the rollups.
+select private.analytics_rebuild();

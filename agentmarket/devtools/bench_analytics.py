@@ -84,6 +84,33 @@ def _plans(url: str, start: str, end: str) -> tuple[dict[str, list[str]], dict[s
     return scans, plans
 
 
+def _time_calls(base: str, token: str, start: str, end: str, calls: int) -> list[bench.Result]:
+    """Each report for [start, end] `calls` times, one at a time, after two warm-up calls."""
+    results: list[bench.Result] = []
+    with httpx.Client(base_url=base, timeout=120) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        for name in ("stats", "metrics"):
+            path = f"/api/admin/marketplace/{name}"
+            params = {"from": start, "to": end, "tz": "UTC"}
+            for _ in range(2):  # warm-up: connections, plans, caches
+                client.get(path, params=params, headers=headers).raise_for_status()
+            latencies: list[float] = []
+            errors = 0
+            began = time.perf_counter()
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                response = client.get(path, params=params, headers=headers)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                errors += response.status_code != 200
+            elapsed = time.perf_counter() - began
+            results.append(
+                bench.Result.from_latencies(
+                    f"GET {path} (90 days, UTC)", 1, elapsed, latencies, errors
+                )
+            )
+    return results
+
+
 def run_analytics(
     settings: Settings, *, fixture: Fixture | None, calls: int, progress: bool = True
 ) -> AnalyticsRun:
@@ -118,30 +145,9 @@ def run_analytics(
     today = datetime.now(UTC).date()
     start, end = str(today - timedelta(days=89)), str(today)
     process, base = bench._start_server(settings)
-    results: list[bench.Result] = []
     load_before = os.getloadavg()[0]
     try:
-        with httpx.Client(base_url=base, timeout=120) as client:
-            headers = {"Authorization": f"Bearer {token}"}
-            for name in ("stats", "metrics"):
-                path = f"/api/admin/marketplace/{name}"
-                params = {"from": start, "to": end, "tz": "UTC"}
-                for _ in range(2):  # warm-up: connections, plans, caches
-                    client.get(path, params=params, headers=headers).raise_for_status()
-                latencies: list[float] = []
-                errors = 0
-                began = time.perf_counter()
-                for _ in range(calls):
-                    t0 = time.perf_counter()
-                    response = client.get(path, params=params, headers=headers)
-                    latencies.append((time.perf_counter() - t0) * 1000)
-                    errors += response.status_code != 200
-                elapsed = time.perf_counter() - began
-                results.append(
-                    bench.Result.from_latencies(
-                        f"GET {path} (90 days, UTC)", 1, elapsed, latencies, errors
-                    )
-                )
+        results = _time_calls(base, token, start, end, calls)
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -11,9 +11,10 @@
 --   private.analytics_feedback      one narrow row per feedback vote (created_at, agent, rating)
 --   private.analytics_conversation_agents
 --                                   which agent a conversation belongs to (messages carry only
---                                   their conversation); removed at commit after the
---                                   conversation, so the cascaded deletes of its messages still
---                                   find it
+--                                   their conversation). Kept after the conversation is deleted,
+--                                   so the cascaded deletes of its messages, whenever they fire,
+--                                   still find their agent (a deferred cleanup would make the
+--                                   commit run our code; analytics_rebuild() drops the leftovers)
 --
 -- A day in the caller's time zone is a union of whole UTC hours whenever the zone's midnights in
 -- the range fall on whole UTC hours (every zone with whole-hour offsets); for the others
@@ -171,26 +172,6 @@ $$;
 create trigger agent_conversations_analytics
   after insert or delete or update of created_at on public.agent_conversations
   for each row execute function private.analytics_conversations_changed();
-
--- At commit, after the cascaded deletes of the conversation's messages have used it.
-create function private.analytics_conversation_gone()
-returns trigger
-language plpgsql
-security definer
-set search_path = ''
-as $$
-begin
-  delete from private.analytics_conversation_agents m
-   where m.conversation_id = old.id
-     and not exists (select 1 from public.agent_conversations c where c.id = old.id);
-  return null;
-end
-$$;
-
-create constraint trigger agent_conversations_analytics_gone
-  after delete on public.agent_conversations
-  deferrable initially deferred
-  for each row execute function private.analytics_conversation_gone();
 
 create function private.analytics_messages_changed()
 returns trigger
@@ -676,7 +657,6 @@ revoke all on function private.analytics_add_hourly(timestamptz, uuid, integer, 
 revoke all on function private.analytics_add_user_hour(timestamptz, uuid, uuid, integer) from public, anon, authenticated;
 revoke all on function private.analytics_deployments_changed() from public, anon, authenticated;
 revoke all on function private.analytics_conversations_changed() from public, anon, authenticated;
-revoke all on function private.analytics_conversation_gone() from public, anon, authenticated;
 revoke all on function private.analytics_messages_changed() from public, anon, authenticated;
 revoke all on function private.analytics_jobs_changed() from public, anon, authenticated;
 revoke all on function private.analytics_feedback_changed() from public, anon, authenticated;
@@ -691,7 +671,6 @@ grant execute on function private.analytics_add_hourly(timestamptz, uuid, intege
 grant execute on function private.analytics_add_user_hour(timestamptz, uuid, uuid, integer) to service_role;
 grant execute on function private.analytics_deployments_changed() to service_role;
 grant execute on function private.analytics_conversations_changed() to service_role;
-grant execute on function private.analytics_conversation_gone() to service_role;
 grant execute on function private.analytics_messages_changed() to service_role;
 grant execute on function private.analytics_jobs_changed() to service_role;
 grant execute on function private.analytics_feedback_changed() to service_role;

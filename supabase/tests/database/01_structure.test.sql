@@ -369,8 +369,7 @@ select results_eq($$
   select p.oid::regprocedure::text collate "default" from pg_proc p
    where p.pronamespace = 'private'::regnamespace and p.prosecdef
    order by 1
-$$, array['private.analytics_conversation_gone()',
-          'private.analytics_conversations_changed()',
+$$, array['private.analytics_conversations_changed()',
           'private.analytics_deployments_changed()',
           'private.analytics_feedback_changed()',
           'private.analytics_jobs_changed()',

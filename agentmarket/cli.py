@@ -386,10 +386,33 @@ def _bench_soak(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
+def _bench_lighthouse(args: argparse.Namespace, settings: Settings) -> int:
+    from agentmarket.devtools import bench_lighthouse
+
+    command = f"./scripts/lighthouse --runs {args.runs}" + (
+        " --form-factor desktop" if args.form_factor == "desktop" else ""
+    )
+    results = bench_lighthouse.run_lighthouse(
+        settings, runs=args.runs, url=args.url, form_factor=args.form_factor
+    )
+    _bench_output(
+        args,
+        as_json=bench_lighthouse.lighthouse_json(results),
+        section=bench_lighthouse.lighthouse_report(
+            f"./scripts/dev setup && (cd web && npm ci && npm run build) && {command} --write",
+            results,
+        ),
+        title=bench_lighthouse.TITLE,
+    )
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from agentmarket.devtools import bench
 
     settings = _settings()
+    if args.scenario == "lighthouse":
+        return _bench_lighthouse(args, settings)
     if args.scenario == "soak":
         return _bench_soak(args, settings)
     if args.scenario == "limits":
@@ -533,7 +556,7 @@ def _add_openapi(sub: _Subparsers) -> None:
 
 def _add_bench(sub: _Subparsers) -> None:
     p = sub.add_parser("bench", help="run a benchmark (results to docs/benchmarks.md)")
-    p.add_argument("scenario", choices=("catalog", "chat", "limits", "soak"))
+    p.add_argument("scenario", choices=("catalog", "chat", "limits", "soak", "lighthouse"))
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--requests", type=int, default=5000, help="for the Python clients")
     p.add_argument("--seconds", type=int, default=10, help="for wrk")
@@ -548,7 +571,19 @@ def _add_bench(sub: _Subparsers) -> None:
     p.add_argument("--long-tps", type=float, default=100.0, help="chat: long replies' pace")
     p.add_argument("--long-conversations", type=int, default=10, help="chat: long replies at once")
     p.add_argument("--long-turns", type=int, default=2, help="chat: long replies per conversation")
-    p.add_argument("--json", action="store_true", help="chat, soak: print the results as JSON")
+    p.add_argument(
+        "--json", action="store_true", help="chat, soak, lighthouse: print the results as JSON"
+    )
+    p.add_argument("--runs", type=int, default=3, help="lighthouse: audits (the median is shown)")
+    p.add_argument(
+        "--url", default=None, help="lighthouse: audit this page instead of a server started for it"
+    )
+    p.add_argument(
+        "--form-factor",
+        choices=("mobile", "desktop"),
+        default="mobile",
+        help="lighthouse: Lighthouse's mobile (default) or desktop audit",
+    )
     p.add_argument(
         "--pause-ms", type=int, default=200, help="limits: each user's pause between sends"
     )

@@ -28,6 +28,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from agentmarket.core.config import Settings
 from agentmarket.core.errors import WebClientNotBuilt
@@ -100,8 +101,11 @@ class WebClient:
         self.csp = content_security_policy(supabase_url)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # as the router's own default: close it
+            await WebSocketClose()(scope, receive, send)
+            return
         path: str = scope["path"]
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or _reserved(path):
+        if scope["method"] not in ("GET", "HEAD") or _reserved(path):
             raise HTTPException(status_code=404)
         headers = Headers(scope=scope)
         navigation = path == "/" or _accepts_html(headers)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from starlette.types import Message
 
 from agentmarket.core.config import Settings
 from functions.web import IMMUTABLE, content_security_policy
@@ -269,3 +271,30 @@ def test_serve_with_workers_serves_the_client(served: str) -> None:
         raw = http.get(httpx.URL(served).copy_with(raw_path=b"/assets/../../secret.txt"))
         assert b"not for you" not in raw.content
         assert http.get("/api/marketplace/agents").status_code == 200
+
+
+async def test_a_websocket_to_an_unknown_path_is_closed(app: FastAPI) -> None:
+    """As the router's own default does: no route, the socket is closed (not an HTTP 404)."""
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "path": "/anything",
+        "raw_path": b"/anything",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "scheme": "ws",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1234),
+        "subprotocols": [],
+    }
+    await app(scope, receive, send)
+    assert [m["type"] for m in sent] == ["websocket.close"]

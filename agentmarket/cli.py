@@ -407,12 +407,35 @@ def _bench_lighthouse(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _bench_analytics(args: argparse.Namespace, settings: Settings) -> int:
+    from agentmarket.devtools import bench, bench_analytics
+    from agentmarket.devtools.analytics_fixture import Fixture
+
+    command = f"agentmarket bench analytics --calls {args.calls}" + (
+        " --fixture" if args.fixture else ""
+    )
+    run = bench_analytics.run_analytics(
+        settings, fixture=Fixture() if args.fixture else None, calls=args.calls
+    )
+    section = bench_analytics.analytics_report(
+        "createdb bench && DATABASE_URL=…/bench agentmarket migrate up && … seed && "
+        f"DATABASE_URL=…/bench {command} --write",
+        run,
+    )
+    print(section)
+    if args.write:
+        print(f"wrote {bench.write_section(section, bench_analytics.TITLE)}", file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from agentmarket.devtools import bench
 
     settings = _settings()
     if args.scenario == "lighthouse":
         return _bench_lighthouse(args, settings)
+    if args.scenario == "analytics":
+        return _bench_analytics(args, settings)
     if args.scenario == "soak":
         return _bench_soak(args, settings)
     if args.scenario == "limits":
@@ -444,6 +467,129 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
         print(f"wrote {bench.write_section(section, 'Catalog list: GET /api/marketplace/agents')}")
     return 0
+
+
+# --- stats ---------------------------------------------------------------------------------------
+
+# The CLI reads the reports as an admin caller through the API's own login: the claims a verified
+# admin token carries (app_metadata.role = admin), so the same SQL checks pass.
+_CLI_ADMIN_CLAIMS = {
+    "sub": "00000000-0000-0000-0000-000000000000",
+    "role": "authenticated",
+    "app_metadata": {"role": "admin"},
+}
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from agentmarket.core.errors import AppError
+    from agentmarket.db.caller import CallerSession
+    from agentmarket.db.pool import create_pool
+    from agentmarket.domain.models import AnalyticsQuery
+    from agentmarket.services import analytics
+
+    settings = _settings()
+    try:
+        params = AnalyticsQuery.model_validate(
+            {
+                "from": args.from_,
+                "to": args.to,
+                "tz": args.tz,
+                "agent": args.agent,
+                "category": args.category,
+                "kind": args.kind,
+            }
+        )
+    except ValidationError as exc:
+        for err in exc.errors():
+            print(f"invalid --{err['loc'][0]}: {err['msg']}", file=sys.stderr)
+        return 2
+
+    async def read() -> Any:
+        pool = create_pool(settings, min_size=1, max_size=1)
+        await pool.open()
+        try:
+            async with CallerSession(pool, _CLI_ADMIN_CLAIMS) as db:
+                if args.metrics:
+                    return await analytics.marketplace_metrics(db=db, params=params)
+                return await analytics.marketplace_stats(db=db, params=params)
+        finally:
+            await pool.close()
+
+    try:
+        report = loops.run(read())
+    except AppError as exc:
+        where = "; ".join(f"{e.path}: {e.message}" for e in exc.errors)
+        print(f"error: {exc.detail}{' (' + where + ')' if where else ''}", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as exc:
+        print(f"cannot connect to the database: {str(exc).strip()}", file=sys.stderr)
+        return 3
+    if args.csv:
+        rows = analytics.metrics_rows(report) if args.metrics else analytics.stats_rows(report)
+        for line in analytics.csv_lines(rows):
+            sys.stdout.write(line)
+    elif args.json:
+        print(report.model_dump_json(by_alias=True, indent=2))
+    else:
+        print(_stats_text(report) if not args.metrics else _metrics_text(report))
+    return 0
+
+
+def _stats_text(report: Any) -> str:
+    r = report
+    lines = [
+        f"marketplace stats {r.range.from_} .. {r.range.to} ({r.range.tz})",
+        f"now: {r.now.active_deployments} active deployments of {r.now.active_agents} agents",
+        f"totals: {r.totals.deployments} deployments, {r.totals.conversations} conversations, "
+        f"{r.totals.user_messages} user messages, {r.totals.unique_users} unique users",
+        f"feedback: {r.feedback.likes} likes, {r.feedback.dislikes} dislikes, "
+        f"like ratio {r.feedback.like_ratio}",
+        f"survey: {r.survey.responses} responses, satisfaction {r.survey.avg_satisfaction}, "
+        f"ease of use {r.survey.avg_ease_of_use}, NPS {r.survey.nps}",
+        "",
+        f"{'day':<12}{'deploys':>9}{'convs':>9}{'messages':>10}{'users':>8}",
+        *(
+            f"{d.day!s:<12}{d.deployments:>9}{d.conversations:>9}{d.user_messages:>10}"
+            f"{d.unique_users:>8}"
+            for d in r.days
+        ),
+        "",
+        f"{'#':>3} {'agent':<32}{'deploys':>9}{'convs':>9}{'messages':>10}{'users':>8}",
+        *(
+            f"{a.rank:>3} {a.slug:<32}{a.deployments:>9}{a.conversations:>9}{a.messages:>10}"
+            f"{a.unique_users:>8}"
+            for a in r.popular_agents
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def _metrics_text(report: Any) -> str:
+    def cell(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    def row(label: str, m: Any) -> str:
+        return (
+            f"{label:<32}{m.replies:>8}{m.failed:>7}{cell(m.error_rate):>8}"
+            f"{m.retries:>8}{m.rate_limited:>8}{cell(m.latency_ms.p50):>10}"
+            f"{cell(m.latency_ms.p95):>10}{cell(m.ttft_ms.p50):>10}"
+        )
+
+    r = report
+    header = (
+        f"{'':<32}{'replies':>8}{'failed':>7}{'err':>8}{'retries':>8}{'429s':>8}"
+        f"{'lat p50':>10}{'lat p95':>10}{'ttft p50':>10}"
+    )
+    lines = [
+        f"marketplace metrics {r.range.from_} .. {r.range.to} ({r.range.tz})",
+        header,
+        row("overall", r.overall),
+        *(row(a.slug, a) for a in r.agents),
+        "",
+        header.replace(" " * 32, f"{'day':<32}", 1),
+        *(row(str(d.day), d) for d in r.days),
+    ]
+    return "\n".join(lines)
 
 
 # --- rotate-secrets -------------------------------------------------------------------------------
@@ -504,6 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_token,
         _add_openapi,
         _add_bench,
+        _add_stats,
         _add_rotate_secrets,
         _add_worker,
         _add_offline_model,
@@ -556,7 +703,9 @@ def _add_openapi(sub: _Subparsers) -> None:
 
 def _add_bench(sub: _Subparsers) -> None:
     p = sub.add_parser("bench", help="run a benchmark (results to docs/benchmarks.md)")
-    p.add_argument("scenario", choices=("catalog", "chat", "limits", "soak", "lighthouse"))
+    p.add_argument(
+        "scenario", choices=("analytics", "catalog", "chat", "limits", "soak", "lighthouse")
+    )
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--requests", type=int, default=5000, help="for the Python clients")
     p.add_argument("--seconds", type=int, default=10, help="for wrk")
@@ -598,8 +747,31 @@ def _add_bench(sub: _Subparsers) -> None:
         help="soak: SIGKILL and restart the worker this often, in seconds (0 = never)",
     )
     p.add_argument("--clients", type=int, default=8, help="soak: conversations at once")
+    p.add_argument(
+        "--fixture",
+        action="store_true",
+        help="analytics: first fill the (throwaway, message-free) database with 1 M messages",
+    )
+    p.add_argument("--calls", type=int, default=25, help="analytics: calls per endpoint")
     p.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     p.set_defaults(func=cmd_bench)
+
+
+def _add_stats(sub: _Subparsers) -> None:
+    p = sub.add_parser(
+        "stats", help="marketplace analytics for a range of days (as GET /api/admin/marketplace/…)"
+    )
+    p.add_argument("--from", dest="from_", help="first day, YYYY-MM-DD (default: 29 days ago)")
+    p.add_argument("--to", help="last day, YYYY-MM-DD (default: today in --tz)")
+    p.add_argument("--tz", default="UTC", help="IANA time zone the days are counted in")
+    p.add_argument("--agent", help="only this agent (slug)")
+    p.add_argument("--category")
+    p.add_argument("--kind", choices=("chat", "content", "support"))
+    p.add_argument("--metrics", action="store_true", help="replies, errors, latency instead")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--csv", action="store_true", help="the API's CSV (section,day,agent,…)")
+    out.add_argument("--json", action="store_true", help="the API's JSON")
+    p.set_defaults(func=cmd_stats)
 
 
 def _add_rotate_secrets(sub: _Subparsers) -> None:

@@ -3,14 +3,15 @@
 --
 --   private.is_admin()            app_metadata.role = 'admin' in the verified token (never
 --                                 user_metadata, which the user writes themselves)
---   private.marketplace_stats()   deployments, conversations, user messages and chatting users per
+--   private.marketplace_stats_recount()   deployments, conversations, user messages and chatting users per
 --                                 day, what is active now, popular agents, feedback and survey
---   private.marketplace_metrics() replies, errors, retries, tokens, rate-limit rejections and
+--   private.marketplace_metrics_recount() replies, errors, retries, tokens, rate-limit rejections and
 --                                 latency / time-to-first-token percentiles, overall, per agent and
 --                                 per day
 --
--- Both are SECURITY DEFINER (they read every user's rows and private tables) and refuse anyone but
--- an admin first (AMADM → 403 admin_only). Days are calendar days in the caller's time zone
+-- Both read the tables themselves (the exact recount); the API functions private.marketplace_stats
+-- and marketplace_metrics (20261130180100_analytics_rollups.sql) check the caller is an admin
+-- (AMADM → 403 admin_only) and answer from the rollups, or from these. Days are calendar days in the caller's time zone
 -- (`(created_at at time zone tz)::date`), every day of the range present (generate_series); the
 -- range's bounds are turned into instants once, so every table is read by a created_at range.
 -- An unknown time zone is AMTZN, a reversed or too long range AMRNG (both 422).
@@ -70,7 +71,7 @@ create index agent_deployments_created_idx on public.agent_deployments (created_
 create index agent_deployments_active_idx
   on public.agent_deployments (agent_id) where status = 'active' and deleted_at is null;
 
-create function private.marketplace_stats(
+create function private.marketplace_stats_recount(
   p_from date,
   p_to date,
   p_tz text,
@@ -81,7 +82,6 @@ create function private.marketplace_stats(
 returns jsonb
 language plpgsql
 stable
-security definer
 set search_path = ''
 as $$
 declare
@@ -89,7 +89,6 @@ declare
   filtered boolean := p_agent is not null or p_category is not null or p_kind is not null;
   result jsonb;
 begin
-  perform private.require_admin();
   b := private.analytics_bounds(p_from, p_to, p_tz);
 
   with agents as (
@@ -256,7 +255,7 @@ as $$
   )
 $$;
 
-create function private.marketplace_metrics(
+create function private.marketplace_metrics_recount(
   p_from date,
   p_to date,
   p_tz text,
@@ -267,14 +266,12 @@ create function private.marketplace_metrics(
 returns jsonb
 language plpgsql
 stable
-security definer
 set search_path = ''
 as $$
 declare
   b record;
   result jsonb;
 begin
-  perform private.require_admin();
   b := private.analytics_bounds(p_from, p_to, p_tz);
 
   with agents as (
@@ -386,13 +383,13 @@ revoke all on function private.require_admin() from public, anon, authenticated;
 revoke all on function private.analytics_bounds(date, date, text) from public, anon, authenticated;
 revoke all on function private.analytics_metric(bigint, bigint, bigint, jsonb, bigint, bigint, bigint, bigint, double precision[], double precision[])
   from public, anon, authenticated;
-revoke all on function private.marketplace_stats(date, date, text, text, text, text) from public, anon, authenticated;
-revoke all on function private.marketplace_metrics(date, date, text, text, text, text) from public, anon, authenticated;
+revoke all on function private.marketplace_stats_recount(date, date, text, text, text, text) from public, anon, authenticated;
+revoke all on function private.marketplace_metrics_recount(date, date, text, text, text, text) from public, anon, authenticated;
 
 grant execute on function private.is_admin() to anon, authenticated, service_role;
-grant execute on function private.marketplace_stats(date, date, text, text, text, text) to authenticated, service_role;
-grant execute on function private.marketplace_metrics(date, date, text, text, text, text) to authenticated, service_role;
 grant execute on function private.require_admin() to service_role;
 grant execute on function private.analytics_bounds(date, date, text) to service_role;
 grant execute on function private.analytics_metric(bigint, bigint, bigint, jsonb, bigint, bigint, bigint, bigint, double precision[], double precision[])
   to service_role;
+grant execute on function private.marketplace_stats_recount(date, date, text, text, text, text) to service_role;
+grant execute on function private.marketplace_metrics_recount(date, date, text, text, text, text) to service_role;

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -17,6 +18,7 @@ import httpx
 import psycopg
 import pytest
 
+from agentmarket.cli import main
 from agentmarket.core.config import DEV_JWT_SECRET
 from agentmarket.ops import migrate
 from agentmarket.ops.tokens import mint_access_token
@@ -585,3 +587,32 @@ def test_cells_neutralise_formulas_but_keep_numbers() -> None:
     assert lines[0] == "section,day,agent,metric,value\r\n"
     assert lines[1] == "survey,,,nps,-20.0\r\n"
     assert lines[2] == 'x,,,n,"\'=A1,""q"""\r\n'
+
+
+def test_the_stats_command_prints_the_same_numbers(
+    db_url: str,
+    conn: psycopg.Connection,
+    seeded: dict[str, uuid.UUID],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    claims = '{"role": "authenticated", "app_metadata": {"role": "admin"}}'
+    conn.execute("select set_config('request.jwt.claims', %s, false)", (claims,))
+    for kind, extra in (("stats", []), ("metrics", ["--metrics"])):
+        row = conn.execute(
+            f"select private.marketplace_{kind}('2026-11-01', '2026-11-07', 'America/New_York')"
+        ).fetchone()
+        assert row is not None
+        args = ["stats", "--from", "2026-11-01", "--to", "2026-11-07", "--tz", "America/New_York"]
+        assert main([*args, *extra, "--json"]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        expected = row[0]
+        assert printed == expected, kind
+        assert main([*args, *extra, "--csv"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == "section,day,agent,metric,value"
+        assert main([*args, *extra]) == 0
+        assert "2026-11-07" in capsys.readouterr().out
+    assert main(["stats", "--tz", "Mars/Olympus_Mons"]) == 2
+    assert "time zone" in capsys.readouterr().err

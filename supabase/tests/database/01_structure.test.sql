@@ -369,7 +369,14 @@ select results_eq($$
   select p.oid::regprocedure::text collate "default" from pg_proc p
    where p.pronamespace = 'private'::regnamespace and p.prosecdef
    order by 1
-$$, array['private.api_signing_key()',
+$$, array['private.analytics_conversation_gone()',
+          'private.analytics_conversations_changed()',
+          'private.analytics_deployments_changed()',
+          'private.analytics_feedback_changed()',
+          'private.analytics_jobs_changed()',
+          'private.analytics_messages_changed()',
+          'private.analytics_rebuild()',
+          'private.api_signing_key()',
           'private.applied_migrations()',
           'private.cancel_chat_message(uuid)',
           'private.create_conversation(uuid,text)',

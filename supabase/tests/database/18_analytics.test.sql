@@ -8,7 +8,7 @@
 begin;
 set local search_path = public, extensions;
 
-select plan(27);
+select plan(42);
 
 -- Fixtures (as postgres) ---------------------------------------------------------------------------
 insert into auth.users (id, email, raw_app_meta_data) values
@@ -133,6 +133,33 @@ select function_privs_are('private', 'require_admin', array[]::text[],
 select ok((select p.prosecdef from pg_proc p where p.oid = 'private.marketplace_stats(date,date,text,text,text,text)'::regprocedure)
           and not (select p.prosecdef from pg_proc p where p.oid = 'private.is_admin()'::regprocedure),
           'the reports are SECURITY DEFINER, is_admin is not');
+
+-- The rollups: private, RLS on, nothing for the API roles.
+select ok((select relrowsecurity from pg_class where oid = 'private.analytics_hourly'::regclass),
+          'RLS enabled on private.analytics_hourly');
+select table_privs_are('private', 'analytics_hourly', 'anon', array[]::text[], 'anon has no privileges on private.analytics_hourly');
+select table_privs_are('private', 'analytics_hourly', 'authenticated', array[]::text[],
+                       'authenticated has no privileges on private.analytics_hourly');
+select ok((select relrowsecurity from pg_class where oid = 'private.analytics_user_hours'::regclass),
+          'RLS enabled on private.analytics_user_hours');
+select table_privs_are('private', 'analytics_user_hours', 'anon', array[]::text[], 'anon has no privileges on private.analytics_user_hours');
+select table_privs_are('private', 'analytics_user_hours', 'authenticated', array[]::text[],
+                       'authenticated has no privileges on private.analytics_user_hours');
+select ok((select relrowsecurity from pg_class where oid = 'private.analytics_replies'::regclass),
+          'RLS enabled on private.analytics_replies');
+select table_privs_are('private', 'analytics_replies', 'anon', array[]::text[], 'anon has no privileges on private.analytics_replies');
+select table_privs_are('private', 'analytics_replies', 'authenticated', array[]::text[],
+                       'authenticated has no privileges on private.analytics_replies');
+select ok((select relrowsecurity from pg_class where oid = 'private.analytics_feedback'::regclass),
+          'RLS enabled on private.analytics_feedback');
+select table_privs_are('private', 'analytics_feedback', 'anon', array[]::text[], 'anon has no privileges on private.analytics_feedback');
+select table_privs_are('private', 'analytics_feedback', 'authenticated', array[]::text[],
+                       'authenticated has no privileges on private.analytics_feedback');
+select ok((select relrowsecurity from pg_class where oid = 'private.analytics_conversation_agents'::regclass),
+          'RLS enabled on private.analytics_conversation_agents');
+select table_privs_are('private', 'analytics_conversation_agents', 'anon', array[]::text[], 'anon has no privileges on private.analytics_conversation_agents');
+select table_privs_are('private', 'analytics_conversation_agents', 'authenticated', array[]::text[],
+                       'authenticated has no privileges on private.analytics_conversation_agents');
 
 select * from finish();
 rollback;

@@ -87,8 +87,10 @@ def stack(
         pg_server.drop(name)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Per module: only one sync Playwright may run at a time in a thread, and other modules
+    # (test_cross_origin.py) start their own.
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS

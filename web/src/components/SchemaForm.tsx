@@ -184,9 +184,7 @@ function Field({
       ? "One per line."
       : kept
         ? `A value is stored (${kept}); leave this empty to keep it.`
-        : kind === "secret"
-          ? "Stored encrypted; never shown again."
-          : undefined;
+        : undefined;
   const aria = describedBy(pointer, schema, error, extra);
   let control: JSX.Element;
   if (kind === "enum") {

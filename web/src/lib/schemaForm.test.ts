@@ -1,6 +1,16 @@
 import { describe, expect, it } from "vitest";
 import type { JsonSchema } from "./types";
-import { buildConfig, fieldKind, initialValues, isVisible, mapServerErrors, setAt, validate, type FormObject } from "./schemaForm";
+import {
+  buildConfig,
+  fieldKind,
+  initialValues,
+  isVisible,
+  mapServerErrors,
+  properties,
+  setAt,
+  validate,
+  type FormObject,
+} from "./schemaForm";
 
 const schema: JsonSchema = {
   type: "object",
@@ -43,6 +53,19 @@ describe("field kinds", () => {
     expect(fieldKind(p.openai_api_key ?? {})).toBe("secret");
     expect(fieldKind(p.knowledge_base ?? {})).toBe("objects");
     expect(fieldKind(p.quiet ?? {})).toBe("object");
+  });
+});
+
+describe("field order", () => {
+  it("puts required fields first in their listed order, then optional ones, secrets last", () => {
+    const order = properties(
+      {
+        required: ["b", "a"],
+        properties: { z: { writeOnly: true }, y: { type: "boolean" }, x: { type: "string" }, a: {}, b: {} },
+      },
+      {},
+    ).map(([key]) => key);
+    expect(order).toEqual(["b", "a", "x", "y", "z"]);
   });
 });
 

@@ -53,7 +53,7 @@ export function fieldKind(schema: JsonSchema): FieldKind {
     return items.enum ? "multi" : "list";
   }
   if (schema.enum) return "enum";
-  if ((schema.maxLength ?? 0) > 200) return "text";
+  if (!schema.format && (schema.maxLength ?? 0) > 200) return "text";
   return "string";
 }
 
@@ -125,7 +125,11 @@ function activeBranches(schema: JsonSchema, value: FormObject): { on: JsonSchema
   return { on, off };
 }
 
-/** The properties of an object schema, with those of active if/then branches. */
+/**
+ * The properties of an object schema, with those of active if/then branches. Stored schemas
+ * (jsonb) do not keep the order properties were written in, so the order is: the `required`
+ * list's order, then the optional fields, secrets last.
+ */
 export function properties(schema: JsonSchema, value: FormObject): [string, JsonSchema][] {
   const out = new Map(Object.entries(schema.properties ?? {}));
   for (const branch of activeBranches(schema, value).on) {
@@ -133,7 +137,13 @@ export function properties(schema: JsonSchema, value: FormObject): [string, Json
       out.set(key, { ...(out.get(key) ?? {}), ...sub });
     }
   }
-  return [...out.entries()];
+  const required = schema.required ?? [];
+  const rank = ([key, sub]: [string, JsonSchema]): number => {
+    const index = required.indexOf(key);
+    if (index !== -1) return index;
+    return required.length + (sub.writeOnly ? 2 : typeOf(sub) === "boolean" ? 1 : 0);
+  };
+  return [...out.entries()].map((entry, i) => ({ entry, i })).sort((a, b) => rank(a.entry) - rank(b.entry) || a.i - b.i).map((x) => x.entry);
 }
 
 /**

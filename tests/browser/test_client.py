@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 def send(page: Page, text: str) -> None:
     page.get_by_role("textbox", name=re.compile("^Message ")).fill(text)
-    page.get_by_role("button", name="Send").click()
+    page.get_by_role("button", name="Send", exact=True).click()
 
 
 def test_a_reply_with_html_and_a_javascript_link_renders_inert(

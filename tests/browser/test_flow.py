@@ -111,7 +111,7 @@ def chat_with_a_streamed_reply(page: Page, deployment_id: str) -> str:
     # A streamed reply: the text shows while the reply is still being written.
     box = page.get_by_label("Message Meeting Notes Summarizer")
     box.fill("Summarise our standup [[long:60]] [[tps:30]]")
-    page.get_by_role("button", name="Send").click()
+    page.get_by_role("button", name="Send", exact=True).click()
     reply = page.locator(".message.from-agent").last
     expect(reply).to_contain_text("Echo: Summarise our standup")
     expect(page.get_by_role("button", name="Stop reply")).to_be_visible()  # still streaming

@@ -24,7 +24,7 @@ def web_limits() -> dict[str, int]:
 
 def send(page: Page, text: str) -> None:
     page.get_by_role("textbox", name=re.compile("^Message ")).fill(text)
-    page.get_by_role("button", name="Send").click()
+    page.get_by_role("button", name="Send", exact=True).click()
 
 
 def test_low_quota_and_429_with_when_to_try_again(open_page: Opener, stack: Stack) -> None:
@@ -40,7 +40,7 @@ def test_low_quota_and_429_with_when_to_try_again(open_page: Opener, stack: Stac
     send(page, "two")
     alert = page.get_by_role("alert").filter(has_text="too quickly")
     expect(alert).to_contain_text(re.compile(r"You can send again in \d+ (seconds?|minutes?)\."))
-    expect(page.get_by_role("button", name="Send")).to_be_disabled()
+    expect(page.get_by_role("button", name="Send", exact=True)).to_be_disabled()
     expect(replies).to_have_count(1)  # nothing was stored for the refused send
     expect(page.get_by_role("textbox", name=re.compile("^Message "))).to_have_value("two")
     with api_client(stack, email) as client:

@@ -51,7 +51,7 @@ def test_rename_reconfigure_keeping_the_secret_and_resume(open_page: Opener, sta
     expect(page.locator(".status-badge")).to_have_text("Paused")
     page.get_by_role("link", name="Chat with Strict reviewer").click()
     expect(page.get_by_role("status").filter(has_text="This deployment is paused")).to_be_visible()
-    expect(page.get_by_role("button", name="Send")).to_be_disabled()
+    expect(page.get_by_role("button", name="Send", exact=True)).to_be_disabled()
     page.get_by_role("link", name="Open my agents").click()
     page.get_by_role("button", name="Resume Strict reviewer").click()
     expect(page.locator(".status-badge")).to_have_text("Active")

@@ -20,8 +20,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from tests.conftest import Server
-from tests.e2e.conftest import GENEROUS_LIMITS, PLATFORM_KEY, Stack, set_limits, wait_http
-from tests.procs import free_port
+from tests.e2e.conftest import GENEROUS_LIMITS, Stack, running_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "web" / "dist"
@@ -55,36 +54,17 @@ def stack(
 ) -> Iterator[Stack]:
     if not (DIST / "index.html").is_file():
         pytest.fail("web/dist is not built: ./scripts/test builds it (or: cd web && npm run build)")
-    name = pg_server.create()
-    logs = tmp_path_factory.mktemp("browser-logs")
-    db_url = pg_server.uri_for(name)
-    set_limits(db_url, **web_limits)
-    model_port, api_port = free_port(), free_port()
     env = {
-        **os.environ,
         "APP_ENV": "dev",
-        "DATABASE_URL": db_url,
-        "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1",
-        "OPENAI_API_KEY": PLATFORM_KEY,
         "LOG_LEVEL": "info",
         "SSE_PING_SECONDS": "1",
         "CATALOG_CACHE_SECONDS": "0",
         "WEB_DIST_DIR": str(DIST),
     }
-    for unset in ("SUPABASE_URL", "SUPABASE_ANON_KEY", "CORS_ALLOW_ORIGINS"):
-        env.pop(unset, None)
-    s = Stack(db_url, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{model_port}", env, logs)
-    try:
-        model = s.spawn("offline-model", "offline-model", "--port", str(model_port))
-        wait_http(f"{s.model}/_offline/health", model)
-        api = s.spawn("api", "serve", "--port", str(api_port))
-        wait_http(f"{s.api}/readyz", api)
-        s.worker()
+    logs = tmp_path_factory.mktemp("browser-logs")
+    unset = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "CORS_ALLOW_ORIGINS")
+    with running_stack(pg_server, logs, limits=web_limits, env=env, unset=unset) as s:
         yield s
-    finally:
-        for process in reversed(s.processes):
-            process.stop()
-        pg_server.drop(name)
 
 
 @pytest.fixture(scope="module")

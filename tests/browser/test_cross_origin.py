@@ -9,7 +9,6 @@ the pages come from tiny static servers on two more ports."""
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -17,30 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.conftest import Server
-from tests.e2e.conftest import (
-    GENEROUS_LIMITS,
-    PLATFORM_KEY,
-    Stack,
-    set_limits,
-    wait_http,
-)
-from tests.procs import free_port
+from tests.e2e.conftest import GENEROUS_LIMITS, Stack, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 PAGE = Path(__file__).parent / "cross_origin_page"
-CHROMIUM = os.environ.get("AGENTMARKET_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -74,45 +57,10 @@ def stack(
     pg_server: Server, tmp_path_factory: pytest.TempPathFactory, origins: tuple[str, str]
 ) -> Iterator[Stack]:
     """The e2e stack (tests/e2e/conftest.py) with CORS_ALLOW_ORIGINS naming the first origin."""
-    name = pg_server.create()
+    env = {"APP_ENV": "test", "CATALOG_CACHE_SECONDS": "0", "CORS_ALLOW_ORIGINS": origins[0]}
     logs = tmp_path_factory.mktemp("browser-logs")
-    db_url = pg_server.uri_for(name)
-    set_limits(db_url, **GENEROUS_LIMITS)
-    model_port, api_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "APP_ENV": "test",
-        "DATABASE_URL": db_url,
-        "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1",
-        "OPENAI_API_KEY": PLATFORM_KEY,
-        "CATALOG_CACHE_SECONDS": "0",
-        "CORS_ALLOW_ORIGINS": origins[0],
-    }
-    env.pop("SUPABASE_URL", None)
-    s = Stack(db_url, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{model_port}", env, logs)
-    try:
-        model = s.spawn("offline-model", "offline-model", "--port", str(model_port))
-        wait_http(f"{s.model}/_offline/health", model)
-        api = s.spawn("api", "serve", "--port", str(api_port))
-        wait_http(f"{s.api}/readyz", api)
-        s.worker()
+    with running_stack(pg_server, logs, limits=GENEROUS_LIMITS, env=env) as s:
         yield s
-    finally:
-        for process in reversed(s.processes):
-            process.stop()
-        pg_server.drop(name)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture

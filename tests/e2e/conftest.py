@@ -131,31 +131,34 @@ def stack_limits() -> dict[str, int]:
     return GENEROUS_LIMITS
 
 
-@pytest.fixture(scope="module")
-def stack(
-    pg_server: Server, tmp_path_factory: pytest.TempPathFactory, stack_limits: dict[str, int]
+@contextlib.contextmanager
+def running_stack(
+    pg_server: Server,
+    logs: Path,
+    *,
+    limits: dict[str, int],
+    env: dict[str, str],
+    unset: tuple[str, ...] = ("SUPABASE_URL",),
 ) -> Iterator[Stack]:
+    """The offline model, the API and a worker on a fresh database with `limits` stored,
+    started with the process environment plus the database, the model and `env` (minus
+    `unset`); stopped and the database dropped afterwards."""
     name = pg_server.create()
-    logs = tmp_path_factory.mktemp("e2e-logs")
     db_url = pg_server.uri_for(name)
-    set_limits(db_url, **stack_limits)
+    set_limits(db_url, **limits)
     model_port, api_port = free_port(), free_port()
-    env = {
+    full_env = {
         **os.environ,
-        "APP_ENV": "test",
         "DATABASE_URL": db_url,
         "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1",
         "OPENAI_API_KEY": PLATFORM_KEY,
-        "LOG_LEVEL": "info",
-        "CHAT_WAIT_SECONDS": "30",
-        "SSE_PING_SECONDS": "1",
-        "CATALOG_CACHE_SECONDS": "0",
-        "OPENAI_TIMEOUT_SECONDS": "2",
-        # Above the stored limit of a reply (200,000 characters), so that limit can be reached.
-        "OPENAI_MAX_TOKENS": "60000",
+        **env,
     }
-    env.pop("SUPABASE_URL", None)
-    s = Stack(db_url, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{model_port}", env, logs)
+    for key in unset:
+        full_env.pop(key, None)
+    s = Stack(
+        db_url, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{model_port}", full_env, logs
+    )
     try:
         model = s.spawn("offline-model", "offline-model", "--port", str(model_port))
         wait_http(f"{s.model}/_offline/health", model)
@@ -167,6 +170,25 @@ def stack(
         for process in reversed(s.processes):
             process.stop()
         pg_server.drop(name)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    pg_server: Server, tmp_path_factory: pytest.TempPathFactory, stack_limits: dict[str, int]
+) -> Iterator[Stack]:
+    env = {
+        "APP_ENV": "test",
+        "LOG_LEVEL": "info",
+        "CHAT_WAIT_SECONDS": "30",
+        "SSE_PING_SECONDS": "1",
+        "CATALOG_CACHE_SECONDS": "0",
+        "OPENAI_TIMEOUT_SECONDS": "2",
+        # Above the stored limit of a reply (200,000 characters), so that limit can be reached.
+        "OPENAI_MAX_TOKENS": "60000",
+    }
+    logs = tmp_path_factory.mktemp("e2e-logs")
+    with running_stack(pg_server, logs, limits=stack_limits, env=env) as s:
+        yield s
 
 
 def deploy(

@@ -267,6 +267,9 @@ def generate(
             "private.analytics_replies",
             "private.analytics_feedback",
             "private.analytics_conversation_agents",
+            "private.analytics_user_keys",
+            "private.analytics_presence_hours",
+            "private.analytics_presence_days",
             "auth.users",
         ):
             conn.execute(f"vacuum (analyze) {table}")

@@ -3,12 +3,13 @@
 -- role=admin in their own user_metadata, and an admin; private.marketplace_stats /
 -- marketplace_metrics refuse everyone but an admin (AMADM), check the range (AMRNG) and the time
 -- zone (AMTZN), and answer an admin with the whole marketplace's numbers (both users' rows);
--- the grants are exactly these. The HTTP routes are tests/api/test_admin_stats.py.
+-- the grants are exactly these; the rollups and the presence bitmaps are out of the API roles'
+-- reach and in service_role's. The HTTP routes are tests/api/test_admin_stats.py.
 -- Conventions (role switching, claims, SQLSTATEs): see 01_structure.test.sql.
 begin;
 set local search_path = public, extensions;
 
-select plan(42);
+select plan(86);
 
 -- Fixtures (as postgres) ---------------------------------------------------------------------------
 insert into auth.users (id, email, raw_app_meta_data) values
@@ -160,6 +161,64 @@ select ok((select relrowsecurity from pg_class where oid = 'private.analytics_co
 select table_privs_are('private', 'analytics_conversation_agents', 'anon', array[]::text[], 'anon has no privileges on private.analytics_conversation_agents');
 select table_privs_are('private', 'analytics_conversation_agents', 'authenticated', array[]::text[],
                        'authenticated has no privileges on private.analytics_conversation_agents');
+
+-- The presence bitmaps (20261130190000_analytics_presence_bitmaps.sql): private, RLS on, nothing
+-- for the API roles, everything for service_role.
+select ok((select relrowsecurity from pg_class where oid = ('private.' || t)::regclass),
+          'RLS enabled on private.' || t)
+  from unnest(array['analytics_user_keys', 'analytics_presence_hours', 'analytics_presence_days']) t;
+select table_privs_are('private', t, 'anon', array[]::text[], 'anon has no privileges on private.' || t)
+  from unnest(array['analytics_user_keys', 'analytics_presence_hours', 'analytics_presence_days']) t;
+select table_privs_are('private', t, 'authenticated', array[]::text[],
+                       'authenticated has no privileges on private.' || t)
+  from unnest(array['analytics_user_keys', 'analytics_presence_hours', 'analytics_presence_days']) t;
+select ok(has_table_privilege('service_role', 'private.' || t, 'select, insert, update, delete, truncate'),
+          'service_role may read and write private.' || t)
+  from unnest(array['analytics_user_keys', 'analytics_presence_hours', 'analytics_presence_days']) t;
+
+select function_privs_are('private', f.name, f.args, r.role, array[]::text[],
+                          r.role || ' may not execute private.' || f.name)
+  from (values ('analytics_rebuild_base', array[]::text[]),
+               ('analytics_rebuild_presence', array[]::text[]),
+               ('analytics_user_key', array['uuid']),
+               ('analytics_presence_add', array['timestamp with time zone', 'uuid', 'uuid']),
+               ('analytics_presence_remove', array['timestamp with time zone', 'uuid', 'uuid']),
+               ('analytics_bit_set', array['bit varying', 'integer']),
+               ('analytics_bit_clear', array['bit varying', 'integer'])) f (name, args),
+       (values ('anon'), ('authenticated')) r (role);
+select function_privs_are('private', f.name, f.args, 'service_role', array['EXECUTE'],
+                          'service_role may execute private.' || f.name)
+  from (values ('analytics_rebuild_base', array[]::text[]),
+               ('analytics_rebuild_presence', array[]::text[]),
+               ('analytics_user_key', array['uuid']),
+               ('analytics_presence_add', array['timestamp with time zone', 'uuid', 'uuid']),
+               ('analytics_presence_remove', array['timestamp with time zone', 'uuid', 'uuid']),
+               ('analytics_bit_set', array['bit varying', 'integer']),
+               ('analytics_bit_clear', array['bit varying', 'integer'])) f (name, args);
+
+set local role anon;
+set local request.jwt.claims to '{"role":"anon"}';
+select throws_ok(format('select count(*) from private.%I', t), '42501', null,
+                 'anon cannot read private.' || t)
+  from unnest(array['analytics_user_keys', 'analytics_presence_hours', 'analytics_presence_days']) t;
+reset role;
+
+set local role authenticated;
+set local request.jwt.claims to '{"sub":"a0000000-0000-4000-8000-00000000000a","role":"authenticated","app_metadata":{"role":"admin"}}';
+select throws_ok(format('select count(*) from private.%I', t), '42501', null,
+                 'authenticated (even an admin) cannot read private.' || t)
+  from unnest(array['analytics_user_keys', 'analytics_presence_hours', 'analytics_presence_days']) t;
+select throws_ok($$ select private.analytics_rebuild_presence() $$, '42501', null,
+                 'authenticated may not rebuild the bitmaps');
+reset role;
+
+set local role service_role;
+select lives_ok(format('select count(*) from private.%I', t), 'service_role reads private.' || t)
+  from unnest(array['analytics_user_keys', 'analytics_presence_hours', 'analytics_presence_days']) t;
+-- (analytics_rebuild_presence() alone restarts the numbering, which takes the owner; the
+-- SECURITY DEFINER analytics_rebuild() runs it as the owner.)
+select lives_ok($$ select private.analytics_rebuild() $$, 'service_role may rebuild the rollups and the bitmaps');
+reset role;
 
 select * from finish();
 rollback;

@@ -164,9 +164,11 @@ begin
 
   perform 1 from private.analytics_presence_days p where p.day = d and p.agent_id = p_agent for update;
   if found and not exists (
+    -- The day's 24 hours probed by the whole key, not the day's rows scanned.
     select 1 from private.analytics_user_hours u
-     where u.hour >= d::timestamp at time zone 'UTC'
-       and u.hour < (d + 1)::timestamp at time zone 'UTC'
+     where u.hour = any (array(select generate_series(d::timestamp at time zone 'UTC',
+                                                      (d + 1)::timestamp at time zone 'UTC' - interval '1 hour',
+                                                      interval '1 hour')))
        and u.agent_id = p_agent and u.user_id = p_user
   ) then
     update private.analytics_presence_days p

@@ -63,28 +63,6 @@ begin
 end
 $$;
 
--- p_bits with bit p_key set, grown with zeros on the right when it is shorter.
-create function private.analytics_bit_set(p_bits varbit, p_key integer)
-returns varbit
-language sql
-immutable
-set search_path = ''
-as $$
-  select set_bit(case when length(p_bits) > p_key then p_bits
-                      else p_bits || repeat('0', p_key + 1 - length(p_bits))::varbit end,
-                 p_key, 1)
-$$;
-
--- p_bits with bit p_key cleared (a shorter bitmap has it clear already).
-create function private.analytics_bit_clear(p_bits varbit, p_key integer)
-returns varbit
-language sql
-immutable
-set search_path = ''
-as $$
-  select case when length(p_bits) > p_key then set_bit(p_bits, p_key, 0) else p_bits end
-$$;
-
 -- The user's number, given on first use. Looked up first, so the identity is only drawn for a
 -- new user (a conflicting insert would waste a number and leave a gap in the bitmaps).
 create function private.analytics_user_key(p_user uuid)
@@ -120,13 +98,18 @@ as $$
 declare
   k integer := private.analytics_user_key(p_user);
 begin
+  -- A new cell is k zeros and a one; a shorter one grows with zeros to reach bit k.
   insert into private.analytics_presence_hours as p (hour, users)
-  values (p_hour, private.analytics_bit_set(B'', k))
-  on conflict (hour) do update set users = private.analytics_bit_set(p.users, k)
+  values (p_hour, set_bit(repeat('0', k + 1)::varbit, k, 1))
+  on conflict (hour) do update
+    set users = set_bit(case when length(p.users) > k then p.users
+                             else p.users || repeat('0', k + 1 - length(p.users))::varbit end, k, 1)
    where length(p.users) <= k or get_bit(p.users, k) = 0;
   insert into private.analytics_presence_days as p (day, agent_id, users)
-  values ((p_hour at time zone 'UTC')::date, p_agent, private.analytics_bit_set(B'', k))
-  on conflict (day, agent_id) do update set users = private.analytics_bit_set(p.users, k)
+  values ((p_hour at time zone 'UTC')::date, p_agent, set_bit(repeat('0', k + 1)::varbit, k, 1))
+  on conflict (day, agent_id) do update
+    set users = set_bit(case when length(p.users) > k then p.users
+                             else p.users || repeat('0', k + 1 - length(p.users))::varbit end, k, 1)
    where length(p.users) <= k or get_bit(p.users, k) = 0;
 end
 $$;
@@ -154,8 +137,8 @@ begin
     select 1 from private.analytics_user_hours u where u.hour = p_hour and u.user_id = p_user
   ) then
     update private.analytics_presence_hours p
-       set users = private.analytics_bit_clear(p.users, k)
-     where p.hour = p_hour
+       set users = set_bit(p.users, k, 0)
+     where p.hour = p_hour and length(p.users) > k
     returning bit_count(p.users) into left_over;
     if left_over = 0 then
       delete from private.analytics_presence_hours p where p.hour = p_hour;
@@ -172,8 +155,8 @@ begin
        and u.agent_id = p_agent and u.user_id = p_user
   ) then
     update private.analytics_presence_days p
-       set users = private.analytics_bit_clear(p.users, k)
-     where p.day = d and p.agent_id = p_agent
+       set users = set_bit(p.users, k, 0)
+     where p.day = d and p.agent_id = p_agent and length(p.users) > k
     returning bit_count(p.users) into left_over;
     if left_over = 0 then
       delete from private.analytics_presence_days p where p.day = d and p.agent_id = p_agent;
@@ -525,16 +508,12 @@ begin
 end
 $$;
 
-revoke all on function private.analytics_bit_set(varbit, integer) from public, anon, authenticated;
-revoke all on function private.analytics_bit_clear(varbit, integer) from public, anon, authenticated;
 revoke all on function private.analytics_user_key(uuid) from public, anon, authenticated;
 revoke all on function private.analytics_presence_add(timestamptz, uuid, uuid) from public, anon, authenticated;
 revoke all on function private.analytics_presence_remove(timestamptz, uuid, uuid) from public, anon, authenticated;
 revoke all on function private.analytics_rebuild_base() from public, anon, authenticated;
 revoke all on function private.analytics_rebuild_presence() from public, anon, authenticated;
 
-grant execute on function private.analytics_bit_set(varbit, integer) to service_role;
-grant execute on function private.analytics_bit_clear(varbit, integer) to service_role;
 grant execute on function private.analytics_user_key(uuid) to service_role;
 grant execute on function private.analytics_presence_add(timestamptz, uuid, uuid) to service_role;
 grant execute on function private.analytics_presence_remove(timestamptz, uuid, uuid) to service_role;

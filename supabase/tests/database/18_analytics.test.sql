@@ -9,7 +9,7 @@
 begin;
 set local search_path = public, extensions;
 
-select plan(86);
+select plan(80);
 
 -- Fixtures (as postgres) ---------------------------------------------------------------------------
 insert into auth.users (id, email, raw_app_meta_data) values
@@ -182,9 +182,7 @@ select function_privs_are('private', f.name, f.args, r.role, array[]::text[],
                ('analytics_rebuild_presence', array[]::text[]),
                ('analytics_user_key', array['uuid']),
                ('analytics_presence_add', array['timestamp with time zone', 'uuid', 'uuid']),
-               ('analytics_presence_remove', array['timestamp with time zone', 'uuid', 'uuid']),
-               ('analytics_bit_set', array['bit varying', 'integer']),
-               ('analytics_bit_clear', array['bit varying', 'integer'])) f (name, args),
+               ('analytics_presence_remove', array['timestamp with time zone', 'uuid', 'uuid'])) f (name, args),
        (values ('anon'), ('authenticated')) r (role);
 select function_privs_are('private', f.name, f.args, 'service_role', array['EXECUTE'],
                           'service_role may execute private.' || f.name)
@@ -192,9 +190,7 @@ select function_privs_are('private', f.name, f.args, 'service_role', array['EXEC
                ('analytics_rebuild_presence', array[]::text[]),
                ('analytics_user_key', array['uuid']),
                ('analytics_presence_add', array['timestamp with time zone', 'uuid', 'uuid']),
-               ('analytics_presence_remove', array['timestamp with time zone', 'uuid', 'uuid']),
-               ('analytics_bit_set', array['bit varying', 'integer']),
-               ('analytics_bit_clear', array['bit varying', 'integer'])) f (name, args);
+               ('analytics_presence_remove', array['timestamp with time zone', 'uuid', 'uuid'])) f (name, args);
 
 set local role anon;
 set local request.jwt.claims to '{"role":"anon"}';

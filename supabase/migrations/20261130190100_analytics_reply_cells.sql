@@ -101,48 +101,44 @@ as $$
   select case when p_bucket is null then 0 else ('1e' || 10 * p_bucket)::numeric end
 $$;
 
--- Adds a finished reply to its two cells (p_sign −1 takes it out again).
+-- Adds a finished reply to its two cells (p_sign −1 takes it out again). PL/pgSQL, so its two
+-- statements are planned once per session rather than on every reply.
 create function private.analytics_add_reply(p_reply private.analytics_replies, p_sign integer)
 returns void
-language sql
+language plpgsql
 set search_path = ''
 as $$
-  with c as (
-    select p_sign as replies,
-           p_sign * (p_reply.status = 'completed')::integer as completed,
-           p_sign * (p_reply.status = 'failed')::integer as failed,
-           p_sign * p_reply.retried::integer as retries,
-           p_sign * coalesce(p_reply.prompt_tokens, 0)::bigint as prompt_tokens,
-           p_sign * coalesce(p_reply.completion_tokens, 0)::bigint as completion_tokens,
-           case when p_reply.status = 'completed'
-                then p_sign * private.analytics_histogram_unit(p_reply.latency_bucket) else 0 end
-             as latency,
-           case when p_reply.status = 'completed'
-                then p_sign * private.analytics_histogram_unit(p_reply.ttft_bucket) else 0 end
-             as ttft
-  ),
-  hour_cell as (
-    insert into private.analytics_reply_hours as t
-           (hour, replies, completed, failed, retries, prompt_tokens, completion_tokens, latency, ttft)
-    select date_trunc('hour', p_reply.created_at, 'UTC'), c.replies, c.completed, c.failed,
-           c.retries, c.prompt_tokens, c.completion_tokens, c.latency, c.ttft
-      from c
-    on conflict (hour) do update
-      set replies = t.replies + excluded.replies,
-          completed = t.completed + excluded.completed,
-          failed = t.failed + excluded.failed,
-          retries = t.retries + excluded.retries,
-          prompt_tokens = t.prompt_tokens + excluded.prompt_tokens,
-          completion_tokens = t.completion_tokens + excluded.completion_tokens,
-          latency = t.latency + excluded.latency,
-          ttft = t.ttft + excluded.ttft
-  )
+declare
+  completed integer := p_sign * (p_reply.status = 'completed')::integer;
+  failed integer := p_sign * (p_reply.status = 'failed')::integer;
+  retries integer := p_sign * p_reply.retried::integer;
+  prompt_tokens bigint := p_sign * coalesce(p_reply.prompt_tokens, 0)::bigint;
+  completion_tokens bigint := p_sign * coalesce(p_reply.completion_tokens, 0)::bigint;
+  latency numeric := 0;
+  ttft numeric := 0;
+begin
+  if p_reply.status = 'completed' then
+    latency := p_sign * private.analytics_histogram_unit(p_reply.latency_bucket);
+    ttft := p_sign * private.analytics_histogram_unit(p_reply.ttft_bucket);
+  end if;
+  insert into private.analytics_reply_hours as t
+         (hour, replies, completed, failed, retries, prompt_tokens, completion_tokens, latency, ttft)
+  values (date_trunc('hour', p_reply.created_at, 'UTC'), p_sign, completed, failed, retries,
+          prompt_tokens, completion_tokens, latency, ttft)
+  on conflict (hour) do update
+    set replies = t.replies + excluded.replies,
+        completed = t.completed + excluded.completed,
+        failed = t.failed + excluded.failed,
+        retries = t.retries + excluded.retries,
+        prompt_tokens = t.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = t.completion_tokens + excluded.completion_tokens,
+        latency = t.latency + excluded.latency,
+        ttft = t.ttft + excluded.ttft;
   insert into private.analytics_reply_days as t
          (day, agent_id, replies, completed, failed, retries, prompt_tokens, completion_tokens,
           latency, ttft)
-  select (p_reply.created_at at time zone 'UTC')::date, p_reply.agent_id, c.replies, c.completed,
-         c.failed, c.retries, c.prompt_tokens, c.completion_tokens, c.latency, c.ttft
-    from c
+  values ((p_reply.created_at at time zone 'UTC')::date, p_reply.agent_id, p_sign, completed,
+          failed, retries, prompt_tokens, completion_tokens, latency, ttft)
   on conflict (day, agent_id) do update
     set replies = t.replies + excluded.replies,
         completed = t.completed + excluded.completed,
@@ -151,7 +147,8 @@ as $$
         prompt_tokens = t.prompt_tokens + excluded.prompt_tokens,
         completion_tokens = t.completion_tokens + excluded.completion_tokens,
         latency = t.latency + excluded.latency,
-        ttft = t.ttft + excluded.ttft
+        ttft = t.ttft + excluded.ttft;
+end
 $$;
 
 create function private.analytics_reply_cells_changed()

@@ -270,6 +270,8 @@ def generate(
             "private.analytics_user_keys",
             "private.analytics_presence_hours",
             "private.analytics_presence_days",
+            "private.analytics_reply_hours",
+            "private.analytics_reply_days",
             "auth.users",
         ):
             conn.execute(f"vacuum (analyze) {table}")

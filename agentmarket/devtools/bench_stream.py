@@ -9,8 +9,10 @@ Starts the offline model as its own process (so its CPU is not counted), streams
 process's CPU time (`time.process_time`) per streamed token for each. `--tps 0` sends the tokens
 without pauses (more tokens per network read, so less CPU per token than a paced stream);
 `--streams N` streams N replies at once (a busy worker: one loop wake-up serves several reads).
-A third line reads the same stream with plain httpx, bytes thrown away: the network stack's
-share, which no parsing change removes. `--in-process` serves a recorded-shape SSE body from an
+Two more lines read the same stream(s) with plain httpx and with a bare aiohttp session, bytes
+thrown away: the network stack's share, which no parsing change removes (the aiohttp line is the
+floor under the worker's transport). Everything runs on the worker's event loop (uvloop when
+installed, `agentmarket.core.loops`). `--in-process` serves a recorded-shape SSE body from an
 `httpx.MockTransport` instead, one event per read and no socket: the cost of the SDK and the
 parsing alone, without the network stack's.
 Recorded in docs/benchmarks.md#model-stream-parsing-cpu-per-token.
@@ -28,9 +30,11 @@ import sys
 import time
 from collections.abc import AsyncIterator
 
+import aiohttp
 import httpx
 import orjson
 
+from agentmarket.core import loops
 from agentmarket.llm.client import CompletionRequest, HttpBackend, LLMClient, TextDelta
 
 __all__ = ["main"]
@@ -143,6 +147,35 @@ async def _floor(base_url: str, *, tokens: int, tps: float, runs: int) -> str:
     )
 
 
+async def _aiohttp_floor(base_url: str, *, tokens: int, tps: float, runs: int, streams: int) -> str:
+    """The same paced streams read with a bare aiohttp session (the worker's transport without
+    the SDK, httpx or any parsing), bytes thrown away."""
+    body = {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "messages": [{"role": "user", "content": f"bench [[long:{tokens}]] [[tps:{tps:g}]]"}],
+    }
+    headers = {"authorization": "Bearer sk-bench-" + "x" * 20}
+
+    async def one(session: aiohttp.ClientSession) -> None:
+        async with session.post(f"{base_url}/chat/completions", json=body) as response:
+            async for _piece in response.content.iter_any():
+                pass
+
+    per_token: list[float] = []
+    async with aiohttp.ClientSession(headers=headers) as session:
+        await one(session)  # warm up: the connection
+        for _ in range(runs):
+            started = time.process_time()
+            await asyncio.gather(*(one(session) for _ in range(streams)))
+            per_token.append((time.process_time() - started) / (tokens * streams) * 1e6)
+    values = ", ".join(f"{v:.1f}" for v in per_token)
+    return (
+        f"{'aiohttp only':15} tps={tps:g} streams={streams} tokens~{tokens}: median "
+        f"{statistics.median(per_token):.1f} µs CPU/token (runs: {values})"
+    )
+
+
 async def _measure(
     base_url: str,
     *,
@@ -195,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         variants: list[tuple[bool, HttpBackend]] = [(False, "httpx"), (True, "httpx")]
         if not args.in_process:
             variants.append((True, "aiohttp"))
+        print(f"event loop: {loops.uvicorn_loop()}", flush=True)
         for fast, backend in variants:
-            line = asyncio.run(
+            line = loops.run(
                 _measure(
                     f"http://127.0.0.1:{port}/v1",
                     fast=fast,
@@ -213,7 +247,15 @@ def main(argv: list[str] | None = None) -> int:
             floor = _floor(
                 f"http://127.0.0.1:{port}/v1", tokens=args.tokens, tps=args.tps, runs=args.runs
             )
-            print(asyncio.run(floor), flush=True)
+            print(loops.run(floor), flush=True)
+            bare = _aiohttp_floor(
+                f"http://127.0.0.1:{port}/v1",
+                tokens=args.tokens,
+                tps=args.tps,
+                runs=args.runs,
+                streams=args.streams,
+            )
+            print(loops.run(bare), flush=True)
     finally:
         if model is not None:
             model.terminate()

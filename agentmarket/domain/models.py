@@ -676,9 +676,21 @@ class DayMetrics(Metrics):
     day: date
 
 
+class PercentileMethod(Model):
+    method: Literal["exact", "histogram"] = Field(
+        description="`exact`: percentile_cont over every reply. `histogram`: estimated from the"
+        " rollups' duration histograms (a large unfiltered range)."
+    )
+    max_relative_error: float = Field(
+        description="How far a percentile may be from the exact one, as a fraction of it"
+        " (0 when exact; 1/32 for histograms, and exact below 64 ms)."
+    )
+
+
 class MarketplaceMetrics(Model):
     range: AnalyticsRange
     filters: AnalyticsFilters
+    percentiles: PercentileMethod
     overall: Metrics
     agents: list[AgentMetrics]
     days: list[DayMetrics]

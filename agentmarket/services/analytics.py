@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from agentmarket.core.errors import FieldError, InvalidRange, InvalidTimezone
 from agentmarket.db.caller import CallerSession
 from agentmarket.db.queries import query
+from agentmarket.domain import histogram
 from agentmarket.domain.models import AnalyticsQuery, MarketplaceMetrics, MarketplaceStats
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "marketplace_metrics",
     "marketplace_stats",
     "metrics_rows",
+    "resolve_histograms",
     "resolve_window",
     "stats_rows",
 ]
@@ -44,6 +46,7 @@ MAX_SPAN_DAYS: Final = 366  # `to - from` at most this many days
 CSV_HEADER: Final = ("section", "day", "agent", "metric", "value")
 # What a spreadsheet may take for a formula (OWASP "CSV injection").
 _FORMULA_LEADS: Final = ("=", "+", "-", "@", "\t", "\r")
+_FRACTIONS: Final = (0.5, 0.95, 0.99)
 
 Row = tuple[str, str, str, str, Any]
 
@@ -111,9 +114,28 @@ async def marketplace_stats(*, db: CallerSession, params: AnalyticsQuery) -> Mar
 async def marketplace_metrics(*, db: CallerSession, params: AnalyticsQuery) -> MarketplaceMetrics:
     """Replies, errors (by code), retries, tokens, rate-limit rejections and latency / time to
     first token percentiles: overall, per agent and per day (every day of the range)."""
-    return MarketplaceMetrics.model_validate(
-        await _report(db, query("analytics_marketplace_metrics"), params)
-    )
+    report = await _report(db, query("analytics_marketplace_metrics"), params)
+    return MarketplaceMetrics.model_validate(resolve_histograms(report))
+
+
+def _percentiles(text: str) -> dict[str, float | None]:
+    values = histogram.percentiles(histogram.counts(text), _FRACTIONS)
+    return {
+        name: None if value is None else round(value, 1)
+        for name, value in zip(("p50", "p95", "p99"), values, strict=True)
+    }
+
+
+def resolve_histograms(report: dict[str, Any]) -> dict[str, Any]:
+    """A report from the rollups' cells (`percentiles.method` = histogram) carries each metric's
+    durations as histograms (`latency_hist`, `ttft_hist`): turn them into the p50/p95/p99 the
+    exact report gives (`latency_ms`, `ttft_ms`). Other reports are returned as they are."""
+    if report.get("percentiles", {}).get("method") != "histogram":
+        return report
+    for metric in (report["overall"], *report["agents"], *report["days"]):
+        metric["latency_ms"] = _percentiles(metric.pop("latency_hist"))
+        metric["ttft_ms"] = _percentiles(metric.pop("ttft_hist"))
+    return report
 
 
 # --- CSV -----------------------------------------------------------------------------------------
@@ -184,7 +206,7 @@ def metrics_rows(report: MarketplaceMetrics) -> Iterator[Row]:
     """The metrics as `section,day,agent,metric,value` rows (errors by code and percentiles as
     `errors_by_code.<code>`, `latency_ms.p95`, …)."""
     data = report.model_dump(mode="json", by_alias=True)
-    for section in ("range", "filters"):
+    for section in ("range", "filters", "percentiles"):
         yield from _section(section, data[section])
     yield from _section("overall", data["overall"])
     for agent in data["agents"]:

@@ -41,6 +41,7 @@ export interface Stats {
   survey: { responses: number; avg_satisfaction: number | null; avg_ease_of_use: number | null; nps: number | null };
 }
 export interface Metrics {
+  percentiles: { method: "exact" | "histogram"; max_relative_error: number };
   overall: M;
   agents: ({ slug: string; name: string } & M)[];
   days: ({ day: string } & M)[];
@@ -221,6 +222,12 @@ export function AdminPage() {
             <Stat label="Prompt tokens" value={fmtNumber(metrics.overall.prompt_tokens)} />
             <Stat label="Completion tokens" value={fmtNumber(metrics.overall.completion_tokens)} />
           </dl>
+          {metrics.percentiles.method === "histogram" && (
+            <p class="hint">
+              Latency percentiles are estimated from histograms, within {fmtNumber(metrics.percentiles.max_relative_error * 100, 1)} % of
+              the exact values.
+            </p>
+          )}
           <DayChart
             title="Replies and failures per day"
             days={metrics.days.map((d) => d.day)}

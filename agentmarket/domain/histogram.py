@@ -1,0 +1,112 @@
+"""Duration histograms of the admin metrics (docs/api.md#admin-analytics).
+
+The database keeps the replies' latency and time to first token per cell as one numeric whose
+decimal digits, `DIGITS` per bucket from the right, are the bucket counts (migration
+20261130190100_analytics_reply_cells.sql); summing cells is numeric addition. This module is the
+other half: the bucket of a duration (`bucket`, the same rule as `private.analytics_bucket`), the
+durations a bucket holds (`bounds`), the counts of a histogram's text (`counts`) and
+`percentile_cont` estimated from them (`percentiles`).
+
+Buckets are 1 ms wide below `EXACT_BELOW` ms, then `PER_DOUBLING` per doubling: a bucket is at
+most 1/PER_DOUBLING of its lower bound wide, so an estimate is within `MAX_RELATIVE_ERROR` of the
+exact percentile.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+__all__ = [
+    "DIGITS",
+    "EXACT_BELOW",
+    "MAX_RELATIVE_ERROR",
+    "PER_DOUBLING",
+    "bounds",
+    "bucket",
+    "counts",
+    "encode",
+    "percentiles",
+]
+
+EXACT_BELOW: Final = 64  # ms: one bucket per millisecond below this
+PER_DOUBLING: Final = 32  # buckets per doubling from EXACT_BELOW up
+DIGITS: Final = 10  # decimal digits per bucket in the packed numeric
+MAX_RELATIVE_ERROR: Final = 1 / PER_DOUBLING
+_SHIFT: Final = EXACT_BELOW.bit_length() - 1  # 6: log2(EXACT_BELOW)
+_SUB: Final = PER_DOUBLING.bit_length() - 1  # 5: log2(PER_DOUBLING)
+
+
+def bucket(ms: int) -> int:
+    """The bucket of a duration in whole milliseconds (negative counts as 0)."""
+    if ms < EXACT_BELOW:
+        return max(ms, 0)
+    e = ms.bit_length() - 1
+    return EXACT_BELOW + (e - _SHIFT) * PER_DOUBLING + (ms >> (e - _SUB)) - PER_DOUBLING
+
+
+def bounds(b: int) -> tuple[int, int]:
+    """The durations [low, high) in bucket `b`."""
+    if b < EXACT_BELOW:
+        return b, b + 1
+    octave, step = divmod(b - EXACT_BELOW, PER_DOUBLING)
+    e = octave + _SHIFT
+    width = 1 << (e - _SUB)
+    low = (PER_DOUBLING + step) * width
+    return low, low + width
+
+
+def encode(values: Iterable[int]) -> str:
+    """A histogram's text for these durations (what the database's sum of cells gives)."""
+    tally: list[int] = []
+    for value in values:
+        b = bucket(value)
+        tally.extend([0] * (b + 1 - len(tally)))
+        tally[b] += 1
+    text = "".join(f"{count:0{DIGITS}d}" for count in reversed(tally)).lstrip("0")
+    return text or "0"
+
+
+def counts(text: str | None) -> list[int]:
+    """The bucket counts of a histogram's text, bucket 0 first."""
+    digits = (text or "0").strip()
+    if not digits.isdigit():
+        raise ValueError("a histogram is a non-negative whole number")
+    return [int(digits[max(end - DIGITS, 0) : end]) for end in range(len(digits), 0, -DIGITS)]
+
+
+def _nth(occupied: Sequence[int], before: Sequence[int], histogram: Sequence[int], n: int) -> float:
+    """An estimate of the n-th smallest value (0-based): the values of its bucket taken as evenly
+    spread over the bucket's whole milliseconds (exact for a 1 ms bucket)."""
+    i = bisect_right(before, n) - 1
+    b = occupied[i]
+    inside = histogram[b]
+    low, high = bounds(b)
+    if inside == 1:
+        return low + (high - 1 - low) / 2
+    return low + (high - 1 - low) * (n - before[i]) / (inside - 1)
+
+
+def percentiles(histogram: Sequence[int], fractions: Sequence[float]) -> list[float | None]:
+    """`percentile_cont` for each fraction, from bucket counts: the value at rank
+    f·(n - 1), interpolated between the two values around it; None when the histogram is empty."""
+    occupied = [b for b, inside in enumerate(histogram) if inside]
+    if not occupied:
+        return [None for _ in fractions]
+    before: list[int] = []
+    seen = 0
+    for b in occupied:
+        before.append(seen)
+        seen += histogram[b]
+    out: list[float | None] = []
+    for fraction in fractions:
+        rank = fraction * (seen - 1)
+        below = int(rank)
+        low = _nth(occupied, before, histogram, below)
+        if rank == below:
+            out.append(low)
+            continue
+        high = _nth(occupied, before, histogram, below + 1)
+        out.append(low + (rank - below) * (high - low))
+    return out

@@ -1,0 +1,159 @@
+"""The replies' cells (supabase/migrations/20261130190100_analytics_reply_cells.sql): the triggers
+keep them equal to a recount whatever writes the replies; the report read from them equals the
+exact report on every count and sum and is within the histograms' bound on every percentile, in
+UTC and in zones whose days cut UTC days; and the admin API uses them only for large, unfiltered,
+hour-aligned ranges, saying so in `percentiles`."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from agentmarket.devtools.analytics_fixture import Fixture, generate
+from agentmarket.domain import histogram
+from agentmarket.services.analytics import resolve_histograms
+from tests.integration.test_analytics_rollups import ADMIN, MUTATIONS
+
+pytestmark = pytest.mark.db
+
+# Replies leave the cells when they run again, and come back when they finish.
+RUNNING_AGAIN = [
+    """update public.agent_messages set status = 'running', completed_at = null,
+              error_code = null, latency_ms = null, ttft_ms = null
+        where id in (select id from public.agent_messages
+                      where role = 'assistant' and status = 'completed' order by id limit 25)""",
+    """update public.agent_messages set status = 'completed', completed_at = now(),
+              latency_ms = 61, ttft_ms = 7
+        where id in (select id from public.agent_messages
+                      where role = 'assistant' and status = 'running' order by id limit 10)""",
+]
+
+
+def cells(conn: psycopg.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        "hours": conn.execute(
+            "select * from private.analytics_reply_hours where replies <> 0 order by hour"
+        ).fetchall(),
+        "days": conn.execute(
+            "select * from private.analytics_reply_days where replies <> 0 order by day, agent_id"
+        ).fetchall(),
+    }
+
+
+def metrics(conn: psycopg.Connection, function: str, *args: Any) -> dict[str, Any]:
+    placeholders = ", ".join(["%s"] * len(args))
+    row = conn.execute(f"select private.{function}({placeholders})", args).fetchone()
+    assert row is not None
+    return dict(row[0])
+
+
+def assert_close(cells_metric: dict[str, Any], exact_metric: dict[str, Any], where: str) -> None:
+    for key in ("latency_ms", "ttft_ms"):
+        for name, exact in exact_metric[key].items():
+            estimate = cells_metric[key][name]
+            if exact is None:
+                assert estimate is None, (where, key, name)
+                continue
+            # Both sides are rounded to 0.1 ms.
+            bound = float(exact) * histogram.MAX_RELATIVE_ERROR + 0.1
+            assert abs(estimate - float(exact)) <= bound, (where, key, name, estimate, exact)
+    counts = {k: v for k, v in cells_metric.items() if k not in ("latency_ms", "ttft_ms")}
+    exact_counts = {k: v for k, v in exact_metric.items() if k not in ("latency_ms", "ttft_ms")}
+    assert counts == exact_counts, where
+
+
+def assert_reports_agree(conn: psycopg.Connection, start: str, end: str, tz: str) -> None:
+    estimated = resolve_histograms(
+        metrics(conn, "marketplace_metrics_cells", start, end, tz)
+        | {"percentiles": {"method": "histogram"}}
+    )
+    exact = metrics(conn, "marketplace_metrics_rollup", start, end, tz)
+    assert estimated["range"] == exact["range"] and estimated["filters"] == exact["filters"]
+    assert_close(estimated["overall"], exact["overall"], f"{tz} overall")
+    assert [a["slug"] for a in estimated["agents"]] == [a["slug"] for a in exact["agents"]]
+    for got, want in zip(estimated["agents"], exact["agents"], strict=True):
+        assert_close(got, want, f"{tz} {want['slug']}")
+    assert [d["day"] for d in estimated["days"]] == [d["day"] for d in exact["days"]]
+    for got, want in zip(estimated["days"], exact["days"], strict=True):
+        assert_close(got, want, f"{tz} {want['day']}")
+    assert exact["overall"]["completed"] > 0 and exact["overall"]["latency_ms"]["p95"] is not None
+
+
+def test_sql_buckets_are_the_python_buckets(conn: psycopg.Connection) -> None:
+    values = [*range(0, 300), *[2**e + d for e in range(6, 31) for d in (-1, 0, 1)], 2**31 - 1]
+    rows = conn.execute(
+        "select v, private.analytics_bucket(v) from unnest(%s::integer[]) v", (values,)
+    ).fetchall()
+    assert [(v, b) for v, b in rows] == [(v, histogram.bucket(v)) for v in values]
+    assert conn.execute("select private.analytics_bucket(null)").fetchone() == (None,)
+
+
+def test_cells_equal_a_recount_and_the_reports_agree(db_url: str, conn: psycopg.Connection) -> None:
+    generate(
+        db_url,
+        Fixture(messages=6000, conversations=600, deployments=80, users=40, agents=20),
+        triggers=True,
+    )
+    conn.execute("select set_config('request.jwt.claims', %s, false)", (ADMIN,))
+    for statement in [*MUTATIONS, *RUNNING_AGAIN]:
+        with conn.transaction():
+            conn.execute(statement)
+    running = conn.execute(
+        "select count(*) from private.analytics_replies where status = 'running'"
+    ).fetchone()
+    assert running == (15,)
+
+    kept = cells(conn)
+    assert kept["hours"] and kept["days"]
+    conn.execute("select private.analytics_rebuild_reply_cells()")
+    assert cells(conn) == kept
+    conn.execute("select private.analytics_rebuild()")
+    assert cells(conn) == kept
+
+    today = datetime.now(UTC).date()
+    start, end = str(today - timedelta(days=95)), str(today + timedelta(days=1))
+    for tz in ("UTC", "America/New_York", "Asia/Tokyo"):
+        assert_reports_agree(conn, start, end, tz)
+    # A range whose ends cut UTC days mid-range (New York's midnight is 04:00 or 05:00 UTC).
+    assert_reports_agree(
+        conn, str(today - timedelta(days=40)), str(today - timedelta(days=3)), "America/New_York"
+    )
+
+
+def test_the_admin_api_uses_the_cells_for_large_unfiltered_ranges(
+    db_url: str, conn: psycopg.Connection
+) -> None:
+    generate(
+        db_url,
+        Fixture(messages=50_000, conversations=2_000, deployments=200, users=100, agents=10),
+    )
+    conn.execute("select set_config('request.jwt.claims', %s, false)", (ADMIN,))
+    today = datetime.now(UTC).date()
+    start, end = str(today - timedelta(days=95)), str(today)
+    agent = conn.execute(
+        "select slug from public.marketplace_agents order by deploy_count desc limit 1"
+    ).fetchone()
+    assert agent is not None
+
+    large = metrics(conn, "marketplace_metrics", start, end, "Europe/Berlin")
+    assert large["percentiles"] == {"method": "histogram", "max_relative_error": 0.03125}
+    assert large["overall"]["completed"] > 20_000
+    assert "latency_hist" in large["overall"] and "latency_ms" not in large["overall"]
+
+    filtered = metrics(conn, "marketplace_metrics", start, end, "Europe/Berlin", agent[0])
+    assert filtered["percentiles"] == {"method": "exact", "max_relative_error": 0}
+    assert filtered["overall"]["latency_ms"]["p50"] is not None
+    half_hour = metrics(conn, "marketplace_metrics", start, end, "Asia/Kolkata")
+    assert half_hour["percentiles"]["method"] == "exact"
+    short = metrics(conn, "marketplace_metrics", str(today - timedelta(days=2)), end, "UTC")
+    assert short["percentiles"]["method"] == "exact"
+
+    # What the API answers: the percentiles from the histograms, within the bound of the exact.
+    resolved = resolve_histograms(large)
+    exact = metrics(conn, "marketplace_metrics_rollup", start, end, "Europe/Berlin")
+    assert_close(resolved["overall"], exact["overall"], "overall")
+    assert json.dumps(resolved).count("_hist") == 0

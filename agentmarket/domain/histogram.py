@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from itertools import accumulate
 from typing import Final
 
 __all__ = [
@@ -73,40 +74,44 @@ def counts(text: str | None) -> list[int]:
     digits = (text or "0").strip()
     if not digits.isdigit():
         raise ValueError("a histogram is a non-negative whole number")
-    return [int(digits[max(end - DIGITS, 0) : end]) for end in range(len(digits), 0, -DIGITS)]
+    # The empty buckets below the lowest count are trailing zeros: not parsed one by one.
+    significant = digits.rstrip("0")
+    empty_below = (len(digits) - len(significant)) // DIGITS
+    digits = digits[: len(digits) - empty_below * DIGITS]
+    width = -(-len(digits) // DIGITS) * DIGITS
+    digits = digits.rjust(width, "0")
+    fields = [int(digits[start : start + DIGITS]) for start in range(0, width, DIGITS)]
+    fields.reverse()
+    return [0] * empty_below + fields if empty_below else fields
 
 
-def _nth(occupied: Sequence[int], before: Sequence[int], histogram: Sequence[int], n: int) -> float:
+def _nth(cumulative: Sequence[int], histogram: Sequence[int], n: int) -> float:
     """An estimate of the n-th smallest value (0-based): the values of its bucket taken as evenly
     spread over the bucket's whole milliseconds (exact for a 1 ms bucket)."""
-    i = bisect_right(before, n) - 1
-    b = occupied[i]
+    b = bisect_right(cumulative, n)
+    before = cumulative[b - 1] if b else 0
     inside = histogram[b]
     low, high = bounds(b)
     if inside == 1:
         return low + (high - 1 - low) / 2
-    return low + (high - 1 - low) * (n - before[i]) / (inside - 1)
+    return low + (high - 1 - low) * (n - before) / (inside - 1)
 
 
 def percentiles(histogram: Sequence[int], fractions: Sequence[float]) -> list[float | None]:
     """`percentile_cont` for each fraction, from bucket counts: the value at rank
     f·(n - 1), interpolated between the two values around it; None when the histogram is empty."""
-    occupied = [b for b, inside in enumerate(histogram) if inside]
-    if not occupied:
+    cumulative = list(accumulate(histogram))
+    total = cumulative[-1] if cumulative else 0
+    if total == 0:
         return [None for _ in fractions]
-    before: list[int] = []
-    seen = 0
-    for b in occupied:
-        before.append(seen)
-        seen += histogram[b]
     out: list[float | None] = []
     for fraction in fractions:
-        rank = fraction * (seen - 1)
+        rank = fraction * (total - 1)
         below = int(rank)
-        low = _nth(occupied, before, histogram, below)
+        low = _nth(cumulative, histogram, below)
         if rank == below:
             out.append(low)
             continue
-        high = _nth(occupied, before, histogram, below + 1)
+        high = _nth(cumulative, histogram, below + 1)
         out.append(low + (rank - below) * (high - low))
     return out

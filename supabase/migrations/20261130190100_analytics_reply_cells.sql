@@ -12,7 +12,9 @@
 --                                   wholly inside the range; the partial days at its ends are read
 --                                   from analytics_replies)
 --
--- Each cell holds counts, token sums and two histograms. A histogram is a numeric whose decimal digits,
+-- Each cell holds counts, token sums, the sends refused by a limit (the `agent.chat.rate_limited`
+-- telemetry events of the agent's deployments, kept by triggers on telemetry_events and on
+-- agent_deployments) and two histograms. A histogram is a numeric whose decimal digits,
 -- ten per bucket from the right, are the bucket counts: Σ count(b) · 10^(10·b). Adding histograms is then
 -- numeric addition, which `sum()` does natively (a 90-day report sums ~7 000 cells in milliseconds);
 -- a bucket overflows only past 10^10 replies. Buckets (private.analytics_bucket, mirrored by
@@ -65,6 +67,7 @@ create table private.analytics_reply_hours (
   retries integer not null default 0,
   prompt_tokens bigint not null default 0,
   completion_tokens bigint not null default 0,
+  rate_limited integer not null default 0,
   latency numeric not null default 0,
   ttft numeric not null default 0
 );
@@ -78,6 +81,7 @@ create table private.analytics_reply_days (
   retries integer not null default 0,
   prompt_tokens bigint not null default 0,
   completion_tokens bigint not null default 0,
+  rate_limited integer not null default 0,
   latency numeric not null default 0,
   ttft numeric not null default 0,
   primary key (day, agent_id)
@@ -171,6 +175,88 @@ begin
 end
 $$;
 
+-- A refused send (an `agent.chat.rate_limited` event of a deployment) counted in the cells of its
+-- hour and of its deployment's agent's day (p_sign −1 takes it out again).
+create function private.analytics_add_rate_limited(p_at timestamptz, p_agent uuid, p_sign integer)
+returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  insert into private.analytics_reply_hours as t (hour, rate_limited)
+  values (date_trunc('hour', p_at, 'UTC'), p_sign)
+  on conflict (hour) do update set rate_limited = t.rate_limited + excluded.rate_limited;
+  insert into private.analytics_reply_days as t (day, agent_id, rate_limited)
+  values ((p_at at time zone 'UTC')::date, p_agent, p_sign)
+  on conflict (day, agent_id) do update set rate_limited = t.rate_limited + excluded.rate_limited;
+end
+$$;
+
+-- The events: counted when written, taken out when deleted or changed (an event whose deployment
+-- does not exist counts nowhere, as in the exact report).
+create function private.analytics_rate_limited_changed()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  agent uuid;
+begin
+  if tg_op in ('UPDATE', 'DELETE') and old.name = 'agent.chat.rate_limited' then
+    select d.agent_id into agent from public.agent_deployments d where d.id = old.deployment_id;
+    if agent is not null then
+      perform private.analytics_add_rate_limited(old.created_at, agent, -1);
+    end if;
+  end if;
+  if tg_op in ('INSERT', 'UPDATE') and new.name = 'agent.chat.rate_limited' then
+    select d.agent_id into agent from public.agent_deployments d where d.id = new.deployment_id;
+    if agent is not null then
+      perform private.analytics_add_rate_limited(new.created_at, agent, 1);
+    end if;
+  end if;
+  return null;
+end
+$$;
+
+create trigger telemetry_events_rate_limited_insert
+  after insert on private.telemetry_events
+  for each row when (new.name = 'agent.chat.rate_limited')
+  execute function private.analytics_rate_limited_changed();
+create trigger telemetry_events_rate_limited_delete
+  after delete on private.telemetry_events
+  for each row when (old.name = 'agent.chat.rate_limited')
+  execute function private.analytics_rate_limited_changed();
+create trigger telemetry_events_rate_limited_update
+  after update of name, created_at, deployment_id on private.telemetry_events
+  for each row when (old.name = 'agent.chat.rate_limited' or new.name = 'agent.chat.rate_limited')
+  execute function private.analytics_rate_limited_changed();
+
+-- A deployment deleted takes its refused sends along (the exact report finds an event's agent
+-- through its deployment; a deployment never changes its agent).
+create function private.analytics_deployment_rate_limited_moved()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  at timestamptz;
+begin
+  for at in
+    select t.created_at from private.telemetry_events t
+     where t.deployment_id = old.id and t.name = 'agent.chat.rate_limited'
+  loop
+    perform private.analytics_add_rate_limited(at, old.agent_id, -1);
+  end loop;
+  return null;
+end
+$$;
+
+create trigger agent_deployments_rate_limited_cells
+  after delete on public.agent_deployments
+  for each row execute function private.analytics_deployment_rate_limited_moved();
+
 create function private.analytics_reply_cells_changed()
 returns trigger
 language plpgsql
@@ -238,6 +324,20 @@ begin
          sum(f.latency), sum(f.ttft)
     from finished f
    group by 1, 2;
+  with limited as materialized (
+    select t.created_at, d.agent_id
+      from private.telemetry_events t
+      join public.agent_deployments d on d.id = t.deployment_id
+     where t.name = 'agent.chat.rate_limited'
+  ),
+  hour_cells as (
+    insert into private.analytics_reply_hours as c (hour, rate_limited)
+    select date_trunc('hour', l.created_at, 'UTC'), count(*) from limited l group by 1
+    on conflict (hour) do update set rate_limited = excluded.rate_limited
+  )
+  insert into private.analytics_reply_days as c (day, agent_id, rate_limited)
+  select (l.created_at at time zone 'UTC')::date, l.agent_id, count(*) from limited l group by 1, 2
+  on conflict (day, agent_id) do update set rate_limited = excluded.rate_limited;
 end
 $$;
 
@@ -329,27 +429,28 @@ begin
     select hs.day, sum(c.replies) as replies, sum(c.completed) as completed,
            sum(c.failed) as failed, sum(c.retries) as retries,
            sum(c.prompt_tokens) as prompt_tokens, sum(c.completion_tokens) as completion_tokens,
-           sum(c.latency) as latency, sum(c.ttft) as ttft
+           sum(c.rate_limited) as rate_limited, sum(c.latency) as latency, sum(c.ttft) as ttft
       from private.analytics_reply_hours c
       join hours hs on hs.hour = c.hour
      where c.hour >= b.t0 and c.hour < b.t1
      group by hs.day
   ),
-  -- Finished replies per agent: the day cells inside the range, the replies at its ends.
+  -- Finished replies and refused sends per agent: the day cells inside the range, the replies
+  -- and the events at its ends.
   finished_agents as (
     select x.agent_id, sum(x.replies) as replies, sum(x.completed) as completed,
            sum(x.failed) as failed, sum(x.retries) as retries,
            sum(x.prompt_tokens) as prompt_tokens, sum(x.completion_tokens) as completion_tokens,
-           sum(x.latency) as latency, sum(x.ttft) as ttft
+           sum(x.rate_limited) as rate_limited, sum(x.latency) as latency, sum(x.ttft) as ttft
       from (
         select c.agent_id, c.replies, c.completed, c.failed, c.retries, c.prompt_tokens,
-               c.completion_tokens, c.latency, c.ttft
+               c.completion_tokens, c.rate_limited, c.latency, c.ttft
           from private.analytics_reply_days c
          where c.day >= (whole_from at time zone 'UTC')::date
            and c.day < (whole_to at time zone 'UTC')::date
         union all
         select r.agent_id, 1, (r.status = 'completed')::integer, (r.status = 'failed')::integer,
-               r.retried::integer, coalesce(r.prompt_tokens, 0), coalesce(r.completion_tokens, 0),
+               r.retried::integer, coalesce(r.prompt_tokens, 0), coalesce(r.completion_tokens, 0), 0,
                case when r.status = 'completed'
                     then private.analytics_histogram_unit(r.latency_bucket) else 0 end,
                case when r.status = 'completed'
@@ -358,6 +459,13 @@ begin
          where r.status in ('completed', 'failed', 'cancelled')
            and ((r.created_at >= b.t0 and r.created_at < whole_from)
                 or (r.created_at >= whole_to and r.created_at < b.t1))
+        union all
+        select d.agent_id, 0, 0, 0, 0, 0, 0, 1, 0, 0
+          from private.telemetry_events t
+          join public.agent_deployments d on d.id = t.deployment_id
+         where t.name = 'agent.chat.rate_limited'
+           and ((t.created_at >= b.t0 and t.created_at < whole_from)
+                or (t.created_at >= whole_to and t.created_at < b.t1))
       ) x
      group by x.agent_id
   ),
@@ -389,17 +497,6 @@ begin
       ) e
      group by e.by_agent, e.by_day, e.agent_id, e.day
   ),
-  limited as (
-    select grouping(l.agent_id) = 0 as by_agent, grouping(l.day) = 0 as by_day,
-           l.agent_id, l.day, count(*) as n
-      from (
-        select (t.created_at at time zone p_tz)::date as day, d.agent_id
-          from private.telemetry_events t
-          join public.agent_deployments d on d.id = t.deployment_id
-         where t.name = 'agent.chat.rate_limited' and t.created_at >= b.t0 and t.created_at < b.t1
-      ) l
-     group by grouping sets ((), (l.agent_id), (l.day))
-  ),
   per_day as (
     select ds.day,
            coalesce(fd.replies, 0) + coalesce(op.replies, 0) as replies,
@@ -408,12 +505,11 @@ begin
            coalesce(fd.retries, 0) + coalesce(op.retries, 0) as retries,
            coalesce(fd.prompt_tokens, 0) + coalesce(op.prompt_tokens, 0) as prompt_tokens,
            coalesce(fd.completion_tokens, 0) + coalesce(op.completion_tokens, 0) as completion_tokens,
-           fd.latency, fd.ttft, e.errors, l.n as rate_limited
+           coalesce(fd.rate_limited, 0) as rate_limited, fd.latency, fd.ttft, e.errors
       from days ds
       left join finished_days fd on fd.day = ds.day
       left join running op on not op.by_agent and op.day = ds.day
       left join errs e on e.by_day and e.day = ds.day
-      left join limited l on l.by_day and l.day = ds.day
   ),
   per_agent as (
     select a.id, a.slug, a.name,
@@ -422,13 +518,13 @@ begin
              coalesce(fa.retries, 0) + coalesce(op.retries, 0),
              coalesce(fa.prompt_tokens, 0) + coalesce(op.prompt_tokens, 0),
              coalesce(fa.completion_tokens, 0) + coalesce(op.completion_tokens, 0),
-             l.n, fa.latency, fa.ttft) as m
+             fa.rate_limited, fa.latency, fa.ttft) as m
       from public.marketplace_agents a
       left join finished_agents fa on fa.agent_id = a.id
       left join running op on op.by_agent and op.agent_id = a.id
       left join errs e on e.by_agent and e.agent_id = a.id
-      left join limited l on l.by_agent and l.agent_id = a.id
-     where fa.replies is not null or op.replies is not null or l.n is not null
+     -- Cells emptied by deletes stay as zero rows: an agent is listed for what it has.
+     where coalesce(fa.replies, 0) + coalesce(op.replies, 0) > 0 or coalesce(fa.rate_limited, 0) > 0
   )
   select jsonb_build_object(
     'range', jsonb_build_object('from', p_from, 'to', p_to, 'tz', p_tz),
@@ -438,8 +534,7 @@ begin
                sum(pd.replies), sum(pd.completed), sum(pd.failed),
                (select e.errors from errs e where not e.by_agent and not e.by_day),
                sum(pd.retries), sum(pd.prompt_tokens), sum(pd.completion_tokens),
-               (select l.n from limited l where not l.by_agent and not l.by_day),
-               sum(pd.latency), sum(pd.ttft))
+               sum(pd.rate_limited), sum(pd.latency), sum(pd.ttft))
         from per_day pd
     ),
     'agents', coalesce((
@@ -502,6 +597,9 @@ revoke all on function private.analytics_bucket(integer) from public, anon, auth
 revoke all on function private.analytics_histogram_unit(smallint) from public, anon, authenticated;
 revoke all on function private.analytics_add_reply(private.analytics_replies, integer) from public, anon, authenticated;
 revoke all on function private.analytics_reply_cells_changed() from public, anon, authenticated;
+revoke all on function private.analytics_add_rate_limited(timestamptz, uuid, integer) from public, anon, authenticated;
+revoke all on function private.analytics_rate_limited_changed() from public, anon, authenticated;
+revoke all on function private.analytics_deployment_rate_limited_moved() from public, anon, authenticated;
 revoke all on function private.analytics_rebuild_reply_cells() from public, anon, authenticated;
 revoke all on function private.analytics_metric_histogram(numeric, numeric, numeric, jsonb, numeric, numeric, numeric, numeric, numeric, numeric)
   from public, anon, authenticated;
@@ -511,6 +609,9 @@ grant execute on function private.analytics_bucket(integer) to service_role;
 grant execute on function private.analytics_histogram_unit(smallint) to service_role;
 grant execute on function private.analytics_add_reply(private.analytics_replies, integer) to service_role;
 grant execute on function private.analytics_reply_cells_changed() to service_role;
+grant execute on function private.analytics_add_rate_limited(timestamptz, uuid, integer) to service_role;
+grant execute on function private.analytics_rate_limited_changed() to service_role;
+grant execute on function private.analytics_deployment_rate_limited_moved() to service_role;
 grant execute on function private.analytics_rebuild_reply_cells() to service_role;
 grant execute on function private.analytics_metric_histogram(numeric, numeric, numeric, jsonb, numeric, numeric, numeric, numeric, numeric, numeric)
   to service_role;

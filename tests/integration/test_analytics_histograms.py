@@ -20,8 +20,18 @@ from tests.integration.test_analytics_rollups import ADMIN, MUTATIONS
 
 pytestmark = pytest.mark.db
 
-# Replies leave the cells when they run again, and come back when they finish.
-RUNNING_AGAIN = [
+# Replies leave the cells when they run again, and come back when they finish; refused sends are
+# withdrawn and recorded again.
+MORE_MUTATIONS = [
+    """delete from private.telemetry_events
+        where id in (select id from private.telemetry_events
+                      where name = 'agent.chat.rate_limited' order by id limit 7)""",
+    """insert into private.telemetry_events (name, user_id, deployment_id, created_at)
+       select 'agent.chat.rate_limited', user_id, id, now() - interval '26 hours'
+         from public.agent_deployments order by id limit 4""",
+    """update private.telemetry_events set created_at = created_at - interval '5 hours'
+        where id in (select id from private.telemetry_events
+                      where name = 'agent.chat.rate_limited' order by id desc limit 3)""",
     """update public.agent_messages set status = 'running', completed_at = null,
               error_code = null, latency_ms = null, ttft_ms = null
         where id in (select id from public.agent_messages
@@ -99,7 +109,7 @@ def test_cells_equal_a_recount_and_the_reports_agree(db_url: str, conn: psycopg.
         triggers=True,
     )
     conn.execute("select set_config('request.jwt.claims', %s, false)", (ADMIN,))
-    for statement in [*MUTATIONS, *RUNNING_AGAIN]:
+    for statement in [*MUTATIONS, *MORE_MUTATIONS]:
         with conn.transaction():
             conn.execute(statement)
     running = conn.execute(

@@ -371,10 +371,12 @@ select results_eq($$
    where p.pronamespace = 'private'::regnamespace and p.prosecdef
    order by 1
 $$, array['private.analytics_conversations_changed()',
+          'private.analytics_deployment_rate_limited_moved()',
           'private.analytics_deployments_changed()',
           'private.analytics_feedback_changed()',
           'private.analytics_jobs_changed()',
           'private.analytics_messages_changed()',
+          'private.analytics_rate_limited_changed()',
           'private.analytics_rebuild()',
           'private.analytics_reply_cells_changed()',
           'private.api_signing_key()',

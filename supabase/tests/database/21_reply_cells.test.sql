@@ -7,7 +7,7 @@
 begin;
 set local search_path = public, extensions;
 
-select plan(16);
+select plan(19);
 
 insert into auth.users (id, email, raw_app_meta_data) values
   ('a0000000-0000-4000-8000-00000000021a', 'pgtap-cells@example.test', '{}');
@@ -48,12 +48,27 @@ select is((select ttft from private.analytics_reply_days
             where day = '2026-11-02' and agent_id = 'a9000000-0000-4000-8000-000000000021'),
           ('1e' || 10 * 40)::numeric, 'its time to first token is one count in bucket 40 of its agent''s day');
 
+insert into private.telemetry_events (name, user_id, deployment_id, created_at) values
+  ('agent.chat.rate_limited', 'a0000000-0000-4000-8000-00000000021a',
+   'd0000000-0000-4000-8000-00000000021a', '2026-11-02 10:30+00'),
+  ('agent.chat.rate_limited', 'a0000000-0000-4000-8000-00000000021a', null, '2026-11-02 10:31+00'),
+  ('marketplace.agent.viewed', 'a0000000-0000-4000-8000-00000000021a',
+   'd0000000-0000-4000-8000-00000000021a', '2026-11-02 10:32+00');
+select is((select rate_limited from private.analytics_reply_hours where hour = '2026-11-02 10:00+00'), 1,
+          'a refused send of a deployment counts in its hour (not one without a deployment, nor another event)');
 delete from public.agent_conversations where id = 'c0000000-0000-4000-8000-00000000021a';
 select row_eq($$ select replies, completed, latency, ttft
                   from private.analytics_reply_days
                  where day = '2026-11-02' and agent_id = 'a9000000-0000-4000-8000-000000000021' $$,
               row(0, 0, 0::numeric, 0::numeric),
               'deleting the conversation takes the reply out again');
+
+delete from public.agent_deployments where id = 'd0000000-0000-4000-8000-00000000021a';
+select is((select rate_limited from private.analytics_reply_days
+            where day = '2026-11-02' and agent_id = 'a9000000-0000-4000-8000-000000000021'), 0,
+          'deleting the deployment takes its refused sends out of its agent''s day');
+select is((select rate_limited from private.analytics_reply_hours where hour = '2026-11-02 10:00+00'), 0,
+          'and out of the hour');
 
 select ok((select relrowsecurity from pg_class where oid = 'private.analytics_reply_hours'::regclass),
           'RLS enabled on private.analytics_reply_hours');

@@ -20,6 +20,7 @@ import pytest
 
 from agentmarket.cli import main
 from agentmarket.core.config import DEV_JWT_SECRET
+from agentmarket.devtools.analytics_fixture import Fixture, generate
 from agentmarket.ops import migrate
 from agentmarket.ops.tokens import mint_access_token
 from agentmarket.services.analytics import csv_cell, csv_lines
@@ -370,6 +371,38 @@ async def test_metrics_overall_per_agent_and_per_day(
     )
     assert days["2026-11-05"]["replies"] == 2
     assert days["2026-11-05"]["errors_by_code"] == {"upstream_timeout": 1}
+
+
+async def test_a_large_range_answers_percentiles_from_histograms(
+    client: httpx.AsyncClient, admin: Caller, conn: psycopg.Connection, db_url: str
+) -> None:
+    generate(
+        db_url,
+        Fixture(messages=46_000, conversations=2_000, deployments=200, users=100, agents=10),
+    )
+    today = datetime.now(UTC).date()
+    window = {"from": str(today - timedelta(days=95)), "to": str(today), "tz": "Europe/Berlin"}
+    body = await get(client, METRICS, admin, **window)
+    assert body["percentiles"] == {"method": "histogram", "max_relative_error": 0.03125}
+    assert "_hist" not in json.dumps(body)
+    row = conn.execute(
+        "select private.marketplace_metrics_rollup(%s::date, %s::date, %s)",
+        (window["from"], window["to"], window["tz"]),
+    ).fetchone()
+    assert row is not None
+    exact = row[0]["overall"]
+    overall = body["overall"]
+    assert overall["completed"] == exact["completed"] > 20_000
+    assert (
+        overall["replies"] == exact["replies"] and overall["rate_limited"] == exact["rate_limited"]
+    )
+    for key in ("latency_ms", "ttft_ms"):
+        for name, value in exact[key].items():
+            assert abs(overall[key][name] - value) <= value / 32 + 0.1, (key, name)
+    # The same range for one agent keeps the exact percentiles.
+    slug = body["agents"][0]["slug"]
+    one = await get(client, METRICS, admin, **window, agent=slug)
+    assert one["percentiles"] == {"method": "exact", "max_relative_error": 0}
 
 
 async def test_filters_narrow_every_number(

@@ -15,7 +15,7 @@ exact percentile.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from itertools import accumulate
 from typing import Final
 
@@ -27,7 +27,6 @@ __all__ = [
     "bounds",
     "bucket",
     "counts",
-    "encode",
     "percentiles",
 ]
 
@@ -56,17 +55,6 @@ def bounds(b: int) -> tuple[int, int]:
     width = 1 << (e - _SUB)
     low = (PER_DOUBLING + step) * width
     return low, low + width
-
-
-def encode(values: Iterable[int]) -> str:
-    """A histogram's text for these durations (what the database's sum of cells gives)."""
-    tally: list[int] = []
-    for value in values:
-        b = bucket(value)
-        tally.extend([0] * (b + 1 - len(tally)))
-        tally[b] += 1
-    text = "".join(f"{count:0{DIGITS}d}" for count in reversed(tally)).lstrip("0")
-    return text or "0"
 
 
 def counts(text: str | None) -> list[int]:

@@ -129,9 +129,13 @@ def _percentiles(text: str) -> dict[str, float | None]:
 def resolve_histograms(report: dict[str, Any]) -> dict[str, Any]:
     """A report from the rollups' cells (`percentiles.method` = histogram) carries each metric's
     durations as histograms (`latency_hist`, `ttft_hist`): turn them into the p50/p95/p99 the
-    exact report gives (`latency_ms`, `ttft_ms`). Other reports are returned as they are."""
-    if report.get("percentiles", {}).get("method") != "histogram":
+    exact report gives (`latency_ms`, `ttft_ms`), and state the estimates' bound (the buckets'
+    width, `histogram.MAX_RELATIVE_ERROR`; 0 for an exact report)."""
+    percentiles = report.setdefault("percentiles", {"method": "exact"})
+    if percentiles.get("method") != "histogram":
+        percentiles["max_relative_error"] = 0
         return report
+    percentiles["max_relative_error"] = histogram.MAX_RELATIVE_ERROR
     for metric in (report["overall"], *report["agents"], *report["days"]):
         metric["latency_ms"] = _percentiles(metric.pop("latency_hist"))
         metric["ttft_ms"] = _percentiles(metric.pop("ttft_hist"))

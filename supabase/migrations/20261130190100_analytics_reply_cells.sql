@@ -25,7 +25,8 @@
 -- percentiles then computed by the API from the histograms) when the range holds more than 20 000
 -- completed replies, has no agent/category/kind filter and its zone is hour-aligned; otherwise from
 -- analytics_replies with exact percentile_cont (private.marketplace_metrics_rollup), which is fast
--- there. The report says which: `percentiles.method` = 'histogram' | 'exact'.
+-- there. The report says which: `percentiles.method` = 'histogram' | 'exact' (the API adds the
+-- estimates' bound, agentmarket.domain.histogram.MAX_RELATIVE_ERROR).
 -- tests/integration/test_analytics_histograms.py proves the cells equal a recount and the two paths
 -- agree (counts exactly, percentiles within the bound).
 
@@ -585,11 +586,11 @@ begin
      where h.hour >= b.t0 and h.hour < b.t1;
     if finished > 20000 then
       return private.marketplace_metrics_cells(p_from, p_to, p_tz)
-             || '{"percentiles": {"method": "histogram", "max_relative_error": 0.03125}}'::jsonb;
+             || '{"percentiles": {"method": "histogram"}}'::jsonb;
     end if;
   end if;
   return private.marketplace_metrics_rollup(p_from, p_to, p_tz, p_agent, p_category, p_kind)
-         || '{"percentiles": {"method": "exact", "max_relative_error": 0}}'::jsonb;
+         || '{"percentiles": {"method": "exact"}}'::jsonb;
 end
 $$;
 

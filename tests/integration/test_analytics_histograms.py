@@ -150,12 +150,12 @@ def test_the_admin_api_uses_the_cells_for_large_unfiltered_ranges(
     assert agent is not None
 
     large = metrics(conn, "marketplace_metrics", start, end, "Europe/Berlin")
-    assert large["percentiles"] == {"method": "histogram", "max_relative_error": 0.03125}
+    assert large["percentiles"] == {"method": "histogram"}
     assert large["overall"]["completed"] > 20_000
     assert "latency_hist" in large["overall"] and "latency_ms" not in large["overall"]
 
     filtered = metrics(conn, "marketplace_metrics", start, end, "Europe/Berlin", agent[0])
-    assert filtered["percentiles"] == {"method": "exact", "max_relative_error": 0}
+    assert filtered["percentiles"] == {"method": "exact"}
     assert filtered["overall"]["latency_ms"]["p50"] is not None
     half_hour = metrics(conn, "marketplace_metrics", start, end, "Asia/Kolkata")
     assert half_hour["percentiles"]["method"] == "exact"

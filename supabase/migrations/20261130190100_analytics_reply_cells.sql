@@ -235,7 +235,7 @@ create trigger telemetry_events_rate_limited_update
 
 -- A deployment deleted takes its refused sends along (the exact report finds an event's agent
 -- through its deployment; a deployment never changes its agent).
-create function private.analytics_deployment_rate_limited_moved()
+create function private.analytics_deployment_rate_limited_deleted()
 returns trigger
 language plpgsql
 security definer
@@ -256,7 +256,7 @@ $$;
 
 create trigger agent_deployments_rate_limited_cells
   after delete on public.agent_deployments
-  for each row execute function private.analytics_deployment_rate_limited_moved();
+  for each row execute function private.analytics_deployment_rate_limited_deleted();
 
 create function private.analytics_reply_cells_changed()
 returns trigger
@@ -600,7 +600,7 @@ revoke all on function private.analytics_add_reply(private.analytics_replies, in
 revoke all on function private.analytics_reply_cells_changed() from public, anon, authenticated;
 revoke all on function private.analytics_add_rate_limited(timestamptz, uuid, integer) from public, anon, authenticated;
 revoke all on function private.analytics_rate_limited_changed() from public, anon, authenticated;
-revoke all on function private.analytics_deployment_rate_limited_moved() from public, anon, authenticated;
+revoke all on function private.analytics_deployment_rate_limited_deleted() from public, anon, authenticated;
 revoke all on function private.analytics_rebuild_reply_cells() from public, anon, authenticated;
 revoke all on function private.analytics_metric_histogram(numeric, numeric, numeric, jsonb, numeric, numeric, numeric, numeric, numeric, numeric)
   from public, anon, authenticated;
@@ -612,7 +612,7 @@ grant execute on function private.analytics_add_reply(private.analytics_replies,
 grant execute on function private.analytics_reply_cells_changed() to service_role;
 grant execute on function private.analytics_add_rate_limited(timestamptz, uuid, integer) to service_role;
 grant execute on function private.analytics_rate_limited_changed() to service_role;
-grant execute on function private.analytics_deployment_rate_limited_moved() to service_role;
+grant execute on function private.analytics_deployment_rate_limited_deleted() to service_role;
 grant execute on function private.analytics_rebuild_reply_cells() to service_role;
 grant execute on function private.analytics_metric_histogram(numeric, numeric, numeric, jsonb, numeric, numeric, numeric, numeric, numeric, numeric)
   to service_role;

@@ -371,7 +371,7 @@ select results_eq($$
    where p.pronamespace = 'private'::regnamespace and p.prosecdef
    order by 1
 $$, array['private.analytics_conversations_changed()',
-          'private.analytics_deployment_rate_limited_moved()',
+          'private.analytics_deployment_rate_limited_deleted()',
           'private.analytics_deployments_changed()',
           'private.analytics_feedback_changed()',
           'private.analytics_jobs_changed()',

@@ -422,13 +422,19 @@ def _bench_chat(args: argparse.Namespace, settings: Settings) -> int:
         long_tps=args.long_tps,
         long_conversations=args.long_conversations,
         long_turns=args.long_turns,
+        targets=tuple(args.targets.split(",")),
     )
+    unknown = set(plan.targets) - set(bench.TARGETS)
+    if unknown or not plan.targets:
+        raise SystemExit(f"--targets: choose from {', '.join(bench.TARGETS)}")
     command = (
         f"agentmarket bench chat --messages {plan.messages} --connections {plan.connections}"
         f" --levels {args.levels} --turns {plan.turns} --ttft-ms {plan.ttft_ms}"
         f" --long-tokens {plan.long_tokens} --long-tps {plan.long_tps:g}"
         f" --long-conversations {plan.long_conversations} --long-turns {plan.long_turns}"
     )
+    if plan.targets != tuple(bench.TARGETS):
+        command += f" --targets {','.join(plan.targets)}"
     results = bench.run_chat(settings, plan)
     _bench_output(
         args,
@@ -843,6 +849,11 @@ def _add_bench(sub: _Subparsers) -> None:
     p.add_argument("--long-tps", type=float, default=100.0, help="chat: long replies' pace")
     p.add_argument("--long-conversations", type=int, default=10, help="chat: long replies at once")
     p.add_argument("--long-turns", type=int, default=2, help="chat: long replies per conversation")
+    p.add_argument(
+        "--targets",
+        default="ours,sdk,raw",
+        help="chat: which targets run (ours, sdk: the naive proxy, raw: the raw proxy)",
+    )
     p.add_argument(
         "--json", action="store_true", help="chat, soak, lighthouse: print the results as JSON"
     )

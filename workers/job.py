@@ -25,7 +25,7 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 import psycopg
 import structlog
@@ -53,6 +53,10 @@ from workers.store import Job, JobContext, JobLost, LoadedJob, Outcome, ReplyEve
 __all__ = ["JobRunner", "Model"]
 
 log = structlog.get_logger("agentmarket.worker")
+
+# A read of the model's stream that waited longer than this for its text means the model streams
+# slower than the worker reads: its reader may pace itself by the relay's ticks (Relay.read_delay).
+WAITED_FOR_TEXT: Final = 0.001
 
 
 class Model(Protocol):
@@ -229,7 +233,9 @@ class JobRunner:
         """Relay the model's reply until it completes, is cancelled or reaches the length limit."""
         completed: Completed | None = None
         fallback = False
+        clock = self._clock
         async with contextlib.aclosing(self.llm.stream(request)) as events:
+            asked = clock()
             async for event in events:
                 if signals.lost.is_set():
                     raise JobLost()
@@ -238,6 +244,15 @@ class JobRunner:
                 if isinstance(event, TextDelta):
                     if not relay.add(event.text):
                         break  # cut at the stored limit
+                    if clock() - asked > WAITED_FOR_TEXT:
+                        # The model is slower than we read: let its next tokens gather in the
+                        # socket until just before the flush, then take them in one read
+                        # (docs/architecture.md#worker).
+                        delay = relay.read_delay()
+                        if delay > 0:
+                            await _wait(signals.cancel, delay)
+                            if signals.cancel.is_set():
+                                return Streamed("cancelled", completed, fallback)
                 elif isinstance(event, Retrying | FallingBack):
                     # The reply starts over (a new generation): followers get message.reset,
                     # then the new attempt's text from offset 0, no gap and no repeat.
@@ -245,6 +260,7 @@ class JobRunner:
                     fallback = fallback or isinstance(event, FallingBack)
                 elif isinstance(event, Completed):
                     completed = event
+                asked = clock()
         return Streamed("completed", completed, fallback)
 
     async def _finish_answered(
@@ -357,6 +373,13 @@ class JobRunner:
             model_attempts=model_attempts,
             deployment_error=deployment_error is not None,
         )
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Wait `seconds`, or less if `event` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 def _describe_model_call(

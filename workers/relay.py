@@ -14,6 +14,11 @@ The tick adapts to the load:
 * one statement at a time, and the next one no sooner than `busy_factor` times the last one's
   duration after it ended (the relay keeps the database busy at most 1/busy_factor of the time).
 
+While a reply streams slower than the worker reads it, its reader need not wake for every token:
+the text waits for the tick anyway. `Relay.read_delay` says how long the reader may leave the
+model's text in the socket (until just before the flush that would take it), so that one read
+then takes a tick's worth of tokens at once (docs/architecture.md#worker).
+
 A reply's pending text longer than `flush_chars` goes as several pieces (a NOTIFY's payload is
 bounded). A retried model call starts the text over (`Relay.restart`, which waits for a statement
 in flight). A reply found no longer ours raises `JobLost` at its next `add`. A statement that
@@ -36,12 +41,14 @@ from agentmarket.core import metrics
 from workers.config import WorkerConfig
 from workers.store import JobLost, Piece
 
-__all__ = ["MAX_REPLY_CHARS", "AppendsBatches", "Flusher", "Relay"]
+__all__ = ["MAX_REPLY_CHARS", "READ_AHEAD", "AppendsBatches", "Flusher", "Relay"]
 
 log = structlog.get_logger("agentmarket.worker")
 
 # The stored limit of a message's text (agent_messages_content_length): a longer reply is cut here.
 MAX_REPLY_CHARS: Final = 200_000
+# A paced reader wakes this long before the flush it reads for (`Relay.read_delay`).
+READ_AHEAD: Final = 0.002
 
 
 class AppendsBatches(Protocol):
@@ -105,6 +112,15 @@ class Relay:
             if self.due is None:
                 self.flusher.schedule(self, now)
         return not self.truncated
+
+    def read_delay(self) -> float:
+        """How long the reader may wait before reading the model on: until `READ_AHEAD` before the
+        flush that will take this reply's pending text, so that nothing it reads then is later
+        than it would have been. 0 before the reply's first write (a short reply should finish
+        at once, its finish carrying the whole text) and when no text is pending."""
+        if self.due is None or self.written == 0:
+            return 0.0
+        return max(0.0, self.flusher.next_flush(self.due) - READ_AHEAD - self._clock())
 
     def take(self) -> str:
         """The pending text, handed to a statement (which starts at offset `written`)."""
@@ -206,6 +222,10 @@ class Flusher:
         """How long text may wait once a reply has written its first: longer with more replies."""
         stretched = self.flush_interval_per_reply * len(self._relays)
         return min(self.max_flush_interval, max(self.flush_interval, stretched))
+
+    def next_flush(self, due: float) -> float:
+        """When text due at `due` is written, at the earliest (the statements' spacing)."""
+        return max(due, self._next_allowed)
 
     def schedule(self, relay: Relay, now: float) -> None:
         """`relay` has text waiting (it had none): when it is due, and start the task if idle."""

@@ -409,6 +409,7 @@ class ChatPlan:
     long_tps: float = 100.0
     long_conversations: int = 10
     long_turns: int = 2
+    targets: tuple[str, ...] = tuple(TARGETS)  # which of TARGETS run, in TARGETS' order
 
 
 @dataclass(frozen=True)
@@ -873,7 +874,7 @@ def _run_chat(settings: Settings, plan: ChatPlan) -> dict[str, Any]:
             user, secret=settings.supabase_jwt_secret.get_secret_value(), ttl_seconds=3 * 3600
         )
         bench = _Bench(settings, plan, env, model, str(user.id), token)
-        targets = {key: _run_target(key, bench) for key in TARGETS}
+        targets = {key: _run_target(key, bench) for key in TARGETS if key in plan.targets}
         alone = [
             _latency_row(
                 asyncio.run(
@@ -891,7 +892,7 @@ def _run_chat(settings: Settings, plan: ChatPlan) -> dict[str, Any]:
         "measured_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
-        "plan": {**plan.__dict__, "levels": list(plan.levels)},
+        "plan": {**plan.__dict__, "levels": list(plan.levels), "targets": list(plan.targets)},
         "targets": targets,
         "model_alone": alone,
     }

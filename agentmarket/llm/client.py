@@ -755,24 +755,44 @@ def _stream_error(error: object, http_request: httpx.Request) -> openai.APIError
 
 
 async def _fast_chunks(response: httpx.Response, reply: _Reply) -> AsyncGenerator[str, None]:
-    """The text of each SSE chunk, decoded with orjson; no model object per chunk."""
+    """The text of the SSE chunks, decoded with orjson; no model object per chunk. The chunks
+    that one network read completes come out as one piece of text, so a reader that lets the
+    tokens gather (workers.relay.Relay.read_delay) handles them once, not one by one."""
     decoder = SSEDecoder()
     http_request = response.request
+    async for data in response.aiter_bytes():
+        text, ended, error = _read_chunks(decoder.feed(data), reply, http_request)
+        if text:
+            yield text
+        if error is not None:
+            raise error
+        if ended:
+            return
+    text, _, error = _read_chunks(decoder.finish(), reply, http_request)
+    if text:
+        yield text
+    if error is not None:
+        raise error
+
+
+def _read_chunks(
+    payloads: list[bytes], reply: _Reply, http_request: httpx.Request
+) -> tuple[str, bool, Exception | None]:
+    """The joined text of `payloads` up to the first `[DONE]` (then ended) or error chunk (the
+    text before it, and the error to raise after it)."""
+    texts: list[str] = []
     take = reply.take
     loads = orjson.loads
-    async for data in response.aiter_bytes():
-        for payload in decoder.feed(data):
-            if payload.startswith(b"[DONE]"):
-                return
-            text = take(loads(payload), http_request)
-            if text is not None:
-                yield text
-    for payload in decoder.finish():
+    for payload in payloads:
         if payload.startswith(b"[DONE]"):
-            return
-        text = take(loads(payload), http_request)
+            return "".join(texts), True, None
+        try:
+            text = take(loads(payload), http_request)
+        except Exception as exc:  # an error chunk (openai.APIError) or bad JSON: raised after
+            return "".join(texts), False, exc
         if text is not None:
-            yield text
+            texts.append(text)
+    return texts[0] if len(texts) == 1 else "".join(texts), False, None
 
 
 async def _sdk_chunks(

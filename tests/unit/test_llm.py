@@ -85,10 +85,26 @@ def ok_body(*parts: str) -> bytes:
     )
 
 
+class Pieces(httpx.AsyncByteStream):
+    """Sends the body in the given pieces, one network read each."""
+
+    def __init__(self, *pieces: bytes) -> None:
+        self.pieces = pieces
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self.pieces:
+            yield piece
+
+    async def aclose(self) -> None:
+        pass
+
+
 def ok(*parts: str) -> httpx.Response:
+    """A streamed reply as a model sends it: each event in its own network read."""
+    events = ok_body(*(parts or ("Hel", "lo"))).split(b"\n\n")[:-1]
     return httpx.Response(
         200,
-        content=ok_body(*(parts or ("Hel", "lo"))),
+        stream=Pieces(*(event + b"\n\n" for event in events)),
         headers={"content-type": "text/event-stream"},
     )
 

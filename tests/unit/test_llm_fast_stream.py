@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -26,6 +26,7 @@ from tests.unit.test_llm import (
     PLATFORM_KEY,
     USAGE,
     BrokenStream,
+    Pieces,
     chunk,
     collect,
     failure,
@@ -37,20 +38,6 @@ from tests.unit.test_llm import (
 )
 
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8"}
-
-
-class Pieces(httpx.AsyncByteStream):
-    """Sends the body in the given pieces, one network read each."""
-
-    def __init__(self, *pieces: bytes) -> None:
-        self.pieces = pieces
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for piece in self.pieces:
-            yield piece
-
-    async def aclose(self) -> None:
-        pass
 
 
 def streamed(*pieces: bytes) -> httpx.Response:
@@ -157,12 +144,24 @@ def test_decoder_keeps_a_utf8_character_cut_between_reads() -> None:
 @pytest.mark.usefixtures("no_sdk_parsing")
 async def test_fast_path_streams_text_usage_model_and_finish_reason() -> None:
     events = await events_of(httpx.Response(200, content=ok_body("Hel", "lo"), headers=SSE_HEADERS))
-    assert events[:2] == [TextDelta("Hel"), TextDelta("lo")]
+    assert events[:1] == [TextDelta("Hello")]  # one read: its chunks' text in one piece
     assert completed(events) == Completed(
         usage=TokenUsage(prompt_tokens=12, completion_tokens=3),
         model="gpt-test-2024",
         finish_reason="stop",
     )
+
+
+@pytest.mark.usefixtures("no_sdk_parsing")
+async def test_fast_path_gives_the_text_of_each_network_read_in_one_piece() -> None:
+    # What a reader that lets tokens gather in the socket gets (workers.relay.Relay.read_delay):
+    # one piece per read, however many chunks it held, and nothing held back across reads.
+    first = sse(chunk("Hel"), chunk("lo"), chunk(", "), done=False)
+    second = sse(chunk("wor"), done=False)
+    third = sse(chunk("ld"), chunk(finish="stop"), chunk(choices=False, usage=USAGE))
+    events = await events_of(streamed(first, second, third))
+    assert events[:3] == [TextDelta("Hello, "), TextDelta("wor"), TextDelta("ld")]
+    assert completed(events).usage == TokenUsage(12, 3)
 
 
 @pytest.mark.usefixtures("no_sdk_parsing")
@@ -286,7 +285,8 @@ async def test_fast_path_matches_the_sdk_path(body: bytes) -> None:
 
     def without_delays(events: list[StreamEvent]) -> list[StreamEvent]:
         return [
-            Retrying(e.attempt, 0, e.error_code) if isinstance(e, Retrying) else e for e in events
+            Retrying(e.attempt, 0, e.error_code) if isinstance(e, Retrying) else e
+            for e in joined(events)
         ]
 
     fast = await events_of(responses(), fast=True)
@@ -304,5 +304,17 @@ async def test_fast_path_matches_the_sdk_path(body: bytes) -> None:
             finally:
                 await llm.aclose()
         summary = None if err is None else (err.error_code, err.detail, err.transient, err.status)
-        outcomes.append((events, summary))
+        outcomes.append((joined(events), summary))
     assert outcomes[0] == outcomes[1]
+
+
+def joined(events: list[StreamEvent]) -> list[StreamEvent]:
+    """`events` with each run of text deltas as one: the fast path gives the text of one network
+    read in one piece, the SDK one piece per chunk."""
+    out: list[StreamEvent] = []
+    for event in events:
+        if isinstance(event, TextDelta) and out and isinstance(out[-1], TextDelta):
+            out[-1] = TextDelta(out[-1].text + event.text)
+        else:
+            out.append(event)
+    return out

@@ -404,3 +404,95 @@ async def test_a_job_cancelled_from_outside_is_handed_back() -> None:
     assert store.released == [job.id]
     assert store.finished == []
     assert events(logs) == ["job.released"]
+
+
+class SocketModel:
+    """A model that sends a token every `gap` seconds into a buffer, as into a socket: each pull
+    of its stream is one network read and takes every token that arrived since the last one
+    (`reads`: how many tokens each read took)."""
+
+    def __init__(self, tokens: list[str], gap: float) -> None:
+        self.tokens = tokens
+        self.gap = gap
+        self.reads: list[int] = []
+
+    async def stream(self, request: object) -> Any:
+        buffered: list[str] = []
+        arrived = asyncio.Event()
+        sent_all = False
+
+        async def send() -> None:
+            nonlocal sent_all
+            for token in self.tokens:
+                await asyncio.sleep(self.gap)
+                buffered.append(token)
+                arrived.set()
+            sent_all = True
+            arrived.set()
+
+        sender = asyncio.create_task(send())
+        try:
+            while True:
+                if not buffered and not sent_all:
+                    arrived.clear()
+                    await arrived.wait()
+                if buffered:
+                    self.reads.append(len(buffered))
+                    text = "".join(buffered)
+                    buffered.clear()
+                    yield TextDelta(text)
+                elif sent_all:
+                    break
+            yield Completed(USAGE, "m", "stop")
+        finally:
+            sender.cancel()
+
+
+PACED_TICKS = {
+    "first_flush_delay": 0.005,
+    "flush_interval": 0.05,
+    "flush_interval_per_reply": 0.0,
+    "max_flush_interval": 0.05,
+}
+
+
+async def test_a_model_slower_than_the_reader_is_read_once_or_twice_per_tick_not_per_token() -> None:
+    """50 tokens 4 ms apart, 50 ms ticks: the reader lets them gather between ticks (a few reads
+    per tick), and the stored text is whole, in order, written in a few statements."""
+    store = FakeStore()
+    tokens = [f"t{i} " for i in range(50)]
+    model = SocketModel(tokens, gap=0.004)
+    with capture_logs():
+        await run(runner(store, model, **PACED_TICKS), make_job(), JobSignals())
+
+    assert sum(model.reads) == 50
+    assert len(model.reads) <= 20, model.reads  # one per token without pacing
+    assert max(model.reads) > 1
+    [finished] = store.finished
+    assert finished.outcome.status == "completed"
+    assert finished.outcome.content == "".join(tokens)
+    appended = "".join(p.text for batch in store.batches for p in batch)
+    assert appended and finished.outcome.content.startswith(appended)
+
+
+async def test_a_cancel_ends_a_paced_wait_at_once() -> None:
+    store = FakeStore()
+    signals = JobSignals()
+    written = asyncio.Event()
+
+    async def wrote(delta: str) -> None:
+        written.set()
+
+    store.on_append = wrote
+    model = SocketModel([f"t{i} " for i in range(1000)], gap=0.01)
+    slow_ticks = {**PACED_TICKS, "flush_interval": 30.0, "max_flush_interval": 30.0}
+    job = asyncio.create_task(runner(store, model, **slow_ticks).run(make_job(), signals))
+    await written.wait()  # the first write; from here on the reader waits out 30 s ticks
+    await asyncio.sleep(0.05)
+    signals.cancel.set()
+    with capture_logs():
+        await asyncio.wait_for(job, timeout=5)
+
+    [finished] = store.finished
+    assert finished.outcome.status == "cancelled"
+    assert finished.outcome.content.startswith("t0 t1 ")

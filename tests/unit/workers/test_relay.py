@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 import pytest
 
 from tests.unit.workers.fakes import FakeStore
-from workers.relay import MAX_REPLY_CHARS, AppendsBatches, Flusher, Relay
+from workers.relay import MAX_REPLY_CHARS, READ_AHEAD, AppendsBatches, Flusher, Relay
 from workers.store import JobLost, Piece
 
 
@@ -341,3 +341,34 @@ async def test_the_job_store_fake_speaks_the_same_protocol(flushers: list[Flushe
     r.add("x")
     await f.flush()
     assert fake.stored == "x"
+
+
+async def test_a_reader_may_wait_until_just_before_the_flush_that_takes_its_text(
+    flushers: list[Flusher],
+) -> None:
+    """`read_delay`: how long a paced reader may leave tokens in the socket. Never past the flush
+    that would have taken them (minus READ_AHEAD), never before the reply's first write, and
+    never when no text is pending."""
+    store = Store()
+    clock = Clock()
+    f = make_flusher(flushers, store, clock)
+    r = relay(f, store, 1)
+    assert r.read_delay() == 0.0  # nothing pending
+
+    r.add("first")
+    assert r.due == clock.now + SLOW["first_flush_delay"]
+    assert r.read_delay() == 0.0  # before the first write: a short reply ends at once
+    await f.flush()
+    assert r.written == 5 and r.read_delay() == 0.0  # written, nothing pending
+
+    clock.now += 1.0
+    r.add(" more")
+    tick = f.tick()
+    assert r.due == clock.now + tick
+    assert r.read_delay() == pytest.approx(tick - READ_AHEAD)
+    clock.now += tick - 0.001  # past the read-ahead point: read now
+    assert r.read_delay() == 0.0
+
+    # The statements' spacing (busy_factor) puts the flush later: the reader may wait for it.
+    f._next_allowed = r.due + 3.0
+    assert r.read_delay() == pytest.approx(r.due + 3.0 - READ_AHEAD - clock.now)

@@ -265,6 +265,13 @@ class JobStore:
             row = await cur.fetchone()
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
+    async def fold_reply_changes(self) -> int:
+        """Move the admin metrics' pending changes into their cells (on a timer); how many."""
+        async with self._connection("fold_reply_changes") as conn:
+            cur = await conn.execute(query("fold_reply_changes"))
+            row = await cur.fetchone()
+        return 0 if row is None else int(row[0])
+
     async def extend_lease(self, job_id: int) -> LeaseState:
         params = {**self._lease(job_id), "lease_seconds": self.lease_seconds}
         async with self._connection("extend_chat_lease") as conn:

@@ -270,8 +270,9 @@ def generate(
             "private.analytics_user_keys",
             "private.analytics_presence_hours",
             "private.analytics_presence_days",
-            "private.analytics_reply_hours",
-            "private.analytics_reply_days",
+            "private.analytics_reply_hour_cells",
+            "private.analytics_reply_day_cells",
+            "private.analytics_reply_changes",
             "auth.users",
         ):
             conn.execute(f"vacuum (analyze) {table}")

@@ -43,15 +43,36 @@ MORE_MUTATIONS = [
 ]
 
 
-def cells(conn: psycopg.Connection) -> dict[str, list[tuple[Any, ...]]]:
+def cells(
+    conn: psycopg.Connection, *, folded_only: bool = False
+) -> dict[str, list[tuple[Any, ...]]]:
+    """What the reports read (the views: cells plus the changes not folded yet), or with
+    `folded_only` the cell tables alone."""
+    hours, days = (
+        ("analytics_reply_hour_cells", "analytics_reply_day_cells")
+        if folded_only
+        else ("analytics_reply_hours", "analytics_reply_days")
+    )
     return {
         "hours": conn.execute(
-            "select * from private.analytics_reply_hours where replies <> 0 order by hour"
+            f"select * from private.{hours} where replies <> 0 order by hour"
         ).fetchall(),
         "days": conn.execute(
-            "select * from private.analytics_reply_days where replies <> 0 order by day, agent_id"
+            f"select * from private.{days} where replies <> 0 order by day, agent_id"
         ).fetchall(),
     }
+
+
+def pending_changes(conn: psycopg.Connection) -> int:
+    row = conn.execute("select count(*) from private.analytics_reply_changes").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def fold(conn: psycopg.Connection) -> int:
+    row = conn.execute("select private.analytics_fold_reply_changes()").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def metrics(conn: psycopg.Connection, function: str, *args: Any) -> dict[str, Any]:
@@ -109,9 +130,18 @@ def test_cells_equal_a_recount_and_the_reports_agree(db_url: str, conn: psycopg.
         triggers=True,
     )
     conn.execute("select set_config('request.jwt.claims', %s, false)", (ADMIN,))
-    for statement in [*MUTATIONS, *MORE_MUTATIONS]:
+    # The finishes only left changes; half the mutations are folded into the cells, the other
+    # half wait as changes on top of them.
+    assert pending_changes(conn) > 0
+    for statement in MUTATIONS:
         with conn.transaction():
             conn.execute(statement)
+    waiting = pending_changes(conn)
+    assert fold(conn) == waiting and pending_changes(conn) == 0
+    for statement in MORE_MUTATIONS:
+        with conn.transaction():
+            conn.execute(statement)
+    assert pending_changes(conn) > 0
     running = conn.execute(
         "select count(*) from private.analytics_replies where status = 'running'"
     ).fetchone()
@@ -119,10 +149,21 @@ def test_cells_equal_a_recount_and_the_reports_agree(db_url: str, conn: psycopg.
 
     kept = cells(conn)
     assert kept["hours"] and kept["days"]
+    assert cells(conn, folded_only=True) != kept  # the views add what is not folded yet
+    for tz in ("UTC", "Asia/Tokyo"):
+        assert_reports_agree(
+            conn,
+            str(datetime.now(UTC).date() - timedelta(days=95)),
+            str(datetime.now(UTC).date() + timedelta(days=1)),
+            tz,
+        )
+    fold(conn)
+    assert pending_changes(conn) == 0
+    assert cells(conn, folded_only=True) == kept == cells(conn)
     conn.execute("select private.analytics_rebuild_reply_cells()")
-    assert cells(conn) == kept
+    assert cells(conn) == kept and cells(conn, folded_only=True) == kept
     conn.execute("select private.analytics_rebuild()")
-    assert cells(conn) == kept
+    assert cells(conn) == kept and pending_changes(conn) == 0
 
     today = datetime.now(UTC).date()
     start, end = str(today - timedelta(days=95)), str(today + timedelta(days=1))
@@ -132,6 +173,33 @@ def test_cells_equal_a_recount_and_the_reports_agree(db_url: str, conn: psycopg.
     assert_reports_agree(
         conn, str(today - timedelta(days=40)), str(today - timedelta(days=3)), "America/New_York"
     )
+
+
+def test_one_fold_at_a_time_and_a_change_committed_during_a_fold_is_folded_next_time(
+    db_url: str, conn: psycopg.Connection
+) -> None:
+    generate(
+        db_url,
+        Fixture(messages=400, conversations=40, deployments=10, users=5, agents=4),
+        triggers=True,
+    )
+    before = pending_changes(conn)
+    assert before > 0
+    with psycopg.connect(db_url, autocommit=True) as other:
+        with conn.transaction():
+            assert fold(conn) == before  # holds the fold's lock and the moved rows until commit
+            assert fold(other) == 0  # another fold meanwhile returns at once, moving nothing
+            other.execute(
+                """insert into private.telemetry_events (name, user_id, deployment_id, created_at)
+                   select 'agent.chat.rate_limited', user_id, id, now()
+                     from public.agent_deployments order by id limit 1"""
+            )
+        assert pending_changes(conn) == 1  # committed during the fold: left for the next one
+        assert fold(other) == 1
+    assert pending_changes(conn) == 0
+    kept = cells(conn, folded_only=True)
+    conn.execute("select private.analytics_rebuild_reply_cells()")
+    assert cells(conn, folded_only=True) == kept
 
 
 def test_the_admin_api_uses_the_cells_for_large_unfiltered_ranges(

@@ -163,6 +163,33 @@ async def test_a_job_from_claim_to_finish(
     assert await store.release(job.id) is False
 
 
+async def test_the_worker_login_folds_the_finished_replies_into_the_metrics_cells(
+    conn: psycopg.Connection, pool: AsyncConnectionPool
+) -> None:
+    """A finish leaves a change row (the history's earlier reply left one too), not a cell update;
+    the worker's login folds them in, and the reports' views read the same before and after."""
+    queue_reply(conn, slug="api-docs-concierge", config={"knowledge_base": KNOWLEDGE})
+    store = JobStore(pool, worker_id="w-1", lease_seconds=30)
+    [job] = (await store.claim(1)).jobs
+    outcome = Outcome("completed", 40, content="60 a minute.", model="m", ttft_ms=5)
+    assert await store.finish(job.id, outcome, None) is True
+
+    agent = conn.execute(
+        "select agent_id from private.analytics_replies where message_id = %s", (job.message_id,)
+    ).fetchone()
+    assert agent is not None
+    changes = "select count(*) from private.analytics_reply_changes"
+    day = "select replies, completed from private.analytics_reply_days where agent_id = %s"
+    day_cells = day.replace("analytics_reply_days", "analytics_reply_day_cells")
+    assert conn.execute(changes).fetchone() == (2,)
+    assert conn.execute(day, agent).fetchone() == (2, 2)
+    assert conn.execute(day_cells, agent).fetchone() is None
+    assert await store.fold_reply_changes() == 2
+    assert conn.execute(changes).fetchone() == (0,)
+    assert conn.execute(day_cells, agent).fetchone() == (2, 2)
+    assert conn.execute(day, agent).fetchone() == (2, 2)
+
+
 async def test_a_released_job_is_queued_again(
     conn: psycopg.Connection, pool: AsyncConnectionPool
 ) -> None:

@@ -42,6 +42,12 @@ select (select count(*) from public.agent_deployments where status = 'active') a
          where last_message_at > now() - make_interval(mins => %(active_minutes)s))
          as conversations_active;
 
+-- name: fold_reply_changes
+-- The finished replies' and refused sends' changes moved into the admin metrics' cells (their
+-- finishes only insert a change row: no hot row; docs/operations.md#analytics), on the
+-- gauges' timer. How many it moved; 0 while another worker's fold runs.
+select private.analytics_fold_reply_changes() as moved;
+
 -- name: extend_chat_lease
 -- Keeps the lease; `owned` is false once the job is no longer this worker's.
 select owned, cancel_requested

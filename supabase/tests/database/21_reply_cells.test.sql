@@ -1,13 +1,14 @@
--- The replies' cells (20261130190100_analytics_reply_cells.sql): a reply enters its hour cell and
--- its agent's day cell when it finishes, with its durations in the histograms (10^(10·bucket)),
--- leaves them when it is deleted; the cells are private (RLS on, nothing for anon or
--- authenticated) and the cells' report is not the API. The recount and the report's agreement with
+-- The replies' cells (20261130190100_analytics_reply_cells.sql, 20261201010000_analytics_reply_changes.sql):
+-- a reply enters its hour cell and its agent's day cell when it finishes, with its durations in
+-- the histograms (10^(10·bucket)), leaves them when it is deleted; a finish writes one change row
+-- (no cell row) that the views add until the fold moves it into the cells; the cells are private
+-- (RLS on, nothing for anon or authenticated) and the cells' report is not the API. The recount and the report's agreement with
 -- the exact one are tests/integration/test_analytics_histograms.py.
 -- Conventions (role switching, claims, SQLSTATEs): see 01_structure.test.sql.
 begin;
 set local search_path = public, extensions;
 
-select plan(19);
+select plan(29);
 
 insert into auth.users (id, email, raw_app_meta_data) values
   ('a0000000-0000-4000-8000-00000000021a', 'pgtap-cells@example.test', '{}');
@@ -36,6 +37,10 @@ update public.agent_messages
        completion_tokens = 7, completed_at = '2026-11-02 10:04+00'
  where id = 'e0000000-0000-4000-8000-000000000212';
 
+select is((select count(*) from private.analytics_reply_changes), 1::bigint,
+          'the finish wrote one change row');
+select is((select count(*) from private.analytics_reply_hour_cells where hour = '2026-11-02 10:00+00'), 0::bigint,
+          'and no cell row');
 select is(private.analytics_bucket(1000), 190::smallint, '1000 ms is bucket 190 (64 + 32·(9 - 6) + (1000 >> 4) - 32)');
 select is(private.analytics_bucket(40), 40::smallint, 'below 64 ms a bucket is the duration');
 select row_eq($$ select replies, completed, failed, prompt_tokens, completion_tokens
@@ -47,6 +52,13 @@ select is((select latency from private.analytics_reply_hours where hour = '2026-
 select is((select ttft from private.analytics_reply_days
             where day = '2026-11-02' and agent_id = 'a9000000-0000-4000-8000-000000000021'),
           ('1e' || 10 * 40)::numeric, 'its time to first token is one count in bucket 40 of its agent''s day');
+
+select is(private.analytics_fold_reply_changes(), 1, 'the fold moves the change');
+select row_eq($$ select replies, completed, failed, prompt_tokens, completion_tokens, latency
+                  from private.analytics_reply_hour_cells where hour = '2026-11-02 10:00+00' $$,
+              row(1, 1, 0, 5::bigint, 7::bigint, ('1e' || 10 * 190)::numeric),
+              'into its hour cell');
+select is((select count(*) from private.analytics_reply_changes), 0::bigint, 'and no change is left');
 
 insert into private.telemetry_events (name, user_id, deployment_id, created_at) values
   ('agent.chat.rate_limited', 'a0000000-0000-4000-8000-00000000021a',
@@ -70,10 +82,18 @@ select is((select rate_limited from private.analytics_reply_days
 select is((select rate_limited from private.analytics_reply_hours where hour = '2026-11-02 10:00+00'), 0,
           'and out of the hour');
 
-select ok((select relrowsecurity from pg_class where oid = 'private.analytics_reply_hours'::regclass),
-          'RLS enabled on private.analytics_reply_hours');
-select ok((select relrowsecurity from pg_class where oid = 'private.analytics_reply_days'::regclass),
-          'RLS enabled on private.analytics_reply_days');
+select ok((select relrowsecurity from pg_class where oid = 'private.analytics_reply_hour_cells'::regclass),
+          'RLS enabled on private.analytics_reply_hour_cells');
+select ok((select relrowsecurity from pg_class where oid = 'private.analytics_reply_day_cells'::regclass),
+          'RLS enabled on private.analytics_reply_day_cells');
+select ok((select relrowsecurity from pg_class where oid = 'private.analytics_reply_changes'::regclass),
+          'RLS enabled on private.analytics_reply_changes');
+select table_privs_are('private', 'analytics_reply_changes', 'anon', array[]::text[],
+                       'anon has no privileges on private.analytics_reply_changes');
+select table_privs_are('private', 'analytics_reply_changes', 'authenticated', array[]::text[],
+                       'authenticated has no privileges on private.analytics_reply_changes');
+select function_privs_are('private', 'analytics_fold_reply_changes', array[]::text[],
+                          'authenticated', array[]::text[], 'authenticated cannot fold');
 select table_privs_are('private', 'analytics_reply_hours', 'anon', array[]::text[],
                        'anon has no privileges on private.analytics_reply_hours');
 select table_privs_are('private', 'analytics_reply_hours', 'authenticated', array[]::text[],
@@ -87,6 +107,7 @@ select function_privs_are('private', 'marketplace_metrics_cells', array['date', 
 
 set local role service_role;
 select lives_ok($$ select count(*) from private.analytics_reply_days $$, 'service_role reads the cells');
+select lives_ok($$ select private.analytics_fold_reply_changes() $$, 'service_role (the worker) folds');
 reset role;
 
 set local role authenticated;

@@ -22,6 +22,7 @@ class CountingStore:
         self.depth = depth
         self.claims = 0
         self.depth_reads = 0
+        self.folds = 0
 
     async def claim(self, limit: int, *, running: Sequence[int] = ()) -> Claim:
         self.claims += 1
@@ -34,6 +35,10 @@ class CountingStore:
     async def activity_sample(self, active_minutes: int) -> tuple[int, int]:
         assert active_minutes == 15
         return 3, 5
+
+    async def fold_reply_changes(self) -> int:
+        self.folds += 1
+        return 0
 
 
 def worker(interval: float) -> tuple[ChatWorker, CountingStore]:
@@ -93,6 +98,7 @@ async def test_the_queue_depth_is_sampled_on_a_timer() -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await sampler
     assert 3 <= store.depth_reads <= 7
+    assert store.folds == store.depth_reads  # the admin metrics' changes folded on the same timer
     assert REGISTRY.get_sample_value("agent_chat_queue_depth") == 7
     assert REGISTRY.get_sample_value("agent_chat_queue_oldest_seconds") == 12.5
     # The marketplace gauges are sampled with them, on the same timer.

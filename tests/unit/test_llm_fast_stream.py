@@ -318,3 +318,33 @@ def joined(events: list[StreamEvent]) -> list[StreamEvent]:
         else:
             out.append(event)
     return out
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"temperature": 0.2, "max_tokens": 50}, {"temperature": 0.0, "max_tokens": 1}],
+    ids=["defaults", "set", "zero"],
+)
+async def test_fast_path_sends_the_request_the_sdk_would(overrides: dict[str, Any]) -> None:
+    """The fast path sends its body through `client.post` (no typed-params transform): the same
+    method, URL, auth and SDK headers and the same JSON as `chat.completions.create`."""
+    sent: list[httpx.Request] = []
+    for fast in (True, False):
+        with respx.mock(base_url=BASE_URL) as mock:
+            route = mock.post("/chat/completions").mock(
+                return_value=httpx.Response(200, content=ok_body("x"), headers=SSE_HEADERS)
+            )
+            llm = await make_client(fast=fast)
+            try:
+                await collect(llm, request(**overrides))
+            finally:
+                await llm.aclose()
+            sent.append(route.calls.last.request)
+    fast_request, sdk_request = sent
+    assert (fast_request.method, fast_request.url) == (sdk_request.method, sdk_request.url)
+    assert json.loads(fast_request.content) == json.loads(sdk_request.content)
+    per_request = {"x-stainless-retry-count", "x-stainless-read-timeout", "content-length"}
+    assert {k: v for k, v in fast_request.headers.items() if k not in per_request} == {
+        k: v for k, v in sdk_request.headers.items() if k not in per_request
+    }
+    assert fast_request.headers["authorization"] == f"Bearer {PLATFORM_KEY}"

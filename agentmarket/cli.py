@@ -423,6 +423,7 @@ def _bench_chat(args: argparse.Namespace, settings: Settings) -> int:
         long_conversations=args.long_conversations,
         long_turns=args.long_turns,
         targets=tuple(args.targets.split(",")),
+        users=args.users,
     )
     unknown = set(plan.targets) - set(bench.TARGETS)
     if unknown or not plan.targets:
@@ -435,6 +436,8 @@ def _bench_chat(args: argparse.Namespace, settings: Settings) -> int:
     )
     if plan.targets != tuple(bench.TARGETS):
         command += f" --targets {','.join(plan.targets)}"
+    if plan.users:
+        command += f" --users {plan.users}"
     results = bench.run_chat(settings, plan)
     _bench_output(
         args,
@@ -849,6 +852,12 @@ def _add_bench(sub: _Subparsers) -> None:
     p.add_argument("--long-tps", type=float, default=100.0, help="chat: long replies' pace")
     p.add_argument("--long-conversations", type=int, default=10, help="chat: long replies at once")
     p.add_argument("--long-turns", type=int, default=2, help="chat: long replies per conversation")
+    p.add_argument(
+        "--users",
+        type=int,
+        default=0,
+        help="chat: users the conversations are shared among (0: one per conversation)",
+    )
     p.add_argument(
         "--targets",
         default="ours,sdk,raw",

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from agentmarket.core.config import Settings
 
 __all__ = [
     "TARGETS",
+    "BenchCaller",
     "ChatPlan",
     "ChatRun",
     "Phase",
@@ -410,6 +411,12 @@ class ChatPlan:
     long_conversations: int = 10
     long_turns: int = 2
     targets: tuple[str, ...] = tuple(TARGETS)  # which of TARGETS run, in TARGETS' order
+    # Users the conversations are shared out among, each with their own deployment; 0: one per
+    # conversation of the largest phase (as many people chatting at once, the realistic load).
+    users: int = 0
+
+    def user_count(self) -> int:
+        return self.users or max(self.connections, self.long_conversations, *self.levels)
 
 
 @dataclass(frozen=True)
@@ -441,15 +448,14 @@ def _pct(values: list[float], p: float) -> float:
 
 
 async def _stream_one(
-    client: httpx.AsyncClient, path: str, body: dict[str, Any]
+    client: httpx.AsyncClient, path: str, body: dict[str, Any], token: str
 ) -> tuple[float, float, str]:
     """(ms to the first delta, ms to message.completed, conversation id) as the client sees them."""
     started = time.perf_counter()
     first: float | None = None
     conversation = ""
-    async with client.stream(
-        "POST", path, json=body, headers={"Accept": "text/event-stream"}
-    ) as response:
+    headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {token}"}
+    async with client.stream("POST", path, json=body, headers=headers) as response:
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}")
         async for line in response.aiter_lines():
@@ -469,10 +475,18 @@ def _plain(i: int, turn: int) -> str:
     return f"conversation {i} turn {turn}"
 
 
+@dataclass
+class BenchCaller:
+    """One bench user: their access token and their deployment (made through our API)."""
+
+    user_id: str
+    token: str
+    deployment: str = ""
+
+
 async def bench_chat_streams(
     api: str,
-    token: str,
-    deployment: str,
+    callers: Sequence[BenchCaller],
     concurrency: int,
     per_conversation: int,
     *,
@@ -480,26 +494,26 @@ async def bench_chat_streams(
     on_start: Callable[[], None] | None = None,
     total: int | None = None,
 ) -> ChatRun:
-    """`concurrency` conversations, each a short first turn (warm-up, uncounted) and then
-    `per_conversation` streamed turns (or `total` turns shared out as evenly as they go); the
-    clock (and `on_start`) starts once every conversation has had its first turn."""
+    """`concurrency` conversations, conversation i by `callers[i % len(callers)]`, each a short
+    first turn (warm-up, uncounted) and then `per_conversation` streamed turns (or `total` turns
+    shared out as evenly as they go); the clock (and `on_start`) starts once every conversation
+    has had its first turn."""
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency)
-    headers = {"Authorization": f"Bearer {token}"}
     ttfts: list[float] = []
     completions: list[float] = []
     errors = 0
-    path = f"/api/agents/{deployment}/chat"
-    async with httpx.AsyncClient(
-        base_url=api, headers=headers, limits=limits, timeout=120
-    ) as client:
+    async with httpx.AsyncClient(base_url=api, limits=limits, timeout=120) as client:
 
         async def turn(i: int, n: int, conversation_id: str | None) -> str | None:
             nonlocal errors
+            caller = callers[i % len(callers)]
             body: dict[str, Any] = {"message": text(i, n) if n else _plain(i, n)}
             if conversation_id:
                 body["conversation_id"] = conversation_id
             try:
-                ttft, done, conversation_id = await _stream_one(client, path, body)
+                ttft, done, conversation_id = await _stream_one(
+                    client, f"/api/agents/{caller.deployment}/chat", body, caller.token
+                )
             except (RuntimeError, httpx.HTTPError):
                 errors += 1
                 return conversation_id
@@ -593,7 +607,7 @@ def _wait_up(url: str, process: subprocess.Popen[bytes] | None = None) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-# One bench user drives up to hundreds of conversations at once: the per-user limits are lifted for
+# A bench user may drive many conversations at once (`--users`): the per-user limits are lifted for
 # the run (and restored after it), so this measures the pipeline; `bench limits` measures them.
 LIFTED_LIMITS = {
     "chat_per_minute": 100_000,
@@ -649,9 +663,7 @@ class _Bench:
     plan: ChatPlan
     env: dict[str, str]
     model: subprocess.Popen[bytes]
-    user_id: str
-    token: str
-    deployment: str = ""
+    callers: list[BenchCaller]
 
 
 def _start_target(
@@ -723,8 +735,8 @@ def _measured(
     with connect(bench.settings) as conn:
         row = conn.execute(
             "select coalesce(sum(completion_tokens), 0)::bigint from public.agent_messages"
-            " where user_id = %s and role = 'assistant' and created_at >= %s",
-            (bench.user_id, since[0]),
+            " where user_id = any(%s::uuid[]) and role = 'assistant' and created_at >= %s",
+            ([c.user_id for c in bench.callers], since[0]),
         ).fetchone()
     return Phase(run, cpu, count, int(row[0]) if row else 0)
 
@@ -736,15 +748,16 @@ def _run_target(key: str, bench: _Bench) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     base, processes, backends = _start_target(key, bench)
     try:
-        if not bench.deployment:  # made through our API, then used by every target
-            response = httpx.post(
-                f"{base}/api/marketplace/deploy",
-                json={"agent_id": "sql-sidekick", "config": {}},
-                headers={"Authorization": f"Bearer {bench.token}"},
-                timeout=30,
-            )
-            response.raise_for_status()
-            bench.deployment = response.json()["id"]
+        for caller in bench.callers:
+            if not caller.deployment:  # made through our API, then used by every target
+                response = httpx.post(
+                    f"{base}/api/marketplace/deploy",
+                    json={"agent_id": "sql-sidekick", "config": {}},
+                    headers={"Authorization": f"Bearer {caller.token}"},
+                    timeout=30,
+                )
+                response.raise_for_status()
+                caller.deployment = response.json()["id"]
         meter = CpuMeter(
             processes={
                 **{g: [p.pid for p in ps] for g, ps in processes.items()},
@@ -766,7 +779,7 @@ def _run_target(key: str, bench: _Bench) -> dict[str, Any]:
             def drive(on_start: Callable[[], None]) -> ChatRun:
                 return asyncio.run(
                     bench_chat_streams(
-                        base, bench.token, bench.deployment, conversations, turns,
+                        base, bench.callers, conversations, turns,
                         text=text, on_start=on_start, total=total,
                     )
                 )  # fmt: skip
@@ -868,12 +881,17 @@ def _run_chat(settings: Settings, plan: ChatPlan) -> dict[str, Any]:
     model = _spawn(["offline-model", "--port", str(model_port), "--ttft-ms", "0"], env)
     try:
         _wait_up(f"http://127.0.0.1:{model_port}/_offline/health", model)
+        secret = settings.supabase_jwt_secret.get_secret_value()
         with connect(settings) as conn:
-            user = ensure_user(conn, email=f"bench-chat-{os.getpid()}@example.com")
-        token = mint_access_token(
-            user, secret=settings.supabase_jwt_secret.get_secret_value(), ttl_seconds=3 * 3600
-        )
-        bench = _Bench(settings, plan, env, model, str(user.id), token)
+            users = [
+                ensure_user(conn, email=f"bench-chat-{os.getpid()}-{n}@example.com")
+                for n in range(plan.user_count())
+            ]
+        callers = [
+            BenchCaller(str(u.id), mint_access_token(u, secret=secret, ttl_seconds=3 * 3600))
+            for u in users
+        ]
+        bench = _Bench(settings, plan, env, model, callers)
         targets = {key: _run_target(key, bench) for key in TARGETS if key in plan.targets}
         alone = [
             _latency_row(
@@ -893,6 +911,7 @@ def _run_chat(settings: Settings, plan: ChatPlan) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         "plan": {**plan.__dict__, "levels": list(plan.levels), "targets": list(plan.targets)},
+        "users": len(callers),
         "targets": targets,
         "model_alone": alone,
     }
@@ -999,7 +1018,8 @@ def chat_report(command: str, results: dict[str, Any]) -> str:
         "functions (uvicorn, one process) + chat worker (one process); the references are one "
         "uvicorn process each (agentmarket/devtools/naive_proxy.py, a benchmark reference, not "
         "a product path); the offline model, PostgreSQL and the Python load client share the "
-        "same cores. Each target runs alone, in turn.",
+        f"same cores. Each target runs alone, in turn. The conversations are shared among "
+        f"{results.get('users', 1)} users, each with their own deployment of one agent.",
         "",
         "```",
         command,

@@ -36,6 +36,8 @@ def results(pg_server: Server) -> dict[str, object]:
 
 
 def test_every_target_streams_and_is_measured(results: dict[str, object]) -> None:
+    # One user (and deployment) per conversation of the largest phase: the 4 connections.
+    assert results["users"] == 4
     targets = results["targets"]
     assert isinstance(targets, dict)
     assert list(targets) == ["ours", "sdk", "raw"]

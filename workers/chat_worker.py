@@ -223,8 +223,8 @@ class ChatWorker:
     async def _sample_queue_depth(self) -> None:
         """The queue gauges (depth, the oldest claimable job's wait) and the marketplace gauges
         (deployments active, conversations active), every `queue_depth_interval` seconds (a claim
-        stays one statement; a scrape reads the last sample); then the admin metrics' changes
-        folded into their cells (docs/operations.md#analytics)."""
+        stays one statement; a scrape reads the last sample); then the admin analytics' change
+        rows folded into their cells (docs/operations.md#analytics)."""
         while True:
             try:
                 sample = await self.store.queue_sample()
@@ -238,7 +238,7 @@ class ChatWorker:
             except psycopg.Error as exc:
                 log.warning("worker.queue_depth_failed", error=type(exc).__name__)
             try:
-                await self.store.fold_reply_changes()
+                await self.store.fold_analytics()
             except psycopg.Error as exc:
                 log.warning("worker.analytics_fold_failed", error=type(exc).__name__)
             await asyncio.sleep(self.config.queue_depth_interval)

@@ -265,10 +265,10 @@ class JobStore:
             row = await cur.fetchone()
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
-    async def fold_reply_changes(self) -> int:
-        """Move the admin metrics' pending changes into their cells (on a timer); how many."""
-        async with self._connection("fold_reply_changes") as conn:
-            cur = await conn.execute(query("fold_reply_changes"))
+    async def fold_analytics(self) -> int:
+        """Move the admin analytics' change rows into their cells (on a timer); how many."""
+        async with self._connection("fold_analytics") as conn:
+            cur = await conn.execute(query("fold_analytics"))
             row = await cur.fetchone()
         return 0 if row is None else int(row[0])
 

@@ -175,11 +175,10 @@ def analytics_report(command: str, run: AnalyticsRun) -> str:
     notes += [
         "",
         "No scan of `agent_messages` at all: the reports read the rollups the triggers keep "
-        "(`private.analytics_hourly`, `analytics_user_hours`, the presence bitmaps "
+        "(`private.analytics_hourly_cells`, `analytics_user_hours`, the presence bitmaps "
         "`analytics_presence_hours` / `analytics_presence_days`, the replies' cells "
-        "`analytics_reply_hour_cells` / `analytics_reply_day_cells` and the changes not folded "
-        "into them yet, `analytics_replies`, "
-        "`analytics_feedback`)."
+        "`analytics_reply_hour_cells` / `analytics_reply_day_cells`, the change rows not "
+        "folded into the cells yet, `analytics_replies`, `analytics_feedback`)."
         if not seq
         else f"Scans of agent_messages: {', '.join(seq)}.",
     ]

@@ -135,6 +135,22 @@ def assert_presence_matches(conn: psycopg.Connection) -> None:
     assert keys is not None and keys[0] == keys[1] and keys[2] == 0
 
 
+def fold(conn: psycopg.Connection) -> int:
+    """The worker's fold of the change rows into the cells (supabase/migrations/
+    20261201010000_analytics_change_rows.sql): how many it moved."""
+    row = conn.execute("select private.analytics_fold()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def hourly_cells(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    """The hourly rollup's table alone, without the changes not folded yet."""
+    return conn.execute(
+        "select * from private.analytics_hourly_cells"
+        " where deployments <> 0 or conversations <> 0 or user_messages <> 0 order by 1, 2"
+    ).fetchall()
+
+
 def rollup_rows(conn: psycopg.Connection) -> dict[str, list[tuple[Any, ...]]]:
     return {
         "hourly": conn.execute(
@@ -209,17 +225,22 @@ def test_rollups_equal_a_full_recount_after_inserts_updates_and_deletes(
         triggers=True,
     )
     conn.execute("select set_config('request.jwt.claims', %s, false)", (ADMIN,))
+    assert_rollups_match(conn)  # the hourly rollup read as its cells plus the unfolded changes
+    assert fold(conn) > 0
     assert_rollups_match(conn)
 
     for statement in MUTATIONS:
         with conn.transaction():
             conn.execute(statement)
-    assert_rollups_match(conn)
+    assert_rollups_match(conn)  # folded cells plus the mutations' changes
 
     kept = rollup_rows(conn)
     kept_presence = presence_cells(conn)
+    fold(conn)
+    assert hourly_cells(conn) == kept["hourly"]  # the cells alone, once everything is folded
     conn.execute("select private.analytics_rebuild()")
     assert rollup_rows(conn) == kept
+    assert hourly_cells(conn) == kept["hourly"]
     assert presence_cells(conn) == kept_presence
     # The rebuild numbers the chatting users densely again, from 0.
     dense = conn.execute(

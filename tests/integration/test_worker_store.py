@@ -179,13 +179,16 @@ async def test_the_worker_login_folds_the_finished_replies_into_the_metrics_cell
     ).fetchone()
     assert agent is not None
     changes = "select count(*) from private.analytics_reply_changes"
+    hourly = "select count(*) from private.analytics_hourly_changes"
+    hourly_row = conn.execute(hourly).fetchone()
+    assert hourly_row is not None and hourly_row[0] > 0  # the sends' (and the deployment's)
     day = "select replies, completed from private.analytics_reply_days where agent_id = %s"
     day_cells = day.replace("analytics_reply_days", "analytics_reply_day_cells")
     assert conn.execute(changes).fetchone() == (2,)
     assert conn.execute(day, agent).fetchone() == (2, 2)
     assert conn.execute(day_cells, agent).fetchone() is None
-    assert await store.fold_reply_changes() == 2
-    assert conn.execute(changes).fetchone() == (0,)
+    assert await store.fold_analytics() == 2 + hourly_row[0]
+    assert conn.execute(changes).fetchone() == (0,) == conn.execute(hourly).fetchone()
     assert conn.execute(day_cells, agent).fetchone() == (2, 2)
     assert conn.execute(day, agent).fetchone() == (2, 2)
 

@@ -42,11 +42,11 @@ select (select count(*) from public.agent_deployments where status = 'active') a
          where last_message_at > now() - make_interval(mins => %(active_minutes)s))
          as conversations_active;
 
--- name: fold_reply_changes
--- The finished replies' and refused sends' changes moved into the admin metrics' cells (their
--- finishes only insert a change row: no hot row; docs/operations.md#analytics), on the
--- gauges' timer. How many it moved; 0 while another worker's fold runs.
-select private.analytics_fold_reply_changes() as moved;
+-- name: fold_analytics
+-- The admin analytics' change rows (every send, finish and refused send inserts one: no shared
+-- row is updated; docs/operations.md#analytics) moved into their cells, on the gauges' timer.
+-- How many it moved; 0 while another worker's fold runs.
+select private.analytics_fold() as moved;
 
 -- name: extend_chat_lease
 -- Keeps the lease; `owned` is false once the job is no longer this worker's.

@@ -9,7 +9,7 @@
 begin;
 set local search_path = public, extensions;
 
-select plan(80);
+select plan(83);
 
 -- Fixtures (as postgres) ---------------------------------------------------------------------------
 insert into auth.users (id, email, raw_app_meta_data) values
@@ -136,8 +136,14 @@ select ok((select p.prosecdef from pg_proc p where p.oid = 'private.marketplace_
           'the reports are SECURITY DEFINER, is_admin is not');
 
 -- The rollups: private, RLS on, nothing for the API roles.
-select ok((select relrowsecurity from pg_class where oid = 'private.analytics_hourly'::regclass),
-          'RLS enabled on private.analytics_hourly');
+select ok((select relrowsecurity from pg_class where oid = 'private.analytics_hourly_cells'::regclass),
+          'RLS enabled on private.analytics_hourly_cells');
+select ok((select relrowsecurity from pg_class where oid = 'private.analytics_hourly_changes'::regclass),
+          'RLS enabled on private.analytics_hourly_changes');
+select table_privs_are('private', 'analytics_hourly_changes', 'anon', array[]::text[],
+                       'anon has no privileges on private.analytics_hourly_changes');
+select table_privs_are('private', 'analytics_hourly_changes', 'authenticated', array[]::text[],
+                       'authenticated has no privileges on private.analytics_hourly_changes');
 select table_privs_are('private', 'analytics_hourly', 'anon', array[]::text[], 'anon has no privileges on private.analytics_hourly');
 select table_privs_are('private', 'analytics_hourly', 'authenticated', array[]::text[],
                        'authenticated has no privileges on private.analytics_hourly');

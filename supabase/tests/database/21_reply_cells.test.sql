@@ -1,4 +1,4 @@
--- The replies' cells (20261130190100_analytics_reply_cells.sql, 20261201010000_analytics_reply_changes.sql):
+-- The replies' cells (20261130190100_analytics_reply_cells.sql, 20261201010000_analytics_change_rows.sql):
 -- a reply enters its hour cell and its agent's day cell when it finishes, with its durations in
 -- the histograms (10^(10·bucket)), leaves them when it is deleted; a finish writes one change row
 -- (no cell row) that the views add until the fold moves it into the cells; the cells are private
@@ -8,7 +8,7 @@
 begin;
 set local search_path = public, extensions;
 
-select plan(29);
+select plan(30);
 
 insert into auth.users (id, email, raw_app_meta_data) values
   ('a0000000-0000-4000-8000-00000000021a', 'pgtap-cells@example.test', '{}');
@@ -53,7 +53,9 @@ select is((select ttft from private.analytics_reply_days
             where day = '2026-11-02' and agent_id = 'a9000000-0000-4000-8000-000000000021'),
           ('1e' || 10 * 40)::numeric, 'its time to first token is one count in bucket 40 of its agent''s day');
 
-select is(private.analytics_fold_reply_changes(), 1, 'the fold moves the change');
+select is((select count(*) from private.analytics_hourly_changes), 3::bigint,
+          'the deployment, the conversation and the question wrote one hourly change row each');
+select is(private.analytics_fold(), 4, 'the fold moves the four changes');
 select row_eq($$ select replies, completed, failed, prompt_tokens, completion_tokens, latency
                   from private.analytics_reply_hour_cells where hour = '2026-11-02 10:00+00' $$,
               row(1, 1, 0, 5::bigint, 7::bigint, ('1e' || 10 * 190)::numeric),
@@ -92,7 +94,7 @@ select table_privs_are('private', 'analytics_reply_changes', 'anon', array[]::te
                        'anon has no privileges on private.analytics_reply_changes');
 select table_privs_are('private', 'analytics_reply_changes', 'authenticated', array[]::text[],
                        'authenticated has no privileges on private.analytics_reply_changes');
-select function_privs_are('private', 'analytics_fold_reply_changes', array[]::text[],
+select function_privs_are('private', 'analytics_fold', array[]::text[],
                           'authenticated', array[]::text[], 'authenticated cannot fold');
 select table_privs_are('private', 'analytics_reply_hours', 'anon', array[]::text[],
                        'anon has no privileges on private.analytics_reply_hours');
@@ -107,7 +109,7 @@ select function_privs_are('private', 'marketplace_metrics_cells', array['date', 
 
 set local role service_role;
 select lives_ok($$ select count(*) from private.analytics_reply_days $$, 'service_role reads the cells');
-select lives_ok($$ select private.analytics_fold_reply_changes() $$, 'service_role (the worker) folds');
+select lives_ok($$ select private.analytics_fold() $$, 'service_role (the worker) folds');
 reset role;
 
 set local role authenticated;

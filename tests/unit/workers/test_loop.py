@@ -36,7 +36,7 @@ class CountingStore:
         assert active_minutes == 15
         return 3, 5
 
-    async def fold_reply_changes(self) -> int:
+    async def fold_analytics(self) -> int:
         self.folds += 1
         return 0
 

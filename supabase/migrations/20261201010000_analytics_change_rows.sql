@@ -1,20 +1,136 @@
--- The reply cells without hot rows (docs/architecture.md#admin-analytics, docs/operations.md).
+-- The admin analytics' shared counters without hot rows (docs/architecture.md#admin-analytics,
+-- docs/operations.md#analytics).
 --
--- 20261130190100 added every finished reply to two cells in its own transaction: its UTC hour for
--- all agents and its agent's UTC day. Every reply of an hour rewrote the same hour row (and every
--- reply of an agent the same day row), each ~3 kB with its two histograms, and held the row locked
--- until its commit: about 1.3–1.8 ms of Postgres CPU per message in `agentmarket bench chat`, and a
--- queue of finishes on one row (docs/benchmarks.md).
+-- 1. The hourly rollup (20261130180100): every user message, conversation and deployment of an
+--    agent updated that agent's row for the hour, so every send to a popular agent queued on one
+--    row lock until the sender's commit (its WAL flush, and the NOTIFY lock every send takes).
+--    Now each inserts a change row into private.analytics_hourly_changes; the rollup's table is
+--    private.analytics_hourly_cells and private.analytics_hourly is a view: cells plus changes.
 --
--- Now a finish (or a refused send, or their removal) only inserts one narrow row into
--- private.analytics_reply_changes: no row is updated, nothing waits on anything. The cells become
--- private.analytics_reply_hour_cells and private.analytics_reply_day_cells, and
--- private.analytics_fold_reply_changes() moves the changes into them (one statement; the worker
--- runs it on its gauges' timer, every few seconds). The names the reports read,
--- private.analytics_reply_hours and private.analytics_reply_days, are now views: the cells plus the
--- changes not folded yet, so every report stays exact whenever the fold last ran.
--- tests/integration/test_analytics_histograms.py proves views == recount before and after a fold,
--- and cells alone == recount right after one.
+-- 2. The reply cells (20261130190100): every finished reply was added to two cells in its own
+--    transaction, its UTC hour for all agents and its agent's UTC day. Every reply of an hour
+--    rewrote the same hour row (and every reply of an agent the same day row), each ~3 kB with its
+--    two histograms, and held it locked until its commit: about 1.3–1.8 ms of Postgres CPU per
+--    message in `agentmarket bench chat`, and a queue of finishes on one row (docs/benchmarks.md).
+--    Now a finish (or a refused send, or their removal) inserts one narrow row into
+--    private.analytics_reply_changes; the cells are private.analytics_reply_hour_cells and
+--    private.analytics_reply_day_cells, and private.analytics_reply_hours and
+--    private.analytics_reply_days are views: the cells plus the changes not folded yet.
+--
+-- private.analytics_fold() moves every change into its cells (the worker runs it on its gauges'
+-- timer, every few seconds), so every report stays exact whenever the fold last ran.
+-- tests/integration/test_analytics_rollups.py and test_analytics_histograms.py prove views ==
+-- recount before and after a fold, and cells alone == recount right after one.
+
+alter table private.analytics_hourly rename to analytics_hourly_cells;
+alter index private.analytics_hourly_pkey rename to analytics_hourly_cells_pkey;
+
+-- A deployment, conversation or user message added to (or, negative, taken out of) its agent's
+-- hour, waiting to be folded into analytics_hourly_cells. Insert-only: no index, no key.
+create table private.analytics_hourly_changes (
+  hour timestamptz not null,
+  agent_id uuid not null,
+  deployments integer not null default 0,
+  conversations integer not null default 0,
+  user_messages integer not null default 0
+);
+
+alter table private.analytics_hourly_changes enable row level security;
+revoke all on table private.analytics_hourly_changes from public, anon, authenticated;
+grant all on table private.analytics_hourly_changes to service_role;
+
+create view private.analytics_hourly with (security_invoker = true) as
+select x.hour, x.agent_id, sum(x.deployments)::integer as deployments,
+       sum(x.conversations)::integer as conversations,
+       sum(x.user_messages)::integer as user_messages
+  from (
+    select c.hour, c.agent_id, c.deployments, c.conversations, c.user_messages
+      from private.analytics_hourly_cells c
+    union all
+    select d.hour, d.agent_id, d.deployments, d.conversations, d.user_messages
+      from private.analytics_hourly_changes d
+  ) x
+ group by x.hour, x.agent_id;
+
+revoke all on table private.analytics_hourly from public, anon, authenticated;
+grant select on table private.analytics_hourly to service_role;
+
+-- Every send, conversation and deployment: one change row (no row of the rollup is updated).
+create or replace function private.analytics_add_hourly(
+  p_at timestamptz, p_agent uuid, p_deployments integer, p_conversations integer,
+  p_user_messages integer
+)
+returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  insert into private.analytics_hourly_changes
+         (hour, agent_id, deployments, conversations, user_messages)
+  values (date_trunc('hour', p_at, 'UTC'), p_agent, p_deployments, p_conversations,
+          p_user_messages);
+end
+$$;
+
+-- The rebuild of the rollups (20261130190000) with the hourly rollup's new tables.
+create or replace function private.analytics_rebuild_base()
+returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  lock table public.agent_deployments, public.agent_conversations, public.agent_messages,
+             public.message_feedback, private.chat_jobs in share mode;
+  truncate private.analytics_hourly_cells, private.analytics_hourly_changes,
+           private.analytics_user_hours, private.analytics_replies,
+           private.analytics_feedback, private.analytics_conversation_agents;
+  insert into private.analytics_conversation_agents (conversation_id, agent_id)
+  select c.id, d.agent_id
+    from public.agent_conversations c join public.agent_deployments d on d.id = c.deployment_id;
+  insert into private.analytics_hourly_cells (hour, agent_id, deployments, conversations, user_messages)
+  select hour, agent_id, sum(deployments), sum(conversations), sum(user_messages)
+    from (
+      select date_trunc('hour', d.created_at, 'UTC') as hour, d.agent_id,
+             count(*) as deployments, 0 as conversations, 0 as user_messages
+        from public.agent_deployments d group by 1, 2
+      union all
+      select date_trunc('hour', c.created_at, 'UTC'), ca.agent_id, 0, count(*), 0
+        from public.agent_conversations c
+        join private.analytics_conversation_agents ca on ca.conversation_id = c.id
+       group by 1, 2
+      union all
+      select date_trunc('hour', m.created_at, 'UTC'), ca.agent_id, 0, 0, count(*)
+        from public.agent_messages m
+        join private.analytics_conversation_agents ca on ca.conversation_id = m.conversation_id
+       where m.role = 'user'
+       group by 1, 2
+    ) x
+   group by hour, agent_id;
+  insert into private.analytics_user_hours (hour, agent_id, user_id, messages)
+  select date_trunc('hour', m.created_at, 'UTC'), ca.agent_id, m.user_id, count(*)
+    from public.agent_messages m
+    join private.analytics_conversation_agents ca on ca.conversation_id = m.conversation_id
+   where m.role = 'user'
+   group by 1, 2, 3;
+  insert into private.analytics_replies (message_id, created_at, agent_id, status, error_code,
+                                         prompt_tokens, completion_tokens, latency_ms, ttft_ms,
+                                         retried)
+  select m.id, m.created_at, ca.agent_id, m.status, m.error_code, m.prompt_tokens,
+         m.completion_tokens, m.latency_ms, m.ttft_ms, coalesce(j.attempts, 0) > 1
+    from public.agent_messages m
+    join private.analytics_conversation_agents ca on ca.conversation_id = m.conversation_id
+    left join private.chat_jobs j on j.message_id = m.id
+   where m.role = 'assistant';
+  insert into private.analytics_feedback (feedback_id, created_at, agent_id, rating)
+  select f.id, f.created_at, ca.agent_id, f.rating
+    from public.message_feedback f
+    join public.agent_messages m on m.id = f.message_id
+    join private.analytics_conversation_agents ca on ca.conversation_id = m.conversation_id;
+end
+$$;
+
+-- Number the users of analytics_user_hours again and build every cell from its rows, one
+-- statement each: a cell's bitmap is written as text ('0' for each key skipped since the
 
 alter table private.analytics_reply_hours rename to analytics_reply_hour_cells;
 alter table private.analytics_reply_days rename to analytics_reply_day_cells;
@@ -126,20 +242,37 @@ begin
 end
 $$;
 
--- Moves every change into its cells, in one statement: the changes it deletes are exactly the
--- ones it adds (a change committed meanwhile waits for the next fold). One fold at a time (a
+-- Moves every change into its cells, one statement per kind: the changes each deletes are exactly
+-- the ones it adds (a change committed meanwhile waits for the next fold). One fold at a time (a
 -- second one returns at once); returns how many changes it moved.
-create function private.analytics_fold_reply_changes()
+create function private.analytics_fold()
 returns integer
 language plpgsql
 set search_path = ''
 as $$
 declare
+  hourly_count integer;
   moved_count integer;
 begin
   if not pg_try_advisory_xact_lock(hashtextextended('agentmarket.analytics_fold', 0)) then
     return 0;
   end if;
+  with moved as (
+    delete from private.analytics_hourly_changes returning *
+  ),
+  cells as (
+    insert into private.analytics_hourly_cells as t
+           (hour, agent_id, deployments, conversations, user_messages)
+    select m.hour, m.agent_id, sum(m.deployments), sum(m.conversations), sum(m.user_messages)
+      from moved m
+     group by m.hour, m.agent_id
+     order by m.hour, m.agent_id
+    on conflict (hour, agent_id) do update
+      set deployments = t.deployments + excluded.deployments,
+          conversations = t.conversations + excluded.conversations,
+          user_messages = t.user_messages + excluded.user_messages
+  )
+  select count(*) into hourly_count from moved;
   with moved as (
     delete from private.analytics_reply_changes returning *
   ),
@@ -186,7 +319,7 @@ begin
           ttft = t.ttft + excluded.ttft
   )
   select count(*) into moved_count from moved;
-  return moved_count;
+  return hourly_count + moved_count;
 end
 $$;
 
@@ -246,5 +379,5 @@ begin
 end
 $$;
 
-revoke all on function private.analytics_fold_reply_changes() from public, anon, authenticated;
-grant execute on function private.analytics_fold_reply_changes() to service_role;
+revoke all on function private.analytics_fold() from public, anon, authenticated;
+grant execute on function private.analytics_fold() to service_role;

@@ -5,7 +5,8 @@
 --    agent updated that agent's row for the hour, so every send to a popular agent queued on one
 --    row lock until the sender's commit (its WAL flush, and the NOTIFY lock every send takes).
 --    Now each inserts a change row into private.analytics_hourly_changes; the rollup's table is
---    private.analytics_hourly_cells and private.analytics_hourly is a view: cells plus changes.
+--    private.analytics_hourly_cells and private.analytics_hourly is a view: the cells' rows and
+--    the changes' rows, which every reader sums by its keys.
 --
 -- 2. The reply cells (20261130190100): every finished reply was added to two cells in its own
 --    transaction, its UTC hour for all agents and its agent's UTC day. Every reply of an hour
@@ -15,7 +16,7 @@
 --    Now a finish (or a refused send, or their removal) inserts one narrow row into
 --    private.analytics_reply_changes; the cells are private.analytics_reply_hour_cells and
 --    private.analytics_reply_day_cells, and private.analytics_reply_hours and
---    private.analytics_reply_days are views: the cells plus the changes not folded yet.
+--    private.analytics_reply_days are views: the cells' rows and the changes' not folded yet.
 --
 -- private.analytics_fold() moves every change into its cells (the worker runs it on its gauges'
 -- timer, every few seconds), so every report stays exact whenever the fold last ran.
@@ -39,18 +40,14 @@ alter table private.analytics_hourly_changes enable row level security;
 revoke all on table private.analytics_hourly_changes from public, anon, authenticated;
 grant all on table private.analytics_hourly_changes to service_role;
 
+-- What the reports read: the cells and the changes not folded yet, as rows to sum (every reader
+-- sums by its keys; a view that summed first would make every report aggregate every cell twice).
 create view private.analytics_hourly with (security_invoker = true) as
-select x.hour, x.agent_id, sum(x.deployments)::integer as deployments,
-       sum(x.conversations)::integer as conversations,
-       sum(x.user_messages)::integer as user_messages
-  from (
-    select c.hour, c.agent_id, c.deployments, c.conversations, c.user_messages
-      from private.analytics_hourly_cells c
-    union all
-    select d.hour, d.agent_id, d.deployments, d.conversations, d.user_messages
-      from private.analytics_hourly_changes d
-  ) x
- group by x.hour, x.agent_id;
+select c.hour, c.agent_id, c.deployments, c.conversations, c.user_messages
+  from private.analytics_hourly_cells c
+union all
+select d.hour, d.agent_id, d.deployments, d.conversations, d.user_messages
+  from private.analytics_hourly_changes d;
 
 revoke all on table private.analytics_hourly from public, anon, authenticated;
 grant select on table private.analytics_hourly to service_role;
@@ -158,42 +155,25 @@ alter table private.analytics_reply_changes enable row level security;
 revoke all on table private.analytics_reply_changes from public, anon, authenticated;
 grant all on table private.analytics_reply_changes to service_role;
 
--- What the reports read: the cells plus the changes not folded yet.
+-- What the reports read: the cells and the changes not folded yet, as rows to sum (as
+-- private.analytics_hourly: summing in the view doubled the metrics' time on 90 days).
 create view private.analytics_reply_hours with (security_invoker = true) as
-select x.hour, sum(x.replies)::integer as replies, sum(x.completed)::integer as completed,
-       sum(x.failed)::integer as failed, sum(x.retries)::integer as retries,
-       sum(x.prompt_tokens)::bigint as prompt_tokens,
-       sum(x.completion_tokens)::bigint as completion_tokens,
-       sum(x.rate_limited)::integer as rate_limited, sum(x.latency) as latency,
-       sum(x.ttft) as ttft
-  from (
-    select c.hour, c.replies, c.completed, c.failed, c.retries, c.prompt_tokens,
-           c.completion_tokens, c.rate_limited, c.latency, c.ttft
-      from private.analytics_reply_hour_cells c
-    union all
-    select d.hour, d.replies, d.completed, d.failed, d.retries, d.prompt_tokens,
-           d.completion_tokens, d.rate_limited, d.latency, d.ttft
-      from private.analytics_reply_changes d
-  ) x
- group by x.hour;
+select c.hour, c.replies, c.completed, c.failed, c.retries, c.prompt_tokens,
+       c.completion_tokens, c.rate_limited, c.latency, c.ttft
+  from private.analytics_reply_hour_cells c
+union all
+select d.hour, d.replies, d.completed, d.failed, d.retries, d.prompt_tokens,
+       d.completion_tokens, d.rate_limited, d.latency, d.ttft
+  from private.analytics_reply_changes d;
 
 create view private.analytics_reply_days with (security_invoker = true) as
-select x.day, x.agent_id, sum(x.replies)::integer as replies,
-       sum(x.completed)::integer as completed, sum(x.failed)::integer as failed,
-       sum(x.retries)::integer as retries, sum(x.prompt_tokens)::bigint as prompt_tokens,
-       sum(x.completion_tokens)::bigint as completion_tokens,
-       sum(x.rate_limited)::integer as rate_limited, sum(x.latency) as latency,
-       sum(x.ttft) as ttft
-  from (
-    select c.day, c.agent_id, c.replies, c.completed, c.failed, c.retries, c.prompt_tokens,
-           c.completion_tokens, c.rate_limited, c.latency, c.ttft
-      from private.analytics_reply_day_cells c
-    union all
-    select (d.hour at time zone 'UTC')::date, d.agent_id, d.replies, d.completed, d.failed,
-           d.retries, d.prompt_tokens, d.completion_tokens, d.rate_limited, d.latency, d.ttft
-      from private.analytics_reply_changes d
-  ) x
- group by x.day, x.agent_id;
+select c.day, c.agent_id, c.replies, c.completed, c.failed, c.retries, c.prompt_tokens,
+       c.completion_tokens, c.rate_limited, c.latency, c.ttft
+  from private.analytics_reply_day_cells c
+union all
+select (d.hour at time zone 'UTC')::date, d.agent_id, d.replies, d.completed, d.failed,
+       d.retries, d.prompt_tokens, d.completion_tokens, d.rate_limited, d.latency, d.ttft
+  from private.analytics_reply_changes d;
 
 revoke all on table private.analytics_reply_hours from public, anon, authenticated;
 revoke all on table private.analytics_reply_days from public, anon, authenticated;

@@ -46,19 +46,26 @@ MORE_MUTATIONS = [
 def cells(
     conn: psycopg.Connection, *, folded_only: bool = False
 ) -> dict[str, list[tuple[Any, ...]]]:
-    """What the reports read (the views: cells plus the changes not folded yet), or with
-    `folded_only` the cell tables alone."""
+    """What the reports read, summed by key (the views: the cells' rows and the changes' not
+    folded yet), or with `folded_only` the cell tables alone."""
     hours, days = (
         ("analytics_reply_hour_cells", "analytics_reply_day_cells")
         if folded_only
         else ("analytics_reply_hours", "analytics_reply_days")
     )
+    sums = (
+        "sum(replies)::int, sum(completed)::int, sum(failed)::int, sum(retries)::int,"
+        " sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(rate_limited)::int,"
+        " sum(latency), sum(ttft)"
+    )
     return {
         "hours": conn.execute(
-            f"select * from private.{hours} where replies <> 0 order by hour"
+            f"select hour, {sums} from private.{hours} group by 1"
+            " having sum(replies) <> 0 order by 1"
         ).fetchall(),
         "days": conn.execute(
-            f"select * from private.{days} where replies <> 0 order by day, agent_id"
+            f"select day, agent_id, {sums} from private.{days} group by 1, 2"
+            " having sum(replies) <> 0 order by 1, 2"
         ).fetchall(),
     }
 

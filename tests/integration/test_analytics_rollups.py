@@ -143,20 +143,22 @@ def fold(conn: psycopg.Connection) -> int:
     return int(row[0])
 
 
-def hourly_cells(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
-    """The hourly rollup's table alone, without the changes not folded yet."""
+def hourly_cells(
+    conn: psycopg.Connection, view: str = "analytics_hourly_cells"
+) -> list[tuple[Any, ...]]:
+    """The hourly rollup summed by key: its table alone, without the changes not folded yet, or
+    `analytics_hourly`, the view of both that the reports read."""
     return conn.execute(
-        "select * from private.analytics_hourly_cells"
-        " where deployments <> 0 or conversations <> 0 or user_messages <> 0 order by 1, 2"
+        "select hour, agent_id, sum(deployments)::int, sum(conversations)::int,"
+        f" sum(user_messages)::int from private.{view} group by 1, 2"
+        " having sum(deployments) <> 0 or sum(conversations) <> 0 or sum(user_messages) <> 0"
+        " order by 1, 2"
     ).fetchall()
 
 
 def rollup_rows(conn: psycopg.Connection) -> dict[str, list[tuple[Any, ...]]]:
     return {
-        "hourly": conn.execute(
-            "select * from private.analytics_hourly"
-            " where deployments <> 0 or conversations <> 0 or user_messages <> 0 order by 1, 2"
-        ).fetchall(),
+        "hourly": hourly_cells(conn, view="analytics_hourly"),
         "user_hours": conn.execute(
             "select * from private.analytics_user_hours order by 1, 2, 3"
         ).fetchall(),

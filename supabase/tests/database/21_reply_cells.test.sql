@@ -43,13 +43,14 @@ select is((select count(*) from private.analytics_reply_hour_cells where hour = 
           'and no cell row');
 select is(private.analytics_bucket(1000), 190::smallint, '1000 ms is bucket 190 (64 + 32·(9 - 6) + (1000 >> 4) - 32)');
 select is(private.analytics_bucket(40), 40::smallint, 'below 64 ms a bucket is the duration');
-select row_eq($$ select replies, completed, failed, prompt_tokens, completion_tokens
+select row_eq($$ select sum(replies)::int, sum(completed)::int, sum(failed)::int,
+                         sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint
                   from private.analytics_reply_hours where hour = '2026-11-02 10:00+00' $$,
               row(1, 1, 0, 5::bigint, 7::bigint),
               'the finished reply is counted in its UTC hour');
-select is((select latency from private.analytics_reply_hours where hour = '2026-11-02 10:00+00'),
+select is((select sum(latency) from private.analytics_reply_hours where hour = '2026-11-02 10:00+00'),
           ('1e' || 10 * 190)::numeric, 'its latency is one count in bucket 190');
-select is((select ttft from private.analytics_reply_days
+select is((select sum(ttft) from private.analytics_reply_days
             where day = '2026-11-02' and agent_id = 'a9000000-0000-4000-8000-000000000021'),
           ('1e' || 10 * 40)::numeric, 'its time to first token is one count in bucket 40 of its agent''s day');
 
@@ -68,20 +69,20 @@ insert into private.telemetry_events (name, user_id, deployment_id, created_at) 
   ('agent.chat.rate_limited', 'a0000000-0000-4000-8000-00000000021a', null, '2026-11-02 10:31+00'),
   ('marketplace.agent.viewed', 'a0000000-0000-4000-8000-00000000021a',
    'd0000000-0000-4000-8000-00000000021a', '2026-11-02 10:32+00');
-select is((select rate_limited from private.analytics_reply_hours where hour = '2026-11-02 10:00+00'), 1,
+select is((select sum(rate_limited)::int from private.analytics_reply_hours where hour = '2026-11-02 10:00+00'), 1,
           'a refused send of a deployment counts in its hour (not one without a deployment, nor another event)');
 delete from public.agent_conversations where id = 'c0000000-0000-4000-8000-00000000021a';
-select row_eq($$ select replies, completed, latency, ttft
+select row_eq($$ select sum(replies)::int, sum(completed)::int, sum(latency), sum(ttft)
                   from private.analytics_reply_days
                  where day = '2026-11-02' and agent_id = 'a9000000-0000-4000-8000-000000000021' $$,
               row(0, 0, 0::numeric, 0::numeric),
               'deleting the conversation takes the reply out again');
 
 delete from public.agent_deployments where id = 'd0000000-0000-4000-8000-00000000021a';
-select is((select rate_limited from private.analytics_reply_days
+select is((select sum(rate_limited)::int from private.analytics_reply_days
             where day = '2026-11-02' and agent_id = 'a9000000-0000-4000-8000-000000000021'), 0,
           'deleting the deployment takes its refused sends out of its agent''s day');
-select is((select rate_limited from private.analytics_reply_hours where hour = '2026-11-02 10:00+00'), 0,
+select is((select sum(rate_limited)::int from private.analytics_reply_hours where hour = '2026-11-02 10:00+00'), 0,
           'and out of the hour');
 
 select ok((select relrowsecurity from pg_class where oid = 'private.analytics_reply_hour_cells'::regclass),

@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 import aiohttp
 import httpx
-import httpx_aiohttp
 import openai
 import orjson
 import structlog
@@ -501,10 +500,7 @@ class LLMClient:
             if self._http_backend == "aiohttp":
                 # The SDK's aiohttp transport (openai[aiohttp]): the same httpx interface, errors
                 # mapped to httpx's, but about half the CPU per streamed read (docs/benchmarks.md).
-                transport = httpx_aiohttp.AiohttpTransport(client=_aiohttp_session)
-                self._http_client = openai.DefaultAioHttpClient(
-                    timeout=self._timeout, transport=transport
-                )
+                self._http_client = openai.DefaultAioHttpClient(timeout=self._timeout)
             else:
                 self._http_client = openai.DefaultAsyncHttpxClient(timeout=self._timeout)
         return self._http_client
@@ -724,23 +720,6 @@ def _request_body(request: CompletionRequest) -> dict[str, Any]:
     if request.max_tokens is not None:
         body["max_completion_tokens"] = request.max_tokens
     return body
-
-
-def _aiohttp_session() -> aiohttp.ClientSession:
-    """The aiohttp session under the SDK: httpx-aiohttp's own (the SDK's connection limits,
-    httpx's TLS context), but with a 1-byte read buffer, so aiohttp stops reading a response's
-    socket once a few of its chunks wait unread (it pauses the transport after 4). A reader that
-    lets tokens gather between ticks (workers.relay.Relay.read_delay) then takes them from the
-    kernel in one read instead of waking the event loop for every token
-    (docs/benchmarks.md#model-http-transport-cpu-per-token). Made on the first request, in the
-    running event loop."""
-    limits = openai.DEFAULT_CONNECTION_LIMITS
-    connector = aiohttp.TCPConnector(
-        limit=limits.max_connections or 0,
-        keepalive_timeout=limits.keepalive_expiry,
-        ssl=httpx.create_ssl_context(),
-    )
-    return aiohttp.ClientSession(connector=connector, read_bufsize=1)
 
 
 def _create_params(request: CompletionRequest) -> dict[str, Any]:

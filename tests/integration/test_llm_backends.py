@@ -5,7 +5,6 @@ respx-based unit tests pin down on httpx."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import aiohttp
 import httpx
 import pytest
 
@@ -169,34 +167,3 @@ async def test_closing_the_stream_early_releases_the_connection(
 def test_an_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="http_backend"):
         LLMClient(base_url=None, platform_api_key=None, http_backend="curl")  # type: ignore[arg-type]
-
-
-async def test_on_aiohttp_a_reader_that_waits_leaves_the_tokens_in_the_socket(
-    model_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The worker's transport reads a response's socket only while its chunks are being taken:
-    a reader that waits (workers.relay.Relay.read_delay) finds the tokens that arrived meanwhile
-    in a few network reads, instead of the event loop taking each one off the socket as it came
-    (`_aiohttp_session`'s 1-byte read buffer; docs/benchmarks.md)."""
-    reads = 0
-    data_received = aiohttp.client_proto.ResponseHandler.data_received
-
-    def counted(self: aiohttp.client_proto.ResponseHandler, data: bytes) -> None:
-        nonlocal reads
-        reads += 1
-        data_received(self, data)
-
-    monkeypatch.setattr(aiohttp.client_proto.ResponseHandler, "data_received", counted)
-    text: list[str] = []
-    async with _client(model_url, "aiohttp") as llm:
-        events: AsyncIterator[StreamEvent] = llm.stream(_request("hi [[long:60]] [[tps:200]]"))
-        async with contextlib.aclosing(events):  # type: ignore[type-var]
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    if not text:
-                        reads = 0
-                        await asyncio.sleep(0.45)  # the 60 tokens arrive meanwhile (5 ms apart)
-                    text.append(event.text)
-    assert len("".join(text).split()) >= 60
-    # Measured: 23 reads; 136 (two or more per token) when the socket is read as data comes.
-    assert reads < 50, reads

@@ -41,7 +41,7 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Literal, cast
+from typing import Any, Final, Literal, cast
 
 import aiohttp
 import httpx
@@ -54,9 +54,6 @@ from tenacity.wait import wait_base, wait_exponential, wait_random
 
 from agentmarket.core import metrics, sentry
 from agentmarket.llm.sse import SSEDecoder
-
-if TYPE_CHECKING:
-    from openai.types.chat import ChatCompletionMessageParam
 
 __all__ = [
     "HTTP_BACKENDS",
@@ -664,7 +661,7 @@ class LLMClient:
         if self._fast_stream:
             chunks = self._raw_chunks(client, request, reply)
         else:
-            stream = await client.chat.completions.create(**_create_params(request))
+            stream = await client.chat.completions.create(**_request_body(request))
             chunks = _sdk_chunks(cast("openai.AsyncStream[ChatCompletionChunk]", stream), reply)
         async with contextlib.aclosing(chunks) as texts:
             async for text in texts:
@@ -708,7 +705,8 @@ class LLMClient:
 
 
 def _request_body(request: CompletionRequest) -> dict[str, Any]:
-    """The request's JSON body, as `chat.completions.create` would send it (`_create_params`)."""
+    """The request's JSON body: sent as is by the fast path (`client.post`), and the keyword
+    arguments of `chat.completions.create` on the SDK's path (an absent key is the SDK's `omit`)."""
     body: dict[str, Any] = {
         "model": request.model,
         "messages": request.messages,
@@ -720,19 +718,6 @@ def _request_body(request: CompletionRequest) -> dict[str, Any]:
     if request.max_tokens is not None:
         body["max_completion_tokens"] = request.max_tokens
     return body
-
-
-def _create_params(request: CompletionRequest) -> dict[str, Any]:
-    return {
-        "model": request.model,
-        "messages": cast("list[ChatCompletionMessageParam]", request.messages),
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "temperature": request.temperature if request.temperature is not None else openai.omit,
-        "max_completion_tokens": (
-            request.max_tokens if request.max_tokens is not None else openai.omit
-        ),
-    }
 
 
 class _Reply:

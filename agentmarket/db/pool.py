@@ -6,9 +6,10 @@ the chat worker's over its login (WORKER_DATABASE_URL).
 Both async pools are built to ride out a database outage (docs/operations.md#database-outages):
 a connection is checked when it is taken (`check_taken`: a restart leaves every idle one broken;
 a sound one costs no round trip), a caller waits
-at most DB_UNAVAILABLE_TIMEOUT_SECONDS for one (`PoolTimeout`, an `OperationalError`), and a new
-connection gives up after as long. `database_lost` says whether an error means the database is
-gone (retry later) rather than a statement that is wrong.
+at most DB_UNAVAILABLE_TIMEOUT_SECONDS for one (`PoolTimeout`, an `OperationalError`), a new
+connection gives up after as long, and a pool that lost its connections tries again at most
+about 2 s apart however long the database was away (`RECONNECT_TIMEOUT`). `database_lost` says
+whether an error means the database is gone (retry later) rather than a statement that is wrong.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import asyncio
 import contextlib
 import math
 import select
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 import structlog
@@ -26,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 from agentmarket.core.config import Settings
 
 __all__ = [
+    "RECONNECT_TIMEOUT",
     "check_taken",
     "connect",
     "connect_timeout",
@@ -37,6 +39,14 @@ __all__ = [
 ]
 
 log = structlog.get_logger("agentmarket.db")
+
+# How long the pools' background attempt to replace a lost connection keeps trying (psycopg_pool's
+# `reconnect_timeout`): after 1 s, after 2 s more, then it gives up and the next caller that finds
+# no connection starts a new attempt, which connects at once when the database is back. So a
+# database that comes back is found within about 2 s however long it was away. psycopg_pool's
+# default (5 minutes of doubling delays) left the API answering 503 for 38 s after a 75 s outage
+# had ended (docs/operations.md#database-outages).
+RECONNECT_TIMEOUT: Final = 4.0
 
 
 def connect(settings: Settings) -> psycopg.Connection:
@@ -107,6 +117,7 @@ def create_pool(
         max_size=max_size,
         kwargs=connection_kwargs(settings, "agentmarket-api"),
         timeout=settings.db_unavailable_timeout_seconds,
+        reconnect_timeout=RECONNECT_TIMEOUT,
         check=check_taken,
         open=False,
         name="agentmarket-requests",
@@ -124,6 +135,7 @@ def create_worker_pool(settings: Settings, *, min_size: int, max_size: int) -> A
         # No client waits on the worker: it may wait longer than a request for a connection
         # (a slow one is not an outage), still bounded.
         timeout=2 * settings.db_unavailable_timeout_seconds,
+        reconnect_timeout=RECONNECT_TIMEOUT,
         check=check_taken,
         open=False,
         name="agentmarket-worker",

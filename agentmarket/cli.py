@@ -842,7 +842,7 @@ def _add_bench(sub: _Subparsers) -> None:
     p.add_argument("--requests", type=int, default=5000, help="for the Python clients")
     p.add_argument("--seconds", type=int, default=10, help="for wrk")
     p.add_argument("--levels", default="10,50", help="chat: concurrent conversations")
-    p.add_argument("--turns", type=int, default=5, help="chat: measured turns per conversation")
+    p.add_argument("--turns", type=int, default=20, help="chat: measured turns per conversation")
     p.add_argument("--ttft-ms", type=int, default=200, help="chat: the model's time to first token")
     p.add_argument("--messages", type=int, default=1000, help="chat: throughput run size")
     p.add_argument(

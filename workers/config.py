@@ -23,8 +23,10 @@ class WorkerConfig:
     knowledge_entries: int = 4
     # The relay's tick (workers/relay.py): a reply's first text waits at most first_flush_delay,
     # later text flush_interval, stretched by flush_interval_per_reply per active reply up to
-    # max_flush_interval; pending text goes in pieces of at most flush_chars.
-    first_flush_delay: float = 0.01
+    # max_flush_interval; pending text goes in pieces of at most flush_chars. first_flush_delay is
+    # added to every streamed reply's time to first token; 2 ms still lets a reply that arrives in
+    # one burst finish unappended (docs/benchmarks.md, "Chat pipeline against a naive proxy").
+    first_flush_delay: float = 0.002
     flush_interval: float = 0.1
     flush_interval_per_reply: float = 0.004
     max_flush_interval: float = 0.5

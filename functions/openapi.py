@@ -43,11 +43,14 @@ DESCRIPTIONS = {
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The route's documented problems, and 503: every route that has any reads or writes the
+    database, and answers `503 database_unavailable` with Retry-After while it is away
+    (docs/operations.md#database-outages)."""
     return {
         status: {
             "description": DESCRIPTIONS[status],
             "model": Problem,
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-        for status in statuses
+        for status in sorted({*statuses, 503})
     }

@@ -38,7 +38,7 @@ async def list_agents(
     return json_response(request, agents)
 
 
-@router.get("/categories", response_model=list[CategoryCount])
+@router.get("/categories", response_model=list[CategoryCount], responses=problem_responses())
 async def list_categories(request: Request, db: Caller, cache: Cache) -> Response:
     """Categories of published agents, with how many agents each has."""
     categories = await catalog.list_categories(db=db, cache=cache)

@@ -32,3 +32,20 @@ def test_every_documented_route_is_in_the_spec() -> None:
     actual = {(m, p) for p, ops in spec["paths"].items() for m in ops}
     assert expected <= actual
     assert "Problem" in spec["components"]["schemas"]
+
+
+def test_every_route_that_reads_the_database_documents_its_503() -> None:
+    """Any route that reads or writes the database answers 503 database_unavailable (problem+json,
+    Retry-After) while it is away (docs/operations.md#database-outages): the spec says so."""
+    import json
+
+    spec = json.loads(render_openapi())
+    missing = [
+        (method, path)
+        for path, ops in spec["paths"].items()
+        if path.startswith("/api/") and path != "/api/client-config"  # settings only
+        for method, op in ops.items()
+        if "application/problem+json" not in op["responses"].get("503", {}).get("content", {})
+    ]
+    assert missing == []
+    assert "503" in spec["paths"]["/readyz"]["get"]["responses"]  # its own report, not a problem

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,6 +18,7 @@ from pydantic import SecretStr
 
 from agentmarket.core.config import Settings
 from agentmarket.db.pool import RECONNECT_TIMEOUT, create_pool, create_worker_pool
+from tests.procs import free_port
 
 pytestmark = pytest.mark.db
 
@@ -33,9 +33,7 @@ class Relay:
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        self.port = free_port()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 

@@ -116,6 +116,16 @@ def admit(context: JobContext, secrets: Sequence[StoredSecret], box: SecretBox) 
     return None
 
 
+def sealed_api_key(secrets: Sequence[StoredSecret]) -> bytes | None:
+    """The deployment's own key as stored (sealed), None when it has none: what a refusal of
+    that key names, so that it moves the deployment to `error` only while it is still the key
+    (private.finish_chat_job)."""
+    for secret in secrets:
+        if secret.field == API_KEY_FIELD:
+            return bytes(secret.ciphertext)
+    return None
+
+
 def max_tokens(config: Mapping[str, Any], bound: int) -> int:
     """The setting's bound, or less when the deployment's config asks for less."""
     wanted = config.get("max_tokens")

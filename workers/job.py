@@ -45,7 +45,13 @@ from agentmarket.llm.client import (
     TextDelta,
 )
 from workers.config import WorkerConfig
-from workers.context import ModelDefaults, ReplyRefused, build_request, knowledge_question
+from workers.context import (
+    ModelDefaults,
+    ReplyRefused,
+    build_request,
+    knowledge_question,
+    sealed_api_key,
+)
 from workers.lease import JobSignals, LeaseKeeper, lease_interval
 from workers.relay import Flusher, Relay
 from workers.store import Job, JobContext, JobLost, LoadedJob, Outcome, ReplyEvent, Store
@@ -205,6 +211,9 @@ class JobRunner:
                     if exc.account_refused and request.api_key is not None
                     else None
                 ),
+                # ... only while that key is still the deployment's: its owner may have saved a
+                # new one during the call.
+                deployment_key=sealed_api_key(loaded.secrets),
             )
             return
         if relay.lost:
@@ -331,11 +340,12 @@ class JobRunner:
         model_attempts: int | None = None,
         status: str = "failed",
         deployment_error: str | None = None,
+        deployment_key: bytes | None = None,
     ) -> None:
         """End the reply without an answer: `failed` (counted as an error, with an
         `agent.chat.error` event whenever the reply's context is known) or `cancelled`.
         `deployment_error`: move the deployment to `error` with this reason, in the same
-        transaction."""
+        transaction, if `deployment_key` (the sealed key that was refused) is still its key."""
         latency_ms = self._elapsed_ms(started)
         if status == "failed":
             metrics.CHAT_ERRORS.labels(error_type=code).inc()
@@ -345,6 +355,7 @@ class JobRunner:
             error_code=code,
             error_message=message,
             deployment_error=deployment_error,
+            deployment_key=deployment_key if deployment_error is not None else None,
         )
         event = None
         if ctx is not None and status == "failed":

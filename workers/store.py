@@ -160,8 +160,10 @@ class Outcome:
     ttft_ms: int | None = None
     truncated: bool = False
     # A failed reply whose model refused the deployment's own key or account: the deployment
-    # moves to `error` with this status_reason, in the same transaction.
+    # moves to `error` with this status_reason, in the same transaction, if `deployment_key`
+    # (the sealed key the refused call used) is still its stored key.
     deployment_error: str | None = None
+    deployment_key: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -316,6 +318,7 @@ class JobStore:
             "latency_ms": outcome.latency_ms,
             "truncated": outcome.truncated,
             "deployment_error": outcome.deployment_error,
+            "deployment_key": outcome.deployment_key,
             **_event_params(event),
         }
         async with self._connection("finish_chat_job") as conn:

@@ -74,6 +74,49 @@ def test_a_rejected_key_puts_the_deployment_in_error_until_it_is_reconfigured(
         assert again.json()["assistant_message"]["status"] == "completed"
 
 
+def test_a_key_replaced_during_the_model_call_keeps_the_deployment_active(stack: Stack) -> None:
+    """The old key's refusal arrives after its owner saved a new one: the reply fails, the
+    deployment (now holding the new key) stays active. Unchanged, the same refusal moves it."""
+    with stack.client("deployment-error-race@example.com") as client:
+        deployment = deploy(client, "code-review-buddy", {"openai_api_key": GOOD_KEY})
+        marker = uuid.uuid4().hex[:8]
+        sent = client.post(
+            f"/api/agents/{deployment}/chat",
+            json={"message": f"race {marker} [[latency:1500]] [[fault:401]]", "mode": "async"},
+        )
+        assert sent.status_code == 202, sent.text
+        reply_id = sent.json()["assistant_message"]["id"]
+        with psycopg.connect(stack.db_url, autocommit=True) as conn:
+            for _ in range(500):  # until a worker has claimed it, with the old key
+                row = conn.execute(
+                    "select status from private.chat_jobs where message_id = %s", (reply_id,)
+                ).fetchone()
+                if row and row[0] == "running":
+                    break
+                time.sleep(0.02)
+            assert row is not None and row[0] == "running"
+        rekeyed = client.patch(
+            f"/api/deployments/{deployment}",
+            json={"config": {"openai_api_key": GOOD_KEY.replace("good", "next")}},
+        )
+        assert rekeyed.status_code == 200, rekeyed.text
+        message: dict[str, Any] = {}
+        for _ in range(200):
+            message = client.get(f"/api/messages/{reply_id}").json()
+            if message["status"] not in ("queued", "running"):
+                break
+            time.sleep(0.05)
+        assert (message["status"], message["error"]["code"]) == ("failed", "invalid_api_key")
+        assert client.get(f"/api/deployments/{deployment}").json()["status"] == "active"
+
+        # The same refusal of the key it holds now moves it to error.
+        again = client.post(
+            f"/api/agents/{deployment}/chat", json={"message": f"again {marker} [[fault:401]]"}
+        )
+        assert again.json()["assistant_message"]["error"]["code"] == "invalid_api_key"
+        assert client.get(f"/api/deployments/{deployment}").json()["status"] == "error"
+
+
 def test_a_deployment_in_error_resumes_with_its_stored_config_or_pauses(stack: Stack) -> None:
     with stack.client("deployment-error-resume@example.com") as client:
         deployment = deploy(client, "code-review-buddy", {"openai_api_key": DEFAULT_REJECT_KEY})

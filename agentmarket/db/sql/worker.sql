@@ -72,7 +72,8 @@ select private.reset_chat_stream(%(job_id)s, %(worker_id)s);
 -- is lost. The event's name is from agentmarket.services.telemetry.EVENTS (checked by the
 -- worker); the worker names the user itself: it acts for no caller. No event: a null name.
 -- %(deployment_error)s (else null): the model refused the deployment's own key or account, and
--- the deployment moves to `error` with this reason.
+-- the deployment moves to `error` with this reason, if %(deployment_key)s (the sealed key the
+-- refused call used) is still its key.
 with finished as (
   select private.finish_chat_job(
            p_job_id => %(job_id)s,
@@ -87,7 +88,8 @@ with finished as (
            p_ttft_ms => %(ttft_ms)s,
            p_latency_ms => %(latency_ms)s,
            p_truncated => %(truncated)s,
-           p_deployment_error => %(deployment_error)s) as ok
+           p_deployment_error => %(deployment_error)s,
+           p_deployment_key => %(deployment_key)s) as ok
 ), recorded as (
   insert into private.telemetry_events (name, user_id, agent_id, deployment_id, properties)
   select %(event_name)s::text, %(event_user_id)s::uuid, %(event_agent_id)s::uuid,

@@ -1,6 +1,8 @@
 -- The deployment `error` state and an event for every failed reply
 -- (20261130162000_deployment_error_state.sql): finish_chat_job's p_deployment_error moves an
--- active deployment to `error` in the finishing transaction (only the worker may call it);
+-- active deployment to `error` in the finishing transaction (only the worker may call it), if
+-- p_deployment_key, the sealed key the refused call used, is still the deployment's key
+-- (20261201060000_deployment_error_names_its_key.sql);
 -- send_chat_message then refuses it with AMERR naming the reason (a repeated client_message_id
 -- is still answered); pausing makes it `paused`; a reply failed as `worker_lost` by a claim
 -- writes `agent.chat.error` in the same transaction.
@@ -8,7 +10,7 @@
 begin;
 set local search_path = public, extensions;
 
-select plan(23);
+select plan(29);
 
 -- Fixtures (as postgres) ---------------------------------------------------------------------------
 insert into auth.users (id, email, raw_app_meta_data) values
@@ -22,15 +24,25 @@ insert into public.agent_deployments (id, user_id, agent_id, name, config, statu
   ('de000000-0000-4000-8000-0000000000e2', 'e1000000-0000-4000-8000-00000000000e',
    'a9000000-0000-4000-8000-0000000000e1', 'E paused later', '{}', 'active'),
   ('de000000-0000-4000-8000-0000000000e3', 'e1000000-0000-4000-8000-00000000000e',
-   'a9000000-0000-4000-8000-0000000000e1', 'E lost', '{}', 'active');
+   'a9000000-0000-4000-8000-0000000000e1', 'E lost', '{}', 'active'),
+  ('de000000-0000-4000-8000-0000000000e4', 'e1000000-0000-4000-8000-00000000000e',
+   'a9000000-0000-4000-8000-0000000000e1', 'E rekeyed', '{}', 'active'),
+  ('de000000-0000-4000-8000-0000000000e5', 'e1000000-0000-4000-8000-00000000000e',
+   'a9000000-0000-4000-8000-0000000000e1', 'E unnamed', '{}', 'active');
+-- Each deployment's own (sealed) key; e2 answers with the platform key.
+insert into private.deployment_secrets (deployment_id, field, key_id, ciphertext, hint) values
+  ('de000000-0000-4000-8000-0000000000e1', 'openai_api_key', 'k1', '\x01e1', '…e1'),
+  ('de000000-0000-4000-8000-0000000000e3', 'openai_api_key', 'k1', '\x01e3', '…e3'),
+  ('de000000-0000-4000-8000-0000000000e4', 'openai_api_key', 'k1', '\x01e4', '…e4'),
+  ('de000000-0000-4000-8000-0000000000e5', 'openai_api_key', 'k1', '\x01e5', '…e5');
 update private.app_settings
    set chat_per_minute = 100, max_in_flight_per_user = 100, platform_tokens_per_day = 0;
 
 select function_privs_are('private', 'finish_chat_job',
-                          array['bigint', 'text', 'text', 'text', 'text', 'text', 'text', 'integer', 'integer', 'integer', 'integer', 'boolean', 'text'],
+                          array['bigint', 'text', 'text', 'text', 'text', 'text', 'text', 'integer', 'integer', 'integer', 'integer', 'boolean', 'text', 'bytea'],
                           'authenticated', array[]::text[], 'authenticated cannot finish jobs');
 select function_privs_are('private', 'finish_chat_job',
-                          array['bigint', 'text', 'text', 'text', 'text', 'text', 'text', 'integer', 'integer', 'integer', 'integer', 'boolean', 'text'],
+                          array['bigint', 'text', 'text', 'text', 'text', 'text', 'text', 'integer', 'integer', 'integer', 'integer', 'boolean', 'text', 'bytea'],
                           'service_role', array['EXECUTE'], 'the worker (service_role) may finish jobs');
 
 -- One message to each deployment ------------------------------------------------------------------
@@ -40,6 +52,8 @@ set local request.jwt.claims to
 select is((select count(*)::int from private.send_chat_message('de000000-0000-4000-8000-0000000000e1', null, 'key one', 'err-1', 't1')), 2, 'sent: ' || 'key one');
 select is((select count(*)::int from private.send_chat_message('de000000-0000-4000-8000-0000000000e2', null, 'key two', 'err-2', 't2')), 2, 'sent: ' || 'key two');
 select is((select count(*)::int from private.send_chat_message('de000000-0000-4000-8000-0000000000e3', null, 'key three', 'err-3', 't3')), 2, 'sent: ' || 'key three');
+select is((select count(*)::int from private.send_chat_message('de000000-0000-4000-8000-0000000000e4', null, 'key four', 'err-5', 't5')), 2, 'sent: ' || 'key four');
+select is((select count(*)::int from private.send_chat_message('de000000-0000-4000-8000-0000000000e5', null, 'key five', 'err-6', 't6')), 2, 'sent: ' || 'key five');
 reset role;
 
 set local role service_role;
@@ -51,14 +65,14 @@ create temp table claimed on commit drop as
     join public.agent_deployments d on d.id = v.deployment_id;
 reset role;
 
-select is((select count(*)::int from claimed), 3, 'the three replies are claimed');
+select is((select count(*)::int from claimed), 5, 'the five replies are claimed');
 
 -- A completed reply never touches the deployment, whatever it is passed.
 set local role service_role;
 select ok(private.finish_chat_job(
             (select id from claimed where deployment_id = 'de000000-0000-4000-8000-0000000000e2'),
             'pgtap-w', 'completed', 'fine', null, null, 'm', 1, 1, 1, 1, false,
-            'invalid_api_key: not for a completed reply'),
+            'invalid_api_key: not for a completed reply', '\x01e2'),
           'a completed reply finishes');
 reset role;
 select is((select status from public.agent_deployments where id = 'de000000-0000-4000-8000-0000000000e2'),
@@ -69,7 +83,7 @@ set local role service_role;
 select ok(private.finish_chat_job(
             (select id from claimed where deployment_id = 'de000000-0000-4000-8000-0000000000e1'),
             'pgtap-w', 'failed', null, 'invalid_api_key', 'The API key was rejected.', null,
-            null, null, null, 5, false, 'invalid_api_key: The API key was rejected.'),
+            null, null, null, 5, false, 'invalid_api_key: The API key was rejected.', '\x01e1'),
           'the failed reply finishes');
 reset role;
 select results_eq($$select status, status_reason from public.agent_deployments
@@ -103,11 +117,37 @@ set local role service_role;
 select ok(private.finish_chat_job(
             (select id from claimed where deployment_id = 'de000000-0000-4000-8000-0000000000e3'),
             'pgtap-w', 'failed', null, 'invalid_api_key', 'rejected', null,
-            null, null, null, 5, false, 'invalid_api_key: rejected'),
+            null, null, null, 5, false, 'invalid_api_key: rejected', '\x01e3'),
           'a failed reply of a paused deployment finishes');
 reset role;
 select is((select status from public.agent_deployments where id = 'de000000-0000-4000-8000-0000000000e3'),
           'paused', 'a paused deployment stays paused');
+
+-- Its owner saved a new key during the call: the old key's refusal leaves the deployment active.
+update private.deployment_secrets set ciphertext = '\x02e4', updated_at = now()
+ where deployment_id = 'de000000-0000-4000-8000-0000000000e4';
+set local role service_role;
+select ok(private.finish_chat_job(
+            (select id from claimed where deployment_id = 'de000000-0000-4000-8000-0000000000e4'),
+            'pgtap-w', 'failed', null, 'invalid_api_key', 'rejected', null,
+            null, null, null, 5, false, 'invalid_api_key: rejected', '\x01e4'),
+          'a reply failed on a key replaced since finishes');
+reset role;
+select results_eq($$select status, status_reason from public.agent_deployments
+                     where id = 'de000000-0000-4000-8000-0000000000e4'$$,
+                  $$values ('active'::text, null::text)$$,
+                  'a refused key that is no longer the deployment''s leaves it active');
+
+-- A refusal that names no key (the platform's) never moves the deployment.
+set local role service_role;
+select ok(private.finish_chat_job(
+            (select id from claimed where deployment_id = 'de000000-0000-4000-8000-0000000000e5'),
+            'pgtap-w', 'failed', null, 'invalid_api_key', 'rejected', null,
+            null, null, null, 5, false, 'invalid_api_key: rejected'),
+          'a reply failed naming no key finishes');
+reset role;
+select is((select status from public.agent_deployments where id = 'de000000-0000-4000-8000-0000000000e5'),
+          'active', 'a refusal naming no key leaves the deployment active');
 
 -- worker_lost: a lease that expired with no attempts left fails the reply at the next claim, with
 -- its agent.chat.error event in the same transaction.

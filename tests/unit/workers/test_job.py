@@ -374,8 +374,11 @@ async def test_a_refused_key_moves_only_a_deployment_with_its_own_key_to_error(
     assert finished.outcome.error_code == "invalid_api_key"
     if own_key:
         assert finished.outcome.deployment_error == "invalid_api_key: The API key was rejected."
+        # ... naming the refused key as stored, so a key saved during the call is left alone
+        assert finished.outcome.deployment_key == secrets[0].ciphertext
     else:  # the platform's key: the operator's problem, not the deployment's
         assert finished.outcome.deployment_error is None
+        assert finished.outcome.deployment_key is None
 
 
 async def test_a_transient_failure_leaves_the_deployment_alone() -> None:
@@ -383,6 +386,7 @@ async def test_a_transient_failure_leaves_the_deployment_alone() -> None:
     store = FakeStore(loaded=make_loaded(context, secrets=[sealed_key(context)]))
     await answer(store, LLMError("upstream_unavailable", "down", transient=True, attempts=4))
     assert store.finished[0].outcome.deployment_error is None
+    assert store.finished[0].outcome.deployment_key is None
 
 
 async def test_a_job_cancelled_from_outside_is_handed_back() -> None:

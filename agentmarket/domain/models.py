@@ -393,8 +393,17 @@ class MessagePage(Model):
     next_cursor: str | None
 
 
+class Feedback(Model):
+    message_id: uuid.UUID
+    rating: Literal["like", "dislike"] | None
+    comment: str | None
+
+
 class ConversationDetail(Conversation):
     messages: MessagePage
+    feedback: list[Feedback] = Field(
+        description="Your ratings of the replies in `messages` (one per rated reply)."
+    )
 
 
 class ExportedConversation(Conversation):
@@ -416,12 +425,6 @@ class FeedbackRequest(RequestBody):
         description="null withdraws your feedback on this reply."
     )
     comment: Annotated[Text, StringConstraints(max_length=2000)] | None = None
-
-
-class Feedback(Model):
-    message_id: uuid.UUID
-    rating: Literal["like", "dislike"] | None
-    comment: str | None
 
 
 # --- survey --------------------------------------------------------------------------------------

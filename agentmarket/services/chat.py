@@ -413,6 +413,11 @@ async def get_conversation(
         messages=MessagePage(
             data=[to_message(r) for r in page], has_more=has_more, next_cursor=next_cursor
         ),
+        feedback=[
+            Feedback(message_id=r["id"], rating=r["feedback_rating"], comment=r["feedback_comment"])
+            for r in page
+            if r["feedback_rating"] is not None
+        ],
     )
 
 

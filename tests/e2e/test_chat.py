@@ -283,6 +283,38 @@ def test_other_users_messages_and_conversations_are_404(stack: Stack) -> None:
         assert owner.get(f"/api/messages/{reply}").json()["content"].startswith("Echo: mine")
 
 
+def test_a_conversation_carries_your_ratings_of_its_replies(stack: Stack) -> None:
+    with stack.client("rater@example.com") as client:
+        deployment = deploy(client)
+        first = client.post(f"/api/agents/{deployment}/chat", json={"message": "one"}).json()
+        conversation = first["conversation_id"]
+        second = client.post(
+            f"/api/agents/{deployment}/chat",
+            json={"message": "two", "conversation_id": conversation},
+        ).json()
+        one, two = first["assistant_message"]["id"], second["assistant_message"]["id"]
+        path = f"/api/agents/{deployment}/conversations/{conversation}"
+
+        def ratings(**params: object) -> list[dict[str, object]]:
+            detail = client.get(path, params=params)
+            assert detail.status_code == 200, detail.text
+            return list(detail.json()["feedback"])
+
+        assert ratings() == []
+        client.post(f"/api/messages/{one}/feedback", json={"rating": "like", "comment": "yes"})
+        client.post(f"/api/messages/{two}/feedback", json={"rating": "dislike"})
+        assert ratings() == [
+            {"message_id": one, "rating": "like", "comment": "yes"},
+            {"message_id": two, "rating": "dislike", "comment": None},
+        ]
+        # Only the ratings of the page's replies: the newest two messages are the second turn.
+        assert ratings(limit=2) == [{"message_id": two, "rating": "dislike", "comment": None}]
+        # Replaced, then withdrawn.
+        client.post(f"/api/messages/{two}/feedback", json={"rating": "like"})
+        client.post(f"/api/messages/{one}/feedback", json={"rating": None})
+        assert ratings() == [{"message_id": two, "rating": "like", "comment": None}]
+
+
 def test_a_paused_deployment_refuses_messages(stack: Stack) -> None:
     with stack.client("paused@example.com") as client:
         deployment = deploy(client)

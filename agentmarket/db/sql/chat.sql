@@ -34,10 +34,12 @@ select id, conversation_id, role, content, status, error_code, error_message, mo
 -- A page of a conversation's messages, newest first, before the (created_at, id) cursor if given:
 -- at most %(limit)s, and after the first only while their content adds up to at most
 -- %(max_bytes)s bytes (docs/api.md#limits). `fetched` counts the candidates (up to limit + 1):
--- more than the rows returned means there is more.
-select id, conversation_id, role, content, status, error_code, error_message, model,
-       prompt_tokens, completion_tokens, ttft_ms, latency_ms, truncated, created_at, completed_at,
-       fetched
+-- more than the rows returned means there is more. With each reply, the caller's rating of it
+-- (null when none).
+select r.id, r.conversation_id, r.role, r.content, r.status, r.error_code, r.error_message,
+       r.model, r.prompt_tokens, r.completion_tokens, r.ttft_ms, r.latency_ms, r.truncated,
+       r.created_at, r.completed_at, r.fetched,
+       f.rating as feedback_rating, f.comment as feedback_comment
   from (select p.*,
                row_number() over w as n,
                sum(octet_length(p.content)) over w as page_bytes,
@@ -52,6 +54,8 @@ select id, conversation_id, role, content, status, error_code, error_message, mo
                  order by created_at desc, id desc
                  limit %(limit)s + 1) p
         window w as (order by p.created_at desc, p.id desc rows unbounded preceding)) r
+  left join public.message_feedback f
+    on f.message_id = r.id and f.user_id = (select auth.uid())
  where r.n <= %(limit)s and (r.n = 1 or r.page_bytes <= %(max_bytes)s)
  order by r.created_at desc, r.id desc;
 

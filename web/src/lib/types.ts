@@ -109,8 +109,18 @@ export interface Page<T> {
   next_cursor: string | null;
 }
 
+export type Rating = "like" | "dislike";
+
+export interface Feedback {
+  message_id: string;
+  rating: Rating | null;
+  comment: string | null;
+}
+
 export interface ConversationDetail extends Conversation {
   messages: Page<Message>;
+  /** Your ratings of the replies in `messages`. */
+  feedback: Feedback[];
 }
 
 export interface Usage {

@@ -1,16 +1,44 @@
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
+import { Modal } from "../components/Modal";
 import { Survey } from "../components/Survey";
 import { ErrorBox, formatTime, Loading } from "../components/Status";
-import { api, ApiError } from "../lib/api";
+import { api, ApiError, request } from "../lib/api";
 import { session } from "../lib/auth";
 import { formatWait, newClientMessageId, remainingFrom, resumeReply, sendMessage, type ReplyHandlers } from "../lib/chat";
 import { renderMarkdown } from "../lib/markdown";
 import { navigate, useLocation } from "../lib/router";
 import { useStore } from "../lib/store";
-import type { Conversation, ConversationDetail, Deployment, Message, Page, Usage } from "../lib/types";
+import type { Conversation, ConversationDetail, Deployment, Message, Page, Rating, Usage } from "../lib/types";
 import { useAsync } from "../lib/useAsync";
 
 const LOW_QUOTA = 3;
+
+/** Save `path` (the API's, fetched with the session) as a file named `filename`. */
+async function download(path: string, filename: string): Promise<void> {
+  const blob = await (await request(path, { headers: { Accept: "*/*" } })).blob();
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = filename;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+function RateReply({ rating, onRate }: { rating: Rating | undefined; onRate: (rating: Rating | null) => void }) {
+  // One rating per reply: pressing the pressed one withdraws it.
+  return (
+    <div class="rate" role="group" aria-label="Rate this reply">
+      <button type="button" class="secondary small" aria-pressed={rating === "like"} onClick={() => onRate(rating === "like" ? null : "like")}>
+        Helpful
+      </button>
+      <button type="button" class="secondary small" aria-pressed={rating === "dislike"} onClick={() => onRate(rating === "dislike" ? null : "dislike")}>
+        Not helpful
+      </button>
+    </div>
+  );
+}
 
 function MessageItem({
   message,
@@ -18,12 +46,16 @@ function MessageItem({
   onRetry,
   onStop,
   stopping,
+  rating,
+  onRate,
 }: {
   message: Message;
   name: string;
   onRetry?: () => void;
   onStop?: () => void;
   stopping: boolean;
+  rating?: Rating;
+  onRate?: (rating: Rating | null) => void;
 }) {
   const mine = message.role === "user";
   const pending = message.status === "queued" || message.status === "running";
@@ -55,6 +87,7 @@ function MessageItem({
         </button>
       )}
       {message.status === "cancelled" && <p class="note">Reply stopped.</p>}
+      {onRate && <RateReply rating={rating} onRate={onRate} />}
       {message.status === "failed" && (
         <div class="error-box compact">
           <p>{message.error?.message ?? "The reply failed."}</p>
@@ -96,6 +129,10 @@ export function ChatPage({ deploymentId }: { deploymentId: string }) {
   const [connection, setConnection] = useState("");
   const [announce, setAnnounce] = useState("");
   const [completedOnce, setCompletedOnce] = useState(false);
+  const [ratings, setRatings] = useState<Record<string, Rating>>({});
+  const [actionError, setActionError] = useState<{ title: string; error: unknown } | undefined>(undefined);
+  const [confirmDelete, setConfirmDelete] = useState(false);
+  const [deleting, setDeleting] = useState(false);
   const loadedConversation = useRef<string | null>(null);
   const abort = useRef<AbortController | null>(null);
   const log = useRef<HTMLDivElement>(null);
@@ -157,6 +194,8 @@ export function ChatPage({ deploymentId }: { deploymentId: string }) {
           stick.current = true;
           setMessages(detail.messages.data);
         }
+        const rated = Object.fromEntries(detail.feedback.flatMap((f) => (f.rating ? [[f.message_id, f.rating]] : [])));
+        setRatings((r) => (before ? { ...r, ...rated } : rated));
         setOlderCursor(detail.messages.has_more ? detail.messages.next_cursor : null);
         setHistoryState({ loading: false, error: undefined });
         return detail.messages.data;
@@ -336,6 +375,55 @@ export function ChatPage({ deploymentId }: { deploymentId: string }) {
     }
   };
 
+  const rate = async (id: string, rating: Rating | null) => {
+    const before = ratings[id];
+    const set = (value: Rating | undefined) =>
+      setRatings((r) => {
+        const next = { ...r };
+        if (value) next[id] = value;
+        else delete next[id];
+        return next;
+      });
+    set(rating ?? undefined);
+    setActionError(undefined);
+    try {
+      await api(`/api/messages/${id}/feedback`, { method: "POST", body: { rating } });
+      setAnnounce(rating === null ? "Rating removed." : rating === "like" ? "Rated helpful." : "Rated not helpful.");
+    } catch (error) {
+      set(before);
+      setActionError({ title: "Your rating was not saved.", error });
+    }
+  };
+
+  const exportAs = async (format: "md" | "json") => {
+    if (!conversationId) return;
+    setActionError(undefined);
+    try {
+      await download(`/api/agents/${deploymentId}/conversations/${conversationId}/export?format=${format}`, `conversation-${conversationId}.${format}`);
+    } catch (error) {
+      setActionError({ title: "The conversation could not be exported.", error });
+    }
+  };
+
+  const deleteConversation = async () => {
+    if (!conversationId) return;
+    setDeleting(true);
+    setActionError(undefined);
+    try {
+      abort.current?.abort();
+      await api(`/api/agents/${deploymentId}/conversations/${conversationId}`, { method: "DELETE" });
+      setConversations((list) => list.filter((c) => c.id !== conversationId));
+      setAnnounce("Conversation deleted.");
+      navigate(`/chat/${deploymentId}`, { replace: true });
+      void loadConversations(null);
+    } catch (error) {
+      setActionError({ title: "The conversation was not deleted.", error });
+    } finally {
+      setDeleting(false);
+      setConfirmDelete(false);
+    }
+  };
+
   const retry = (reply: Message) => {
     const index = messages.findIndex((m) => m.id === reply.id);
     const question = [...messages.slice(0, index)].reverse().find((m) => m.role === "user");
@@ -409,6 +497,34 @@ export function ChatPage({ deploymentId }: { deploymentId: string }) {
               Manage my agents
             </a>
           </div>
+          {conversationId && (
+            <div class="thread-actions" role="group" aria-label="This conversation">
+              <button type="button" class="secondary small" onClick={() => void exportAs("md")}>
+                Export as Markdown
+              </button>
+              <button type="button" class="secondary small" onClick={() => void exportAs("json")}>
+                Export as JSON
+              </button>
+              <button type="button" class="danger small" onClick={() => setConfirmDelete(true)}>
+                Delete conversation
+              </button>
+            </div>
+          )}
+          {confirmDelete && (
+            <Modal title="Delete this conversation?" onClose={() => setConfirmDelete(false)}>
+              <h2>Delete this conversation?</h2>
+              <p>Its messages and your ratings are deleted too; a reply still being written stops. This cannot be undone.</p>
+              <div class="actions">
+                <button type="button" class="danger" disabled={deleting} onClick={() => void deleteConversation()}>
+                  {deleting ? "Deleting…" : "Delete for good"}
+                </button>
+                <button type="button" class="secondary" onClick={() => setConfirmDelete(false)}>
+                  Keep it
+                </button>
+              </div>
+            </Modal>
+          )}
+          {actionError !== undefined && <ErrorBox error={actionError.error} title={actionError.title} />}
           {blocked && (
             <div class="notice" role="status">
               {status === "paused"
@@ -450,6 +566,8 @@ export function ChatPage({ deploymentId }: { deploymentId: string }) {
                   stopping={stopping}
                   onStop={m.id === replyId ? () => void stop() : undefined}
                   onRetry={m.status === "failed" && !sending ? () => retry(m) : undefined}
+                  rating={ratings[m.id]}
+                  onRate={m.role === "assistant" && m.status === "completed" && !m.id.startsWith("temp-") ? (r) => void rate(m.id, r) : undefined}
                 />
               ))}
             </ol>

@@ -1,4 +1,5 @@
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
+import { Modal } from "../components/Modal";
 import { SchemaFields } from "../components/SchemaForm";
 import { Empty, ErrorBox, formatTime, Loading } from "../components/Status";
 import { api, ApiError, errorMessage } from "../lib/api";
@@ -14,16 +15,6 @@ const STATUS_LABEL: Record<Deployment["status"], string> = {
   configuring: "Needs configuration",
   error: "Error",
 };
-
-function Modal({ title, onClose, children }: { title: string; onClose: () => void; children: preact.ComponentChildren }) {
-  const ref = useRef<HTMLDialogElement>(null);
-  useEffect(() => ref.current?.showModal(), []);
-  return (
-    <dialog ref={ref} class="dialog" aria-label={title} onClose={onClose}>
-      {children}
-    </dialog>
-  );
-}
 
 function ReconfigureDialog({ deployment, onDone, onClose }: { deployment: Deployment; onDone: (d: Deployment) => void; onClose: () => void }) {
   const agent = useAsync((signal) => api<AgentDetail>(`/api/marketplace/agents/${deployment.agent?.slug ?? deployment.agent_id}`, { signal }), [deployment.id]);

@@ -44,6 +44,7 @@ from agentmarket.llm.client import (
     StreamEvent,
     TextDelta,
 )
+from agentmarket.llm.hold import StreamHold
 from workers.config import WorkerConfig
 from workers.context import (
     ModelDefaults,
@@ -68,7 +69,9 @@ WAITED_FOR_TEXT: Final = 0.001
 class Model(Protocol):
     """The model client (agentmarket.llm.client.LLMClient, or a fake one in tests)."""
 
-    def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamEvent, None]: ...
+    def stream(
+        self, request: CompletionRequest, *, hold: StreamHold | None = None
+    ) -> AsyncGenerator[StreamEvent, None]: ...
 
 
 @dataclass(frozen=True)
@@ -243,7 +246,8 @@ class JobRunner:
         completed: Completed | None = None
         fallback = False
         clock = self._clock
-        async with contextlib.aclosing(self.llm.stream(request)) as events:
+        hold = StreamHold()
+        async with contextlib.aclosing(self.llm.stream(request, hold=hold)) as events:
             asked = clock()
             async for event in events:
                 if signals.lost.is_set():
@@ -255,11 +259,12 @@ class JobRunner:
                         break  # cut at the stored limit
                     if clock() - asked > WAITED_FOR_TEXT:
                         # The model is slower than we read: let its next tokens gather in the
-                        # socket until just before the flush, then take them in one read
-                        # (docs/architecture.md#worker).
+                        # socket until just before the flush, then take them in one read; the
+                        # connection is not read meanwhile (docs/architecture.md#worker).
                         delay = relay.read_delay()
                         if delay > 0:
-                            await _wait(signals.cancel, delay)
+                            with hold.held():
+                                await _wait(signals.cancel, delay)
                             if signals.cancel.is_set():
                                 return Streamed("cancelled", completed, fallback)
                 elif isinstance(event, Retrying | FallingBack):

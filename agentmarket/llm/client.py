@@ -53,6 +53,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_base, wait_exponential, wait_random
 
 from agentmarket.core import metrics, sentry
+from agentmarket.llm.hold import StreamHold
 from agentmarket.llm.sse import SSEDecoder
 
 __all__ = [
@@ -538,16 +539,19 @@ class LLMClient:
         request: CompletionRequest,
         *,
         on_attempt: Callable[[AttemptInfo], None] | None = None,
+        hold: StreamHold | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Yield the reply as it streams; raise LLMError once retries are exhausted or pointless
-        (and, on the platform key, the fallback model failed too or there is none)."""
+        (and, on the platform key, the fallback model failed too or there is none). `hold`
+        follows each attempt's connection, so that the caller can stop its reading while it
+        waits (agentmarket.llm.hold)."""
         key = request.api_key or self._platform_api_key
         if not key:
             raise LLMError("no_api_key", _MESSAGES["no_api_key"], transient=False, attempts=0)
         fallback = self._fallback if request.api_key is None else None
         try:
             async with contextlib.aclosing(
-                self._call(self._client_for(key), key, request, on_attempt)
+                self._call(self._client_for(key), key, request, on_attempt, hold)
             ) as events:
                 async for event in events:
                     yield event
@@ -573,6 +577,7 @@ class LLMClient:
                     fallback.api_key,
                     replace(request, model=fallback.model),
                     on_attempt,
+                    hold,
                 )
             ) as events:
                 async for event in events:
@@ -605,6 +610,7 @@ class LLMClient:
         key: str,
         request: CompletionRequest,
         on_attempt: Callable[[AttemptInfo], None] | None,
+        hold: StreamHold | None = None,
     ) -> AsyncGenerator[TextDelta | Retrying | Completed, None]:
         """One model's attempts: the request with its retries, through `client`."""
         attempts = _AttemptLog(request.model, on_attempt)
@@ -631,7 +637,7 @@ class LLMClient:
                     await self._sleep(delay)
                 attempts.start(attempt.retry_state.attempt_number)
                 try:
-                    async with contextlib.aclosing(self._attempt(client, request)) as events:
+                    async with contextlib.aclosing(self._attempt(client, request, hold)) as events:
                         async for event in events:
                             if isinstance(event, Completed):
                                 attempts.succeeded()
@@ -655,11 +661,11 @@ class LLMClient:
             raise
 
     async def _attempt(
-        self, client: openai.AsyncOpenAI, request: CompletionRequest
+        self, client: openai.AsyncOpenAI, request: CompletionRequest, hold: StreamHold | None
     ) -> AsyncGenerator[TextDelta | Completed, None]:
         reply = _Reply(request.model)
         if self._fast_stream:
-            chunks = self._raw_chunks(client, request, reply)
+            chunks = self._raw_chunks(client, request, reply, hold)
         else:
             stream = await client.chat.completions.create(**_request_body(request))
             chunks = _sdk_chunks(cast("openai.AsyncStream[ChatCompletionChunk]", stream), reply)
@@ -671,7 +677,11 @@ class LLMClient:
         yield Completed(usage=reply.usage, model=reply.model, finish_reason=reply.finish_reason)
 
     async def _raw_chunks(
-        self, client: openai.AsyncOpenAI, request: CompletionRequest, reply: _Reply
+        self,
+        client: openai.AsyncOpenAI,
+        request: CompletionRequest,
+        reply: _Reply,
+        hold: StreamHold | None,
     ) -> AsyncGenerator[str, None]:
         """The SDK sends the request (auth, base URL, errors, timeouts); the SSE body is parsed
         here. `client.post` with `cast_to=httpx.Response` (the SDK's documented call for a raw
@@ -688,6 +698,8 @@ class LLMClient:
                 stream_cls=openai.AsyncStream[Any],
             ),
         )
+        if hold is not None:
+            hold.attach(response)
         try:
             content_type = response.headers.get("content-type", "")
             if content_type.startswith("text/event-stream"):
@@ -701,6 +713,8 @@ class LLMClient:
                 async for text in texts:
                     yield text
         finally:
+            if hold is not None:
+                hold.detach()
             await response.aclose()
 
 

@@ -295,7 +295,7 @@ def test_a_conversation_carries_your_ratings_of_its_replies(stack: Stack) -> Non
         one, two = first["assistant_message"]["id"], second["assistant_message"]["id"]
         path = f"/api/agents/{deployment}/conversations/{conversation}"
 
-        def ratings(**params: object) -> list[dict[str, object]]:
+        def ratings(**params: int) -> list[dict[str, object]]:
             detail = client.get(path, params=params)
             assert detail.status_code == 200, detail.text
             return list(detail.json()["feedback"])

@@ -5,6 +5,7 @@ respx-based unit tests pin down on httpx."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from agentmarket.llm.client import (
     StreamEvent,
     TextDelta,
 )
+from agentmarket.llm.hold import StreamHold
 from tests.procs import free_port
 
 REJECTED_KEY = "sk-rejected-key-000000000000"
@@ -167,3 +169,33 @@ async def test_closing_the_stream_early_releases_the_connection(
 def test_an_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="http_backend"):
         LLMClient(base_url=None, platform_api_key=None, http_backend="curl")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", HTTP_BACKENDS)
+async def test_a_held_stream_is_not_read_until_released(
+    model_url: str, backend: HttpBackend
+) -> None:
+    """StreamHold reaches the aiohttp backend's connection (the worker's): inside `held()` it is
+    not read, and released, the stream goes on with nothing lost or repeated. On httpx there is
+    nothing to hold and the stream is read as before."""
+    request = _request("hold [[long:40]] [[tps:100]]")
+    async with _client(model_url, backend) as llm:
+        unheld = [e.text async for e in llm.stream(request) if isinstance(e, TextDelta)]
+        hold = StreamHold()
+        texts: list[str] = []
+        states: list[bool | None] = []
+        async for event in llm.stream(request, hold=hold):
+            if isinstance(event, TextDelta):
+                texts.append(event.text)
+                if len(texts) in (1, 2):
+                    with hold.held():
+                        states.append(hold.reading)
+                        await asyncio.sleep(0.2)  # 20 tokens arrive meanwhile
+                    states.append(hold.reading)
+        assert hold.reading is None  # detached at the end of the response
+    assert "".join(texts) == "".join(unheld)
+    if backend == "aiohttp":
+        assert states == [False, True, False, True]
+        assert len(texts) < len(unheld)  # what arrived during a hold came in one piece
+    else:
+        assert states == [None, None, None, None]

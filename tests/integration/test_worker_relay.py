@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from agentmarket.core.config import get_settings
 from agentmarket.llm.client import Completed, CompletionRequest, StreamEvent, TextDelta
+from agentmarket.llm.hold import StreamHold
 from tests.integration.test_queue import make_jobs
 from workers.chat_worker import ChatWorker
 from workers.config import WorkerConfig
@@ -97,7 +98,9 @@ async def test_n_replies_streaming_at_once_cost_one_statement_per_tick(
 class Model:
     """A model that answers every request at once."""
 
-    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamEvent, None]:
+    async def stream(
+        self, request: CompletionRequest, *, hold: StreamHold | None = None
+    ) -> AsyncGenerator[StreamEvent, None]:
         yield TextDelta("Hello")
         yield TextDelta(" there")
         yield Completed(None, model="m", finish_reason="stop")

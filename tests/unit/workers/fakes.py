@@ -13,6 +13,7 @@ from agentmarket.core.config import EncryptionKey
 from agentmarket.domain.agents import KnowledgeEntry, Turn
 from agentmarket.domain.secrets import SecretBox, secret_aad
 from agentmarket.llm.client import CompletionRequest, StreamEvent
+from agentmarket.llm.hold import StreamHold
 from workers.store import (
     Job,
     JobContext,
@@ -166,7 +167,9 @@ class FakeModel:
         self.requests: list[CompletionRequest] = []
         self.closed = False
 
-    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamEvent, None]:
+    async def stream(
+        self, request: CompletionRequest, *, hold: StreamHold | None = None
+    ) -> AsyncGenerator[StreamEvent, None]:
         self.requests.append(request)
         try:
             for step in self.steps:

@@ -22,6 +22,7 @@ from agentmarket.llm.client import (
     TextDelta,
     TokenUsage,
 )
+from agentmarket.llm.hold import StreamHold
 from tests.unit.workers.fakes import (
     BOX,
     FakeModel,
@@ -412,17 +413,52 @@ async def test_a_job_cancelled_from_outside_is_handed_back() -> None:
     assert events(logs) == ["job.released"]
 
 
+class FakeConnection:
+    """The model's connection, as the event loop reads it: every packet that arrives while it is
+    read costs one read (`reads`); while it is paused, packets wait in the kernel and the resume
+    takes them in one."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.waiting = 0
+        self.reads = 0
+
+    def is_closing(self) -> bool:
+        return False
+
+    def is_reading(self) -> bool:
+        return not self.paused
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+        if self.waiting:
+            self.reads += 1
+            self.waiting = 0
+
+    def arrive(self) -> None:
+        if self.paused:
+            self.waiting += 1
+        else:
+            self.reads += 1
+
+
 class SocketModel:
     """A model that sends a token every `gap` seconds into a buffer, as into a socket: each pull
     of its stream is one network read and takes every token that arrived since the last one
-    (`reads`: how many tokens each read took)."""
+    (`reads`: how many tokens each read took). Its `connection` follows the stream's hold."""
 
     def __init__(self, tokens: list[str], gap: float) -> None:
         self.tokens = tokens
         self.gap = gap
         self.reads: list[int] = []
+        self.connection = FakeConnection()
 
-    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamEvent, None]:
+    async def stream(
+        self, request: CompletionRequest, *, hold: StreamHold | None = None
+    ) -> AsyncGenerator[StreamEvent, None]:
         buffered: list[str] = []
         arrived = asyncio.Event()
         sent_all = False
@@ -431,11 +467,14 @@ class SocketModel:
             nonlocal sent_all
             for token in self.tokens:
                 await asyncio.sleep(self.gap)
+                self.connection.arrive()
                 buffered.append(token)
                 arrived.set()
             sent_all = True
             arrived.set()
 
+        if hold is not None:
+            hold.follow(self.connection)
         sender = asyncio.create_task(send())
         try:
             while True:
@@ -452,6 +491,8 @@ class SocketModel:
             yield Completed(USAGE, "m", "stop")
         finally:
             sender.cancel()
+            if hold is not None:
+                hold.detach()
 
 
 PACED_TICKS = {
@@ -474,6 +515,10 @@ async def test_a_model_slower_than_the_reader_is_read_a_few_times_per_tick_not_p
     assert sum(model.reads) == 50
     assert len(model.reads) <= 20, model.reads  # one per token without pacing
     assert max(model.reads) > 1
+    # ... and the connection is not read while the reader waits: the event loop too reads a few
+    # times per tick, not once per token's packet.
+    assert model.connection.reads <= 20, model.connection.reads
+    assert not model.connection.paused
     [finished] = store.finished
     assert finished.outcome.status == "completed"
     assert finished.outcome.content == "".join(tokens)

@@ -37,7 +37,7 @@
 begin;
 set local search_path = public, extensions;
 
-select plan(131);
+select plan(133);
 
 -- RLS is enabled on every table, exposed or private ---------------------------------------------
 select ok((select relrowsecurity from pg_class where oid = 'public.marketplace_agents'::regclass),
@@ -449,12 +449,16 @@ select has_index('public', 'agent_deployments', 'agent_deployments_user_id_idx',
                  'agent_deployments is indexed on user_id');
 select has_index('public', 'agent_conversations', 'agent_conversations_user_idx', 'user_id',
                  'agent_conversations is indexed on user_id');
-select has_index('public', 'agent_messages', 'agent_messages_user_idx', 'user_id',
-                 'agent_messages is indexed on user_id');
+select has_index('public', 'agent_messages', 'agent_messages_user_created_idx', array['user_id', 'created_at'],
+                 'agent_messages is indexed on user_id (leading column)');
+select hasnt_index('public', 'agent_messages', 'agent_messages_user_idx',
+                   'no second index on agent_messages.user_id alone');
 select has_index('public', 'message_feedback', 'message_feedback_user_idx', 'user_id',
                  'message_feedback is indexed on user_id');
-select has_index('public', 'survey_responses', 'survey_responses_user_idx', 'user_id',
-                 'survey_responses is indexed on user_id');
+select has_index('public', 'survey_responses', 'survey_responses_one_per_user_deployment', array['user_id', 'deployment_id'],
+                 'survey_responses is indexed on user_id (leading column)');
+select hasnt_index('public', 'survey_responses', 'survey_responses_user_idx',
+                   'no second index on survey_responses.user_id alone');
 select has_index('public', 'marketplace_agents', 'marketplace_agents_is_published_idx', 'is_published',
                  'marketplace_agents is indexed on is_published');
 

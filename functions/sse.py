@@ -9,12 +9,12 @@ A stream may end before its reply does with `stream.closing` (`{reason, retry_ms
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
+import orjson
 import structlog
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -33,7 +33,7 @@ def sse(event: str, data: Any, event_id: str | None = None, retry_ms: int | None
     head = f"id: {event_id}\n" if event_id else ""
     if retry_ms is not None:
         head += f"retry: {retry_ms}\n"
-    return f"{head}event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+    return f"{head}event: {event}\ndata: {orjson.dumps(data, default=str).decode()}\n\n"
 
 
 def closing(reason: str, retry_ms: int) -> str:

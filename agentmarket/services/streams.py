@@ -15,7 +15,6 @@ When the instance shuts down (`StreamHub.shutdown`) every follower ends with a `
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
 from collections import defaultdict
@@ -23,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+import orjson
 import structlog
 
 from agentmarket.db.channels import CHAT_STREAM, StreamKey
@@ -155,7 +155,7 @@ class StreamHub:
 
     def _dispatch(self, payload: str) -> None:
         try:
-            data: dict[str, Any] = json.loads(payload)
+            data: dict[str, Any] = orjson.loads(payload)
             message_id = uuid.UUID(data[StreamKey.MESSAGE])
         except (ValueError, KeyError, TypeError):
             log.warning("stream.bad_notification")

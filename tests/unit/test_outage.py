@@ -204,7 +204,7 @@ async def test_a_shutdown_closing_event_is_rendered_with_its_reason() -> None:
     body = await _body(ReplyStreamResponse(ID, replies()))
 
     assert body == (
-        'retry: 1000\nevent: stream.closing\ndata: {"reason": "shutdown", "retry_ms": 1000}\n\n'
+        'retry: 1000\nevent: stream.closing\ndata: {"reason":"shutdown","retry_ms":1000}\n\n'
     )
 
 

@@ -3,6 +3,7 @@ import { Bars, DayChart } from "../components/Charts";
 import { ErrorBox, Loading } from "../components/Status";
 import { api, ApiError, errorMessage, request } from "../lib/api";
 import { session } from "../lib/auth";
+import { saveResponse } from "../lib/download";
 import { useStore } from "../lib/store";
 import type { AgentList } from "../lib/types";
 import { useAsync } from "../lib/useAsync";
@@ -76,17 +77,7 @@ async function download(kind: "stats" | "metrics", query: Record<string, string>
     query: { ...query, format: "csv" },
     headers: { Accept: "text/csv" },
   });
-  const blob = await response.blob();
-  const disposition = response.headers.get("Content-Disposition") ?? "";
-  const name = /filename="?([^";]+)"?/.exec(disposition)?.[1] ?? `marketplace-${kind}.csv`;
-  const url = URL.createObjectURL(blob);
-  const a = document.createElement("a");
-  a.href = url;
-  a.download = name;
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  await saveResponse(response, `marketplace-${kind}.csv`);
 }
 
 export function AdminPage() {

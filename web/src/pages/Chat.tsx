@@ -4,6 +4,7 @@ import { Survey } from "../components/Survey";
 import { ErrorBox, formatTime, Loading } from "../components/Status";
 import { api, ApiError, request } from "../lib/api";
 import { session } from "../lib/auth";
+import { saveResponse } from "../lib/download";
 import { formatWait, newClientMessageId, remainingFrom, resumeReply, sendMessage, type ReplyHandlers } from "../lib/chat";
 import { renderMarkdown } from "../lib/markdown";
 import { navigate, useLocation } from "../lib/router";
@@ -12,19 +13,6 @@ import type { Conversation, ConversationDetail, Deployment, Message, Page, Ratin
 import { useAsync } from "../lib/useAsync";
 
 const LOW_QUOTA = 3;
-
-/** Save `path` (the API's, fetched with the session) as a file named `filename`. */
-async function download(path: string, filename: string): Promise<void> {
-  const blob = await (await request(path, { headers: { Accept: "*/*" } })).blob();
-  const url = URL.createObjectURL(blob);
-  const link = document.createElement("a");
-  link.href = url;
-  link.download = filename;
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10_000);
-}
 
 function RateReply({ rating, onRate }: { rating: Rating | undefined; onRate: (rating: Rating | null) => void }) {
   // One rating per reply: pressing the pressed one withdraws it.
@@ -399,7 +387,11 @@ export function ChatPage({ deploymentId }: { deploymentId: string }) {
     if (!conversationId) return;
     setActionError(undefined);
     try {
-      await download(`/api/agents/${deploymentId}/conversations/${conversationId}/export?format=${format}`, `conversation-${conversationId}.${format}`);
+      const response = await request(`/api/agents/${deploymentId}/conversations/${conversationId}/export`, {
+        query: { format },
+        headers: { Accept: format === "md" ? "text/markdown" : "application/json" },
+      });
+      await saveResponse(response, `conversation-${conversationId}.${format}`);
     } catch (error) {
       setActionError({ title: "The conversation could not be exported.", error });
     }

@@ -55,11 +55,6 @@ class StreamHold:
         self._transport = None
 
     @property
-    def attached(self) -> bool:
-        """Whether `held()` can stop the reading (a connection it reaches, still open)."""
-        return self._transport is not None and not self._transport.is_closing()
-
-    @property
     def reading(self) -> bool | None:
         """Whether the connection is being read (None: none is attached)."""
         return None if self._transport is None else self._transport.is_reading()

@@ -203,6 +203,7 @@ export function ChatPage({ deploymentId }: { deploymentId: string }) {
     loadedConversation.current = conversationId;
     setReplyId(null);
     setSending(false);
+    setActionError(undefined);
     if (!conversationId) {
       setMessages([]);
       setOlderCursor(null);
